@@ -1,0 +1,33 @@
+"""Shared pytest fixtures.
+
+Real data lives in ``../shared/data`` beside the repository (never copied in);
+tests that need it use the ``shared_data`` fixture and skip with a reason when
+it is absent.  ``TMSTARGET_SHARED_DATA`` overrides the location.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir():
+    env = os.environ.get("TMSTARGET_SHARED_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """Path to ``../shared/data``; skips the test when it is absent."""
+    path = _shared_data_dir()
+    if not (path / "README.md").is_file():
+        pytest.skip(f"shared test data not found at {path} (set TMSTARGET_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
