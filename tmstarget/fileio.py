@@ -20,6 +20,17 @@ def sha256_file(path, chunk_size=1 << 20):
     return digest.hexdigest()
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path, directory=False):
+    """Give a file made by mkstemp/mkdtemp (0600/0700) the usual permissions under the umask."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def write_bytes_atomic(path, data):
     """Write ``data`` (bytes) to ``path`` atomically (temp file, fsync, rename)."""
     path = Path(path)
@@ -30,6 +41,7 @@ def write_bytes_atomic(path, data):
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -59,6 +71,7 @@ def write_nifti_atomic(path, img):
     os.close(fd)
     try:
         nib.save(img, tmp)
+        publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

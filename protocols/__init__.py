@@ -1,0 +1,1 @@
+"""Shipped targeting protocols (TOML), installed as ``tmstarget.protocols``."""

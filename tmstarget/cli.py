@@ -1,0 +1,281 @@
+"""Command-line front end: ``tmstarget plan | protocols | sample | ...``.
+
+Errors print one line (``tmstarget: error: ...``) and exit 1; ``--verbose``
+adds the traceback.  Usage errors exit 2 (argparse).
+"""
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import TmsTargetError
+
+log = logging.getLogger("tmstarget")
+
+
+class Progress:
+    """Stage messages on stderr with elapsed time (silent with --quiet)."""
+
+    def __init__(self, quiet=False):
+        self.quiet = quiet
+        self.start = time.perf_counter()
+        self.step = 0
+
+    def __call__(self, message):
+        self.step += 1
+        if not self.quiet:
+            print(f"[{time.perf_counter() - self.start:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def _add_common(parser):
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks on error")
+
+
+def _state_path(text):
+    """``FILE`` or ``STATE=FILE`` (separate-runs design)."""
+    if "=" in text and not Path(text).exists():
+        state, path = text.split("=", 1)
+        return state, Path(path)
+    return None, Path(text)
+
+
+def _build_plan_parser(sub):
+    p = sub.add_parser(
+        "plan",
+        help="compute an individualized target from preprocessed fMRI",
+        description="Compute an individualized TMS target from one participant's preprocessed fMRI "
+        "(fMRIPrep derivatives in MNI152NLin2009cAsym space, or explicit files).",
+        epilog="example: tmstarget plan sample_data --participant 01 --protocol rumination-dmpfc --output plan-out",
+    )
+    p.add_argument("dataset", nargs="?", type=Path,
+                   help="fMRIPrep derivatives folder, or a BIDS root holding derivatives/fmriprep")
+    p.add_argument("--protocol", default="rumination-dmpfc",
+                   help="shipped protocol name (see 'tmstarget protocols') or path to a .toml file "
+                   "(default: rumination-dmpfc)")
+    p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created; never inside the inputs)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--participant", help="participant label (with or without 'sub-'); also names the outputs")
+    p.add_argument("--task", default="rumination", help="BIDS task label of the blocks-design task run (default: rumination)")
+    p.add_argument("--rest-task", default="rest", help="BIDS task label of the resting-state run (default: rest)")
+    p.add_argument("--bids-dir", type=Path, help="raw BIDS dataset holding *_events.tsv")
+    files = p.add_argument_group("explicit files (instead of, or on top of, a dataset folder)")
+    files.add_argument("--rest-bold", type=Path, action="append", default=[], help="resting-state BOLD (repeat per run)")
+    files.add_argument("--rest-confounds", type=Path, action="append", default=[], help="confounds TSV per rest run")
+    files.add_argument("--task-bold", action="append", default=[],
+                       help="task BOLD with events blocks, or STATE=FILE for one whole run per state (repeat)")
+    files.add_argument("--task-confounds", action="append", default=[], help="confounds TSV per task run (same order, "
+                       "or STATE=FILE)")
+    files.add_argument("--events", type=Path, action="append", default=[], help="events TSV per blocks-design task run")
+    files.add_argument("--t1", type=Path, help="T1w image in the same space")
+    files.add_argument("--mask", type=Path, help="brain mask on the BOLD grid")
+    files.add_argument("--tr", type=float, help="repetition time (s); checked against headers and sidecars")
+    params = p.add_argument_group("protocol overrides (recorded in the outputs)")
+    params.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override any protocol parameter, e.g. --set clean.fd_threshold_mm=0.3")
+    params.add_argument("--fwhm", type=float, help="smoothing FWHM in mm ([clean] smoothing_fwhm_mm)")
+    params.add_argument("--fd-threshold", type=float, help="scrubbing threshold in mm ([clean] fd_threshold_mm)")
+    params.add_argument("--dummy-volumes", type=int, help="volumes dropped at the start ([clean] dummy_volumes)")
+    params.add_argument("--gsr", action=argparse.BooleanOptionalAction, default=None,
+                        help="regress the global signal ([clean] global_signal)")
+    params.add_argument("--picker", choices=["peak", "cluster"], help="target picker ([target] picker)")
+    _add_common(p)
+    p.set_defaults(handler=run_plan)
+
+
+def _overrides(args):
+    shortcuts = {
+        "fwhm": "clean.smoothing_fwhm_mm", "fd_threshold": "clean.fd_threshold_mm",
+        "dummy_volumes": "clean.dummy_volumes", "gsr": "clean.global_signal", "picker": "target.picker",
+    }
+    out = list(args.overrides)
+    for attr, key in shortcuts.items():
+        value = getattr(args, attr)
+        if value is not None:
+            text = str(value).lower() if isinstance(value, bool) else (f'"{value}"' if isinstance(value, str) else value)
+            out.append(f"{key}={text}")
+    return out
+
+
+def _explicit_runs(args):
+    from .errors import InputError
+    from .ingest.collect import ExplicitRun
+
+    if args.rest_confounds and len(args.rest_confounds) != len(args.rest_bold):
+        raise InputError(f"{len(args.rest_confounds)} --rest-confounds for {len(args.rest_bold)} --rest-bold")
+    rest = [ExplicitRun(bold=b, confounds=(args.rest_confounds[i] if args.rest_confounds else None),
+                        label=f"rest_run-{i + 1}") for i, b in enumerate(args.rest_bold)]
+    blocks, by_state = [], {}
+    confounds = [_state_path(c) for c in args.task_confounds]
+    plain_conf = [c for s, c in confounds if s is None]
+    state_conf = {s: c for s, c in confounds if s is not None}
+    for text in args.task_bold:
+        state, path = _state_path(text)
+        if state is None:
+            i = len(blocks)
+            if i >= len(args.events):
+                raise InputError("each blocks-design --task-bold needs its --events file", path=path)
+            blocks.append(ExplicitRun(bold=path, confounds=plain_conf[i] if i < len(plain_conf) else None,
+                                      events=args.events[i], label=f"task_run-{i + 1}"))
+        else:
+            by_state.setdefault(state, []).append(
+                ExplicitRun(bold=path, confounds=state_conf.get(state), label=f"task-{state}"))
+    return rest, blocks, by_state
+
+
+def run_plan(args):
+    from .ingest.collect import select_runs
+    from .outputs import check_output_dir, write_plan
+    from .pipeline import plan
+    from .protocol import load_protocol
+    from .ingest.fmriprep import participant_label
+
+    progress = Progress(args.quiet)
+    protocol = load_protocol(args.protocol, _overrides(args))
+    participant = participant_label(args.participant) if args.participant else "anonymous"
+    rest, blocks, by_state = _explicit_runs(args)
+    if protocol.kind == "connectivity" and args.dataset is None and not (rest or blocks or by_state):
+        from .errors import InputError
+
+        raise InputError("give a dataset folder (with --participant) or explicit files (--rest-bold/--task-bold)")
+    selection = select_runs(
+        protocol.states, dataset=args.dataset, participant=args.participant, rest_task=args.rest_task,
+        task=args.task, bids_dir=args.bids_dir, explicit_rest=rest, explicit_task=blocks,
+        explicit_state_runs=by_state, t1=args.t1, mask=args.mask,
+    ) if protocol.kind == "connectivity" else _fixed_selection(args)
+    check_output_dir(args.output, args.force, selection.input_dirs)
+    result = plan(selection, protocol, t_r=args.tr, progress=progress)
+    progress("writing outputs")
+    document = write_plan(result, args.output, participant, force=args.force, command=["tmstarget"] + sys.argv[1:],
+                          input_dirs=selection.input_dirs)
+    t = document["target"]
+    if not args.quiet:
+        score = "" if t["score"] is None else f", score {t['score']:+.3f}"
+        print(f"target ({protocol.name}): MNI {t['ras_mm']} mm{score}, method {t['method']} -> {args.output}/target.json")
+        for warning in document["qc"].get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _fixed_selection(args):
+    from .ingest.collect import Selection
+    from .ingest.fmriprep import find_t1, resolve_dataset
+
+    t1 = args.t1
+    dirs = []
+    if t1 is None and args.dataset is not None and args.participant:
+        fmriprep_dir, _ = resolve_dataset(args.dataset, args.bids_dir)
+        t1 = find_t1(fmriprep_dir, args.participant)
+        dirs.append(args.dataset)
+    return Selection([], t1, None, dirs + ([Path(t1).parent] if t1 else []))
+
+
+def _build_protocols_parser(sub):
+    p = sub.add_parser("protocols", help="list the shipped protocols", description="List the shipped protocols.",
+                       epilog="example: tmstarget protocols")
+    p.add_argument("--show", metavar="NAME", help="print one protocol's TOML (resolved with defaults)")
+    _add_common(p)
+    p.set_defaults(handler=run_protocols)
+
+
+def run_protocols(args):
+    from .protocol import builtin_protocol_names, load_protocol
+
+    if args.show:
+        protocol = load_protocol(args.show)
+        print(protocol.toml_text, end="")
+        return 0
+    for name in builtin_protocol_names():
+        protocol = load_protocol(name)
+        print(f"{name:18s} {protocol.description}")
+    return 0
+
+
+def _build_sample_parser(sub):
+    p = sub.add_parser("sample", help="write a synthetic patient (fMRIPrep layout) with known planted targets",
+                       description="Write a deterministic synthetic patient with planted targets and ground_truth.json.",
+                       epilog="example: tmstarget sample /tmp/patient --voxel-mm 3 --task-volumes 240")
+    p.add_argument("output", type=Path)
+    p.add_argument("--voxel-mm", type=float, default=4.0)
+    p.add_argument("--rest-volumes", type=int, default=150)
+    p.add_argument("--task-volumes", type=int, default=200)
+    p.add_argument("--design", choices=["blocks", "separate"], default="blocks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+    _add_common(p)
+    p.set_defaults(handler=run_sample)
+
+
+def run_sample(args):
+    from .outputs import check_output_dir
+    from .synthetic import SyntheticConfig, make_patient
+
+    check_output_dir(args.output, args.force)
+    cfg = SyntheticConfig(voxel_mm=args.voxel_mm, n_rest=args.rest_volumes, n_task=args.task_volumes,
+                          design=args.design, seed=args.seed)
+    make_patient(args.output, cfg)
+    if not args.quiet:
+        print(f"synthetic patient written to {args.output} (ground truth in ground_truth.json)")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="tmstarget",
+        description="Individualized TMS targets for depression from one patient's fMRI.",
+    )
+    parser.add_argument("--version", action="version", version=f"tmstarget {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _build_plan_parser(sub)
+    _build_protocols_parser(sub)
+    _build_sample_parser(sub)
+    for module in _PLUGINS:
+        module.add_subcommands(sub)
+    return parser
+
+
+def _plugins():
+    """Front-end modules of later stages that register their own sub-commands."""
+    import importlib
+
+    found = []
+    for name in ("tmstarget.ingest.convert_cli", "tmstarget.navigation.cli"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+        if hasattr(module, "add_subcommands"):
+            found.append(module)
+    return found
+
+
+_PLUGINS = []
+
+
+def main(argv=None):
+    """Entry point of the ``tmstarget`` console script; returns the exit code."""
+    _PLUGINS[:] = _plugins()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else (logging.ERROR if args.quiet else logging.WARNING),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.handler(args)
+    except TmsTargetError as exc:
+        if args.verbose:
+            raise
+        print(f"tmstarget: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tmstarget: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

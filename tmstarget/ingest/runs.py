@@ -1,0 +1,249 @@
+"""Load and check one functional run: BOLD image, TR, confounds, events, mask.
+
+Every check raises :class:`~tmstarget.errors.InputError` naming the file and,
+where it applies, the column, row or volume, before any output is written.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+
+MOTION_COLUMNS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+TR_TOLERANCE_S = 1e-3
+
+
+@dataclass
+class Run:
+    """One functional run, headers loaded and checked; data read on demand.
+
+    Attributes
+    ----------
+    label : str
+        BIDS-style label (``task-rest_run-1``), used in QC and file names.
+    state : str or None
+        The brain state the whole run represents (``'rest'``, or a state
+        name in the separate-runs design); None for a run whose states come
+        from ``events`` blocks.
+    img : nibabel.Nifti1Image
+        4-D BOLD (data not yet read).
+    t_r : float
+        Repetition time (s).
+    confounds : pandas.DataFrame or None
+    events : pandas.DataFrame or None
+        Columns ``onset``, ``duration``, ``trial_type`` (s, relative to the
+        first volume of the file).
+    paths : dict
+        ``role -> Path`` of every file read (for provenance).
+    """
+
+    label: str
+    state: str | None
+    img: nib.Nifti1Image
+    t_r: float
+    confounds: pd.DataFrame | None
+    events: pd.DataFrame | None
+    paths: dict
+
+    @property
+    def n_volumes(self):
+        return self.img.shape[3]
+
+
+def _require_file(path, role):
+    if path is None:
+        raise InputError(f"the {role} file is missing")
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{role} file not found", path=path)
+    return path
+
+
+def load_bold(path):
+    """Open a 4-D BOLD NIfTI (header only) or raise a one-line InputError."""
+    path = _require_file(path, "BOLD")
+    try:
+        img = nib.load(path)
+    except Exception as exc:  # nibabel raises many types for unreadable files
+        raise InputError(f"cannot read as NIfTI: {exc}", path=path) from exc
+    if img.ndim != 4:
+        raise InputError(f"expected a 4-D BOLD image, got a {img.ndim}-D image of shape {img.shape}", path=path)
+    if img.shape[3] < 2:
+        raise InputError(f"a BOLD run needs at least 2 volumes; got {img.shape[3]}", path=path)
+    return img
+
+
+def header_tr(img):
+    """TR (s) from the NIfTI header, honouring its time unit; None when unset."""
+    tr = float(img.header.get_zooms()[3])
+    unit = img.header.get_xyzt_units()[1]
+    if unit == "msec":
+        tr /= 1000.0
+    elif unit == "usec":
+        tr /= 1e6
+    return tr if tr > 0 else None
+
+
+def resolve_tr(img, bold_path, sidecar_path=None, t_r=None):
+    """Repetition time from the header, checked against the sidecar and the user.
+
+    Raises when the sources disagree by more than 1 ms: a wrong TR shifts every
+    event and every filter frequency.
+    """
+    sources = {}
+    head = header_tr(img)
+    if head is not None:
+        sources[f"NIfTI header of {Path(bold_path).name}"] = head
+    if sidecar_path is not None:
+        sidecar_path = _require_file(sidecar_path, "sidecar")
+        try:
+            meta = json.loads(Path(sidecar_path).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"sidecar is not valid JSON: {exc}", path=sidecar_path) from exc
+        if "RepetitionTime" in meta:
+            value = meta["RepetitionTime"]
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise InputError(f"RepetitionTime must be a positive number of seconds; got {value!r}",
+                                 path=sidecar_path, key="RepetitionTime")
+            sources[f"sidecar {Path(sidecar_path).name}"] = float(value)
+    if t_r is not None:
+        sources["--tr"] = float(t_r)
+    if not sources:
+        raise InputError("no repetition time in the header or a sidecar; give --tr", path=bold_path)
+    values = list(sources.values())
+    if max(values) - min(values) > TR_TOLERANCE_S:
+        listing = ", ".join(f"{k}: {v:g} s" for k, v in sources.items())
+        raise InputError(f"repetition times disagree ({listing})", path=bold_path)
+    return values[-1] if t_r is not None else values[0]
+
+
+def load_confounds(path, n_volumes):
+    """Read an fMRIPrep-style confounds TSV (``n/a`` allowed) and check its length."""
+    path = _require_file(path, "confounds")
+    try:
+        table = pd.read_csv(path, sep="\t", na_values=["n/a", "N/A", "NaN", "nan"])
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"confounds are not a readable TSV: {exc}", path=path) from exc
+    if len(table) != n_volumes:
+        raise InputError(f"confounds have {len(table)} rows but the BOLD run has {n_volumes} volumes", path=path)
+    return table
+
+
+def load_events(path, n_volumes, t_r):
+    """Read a BIDS events TSV and check every block lies inside the run.
+
+    Raises
+    ------
+    InputError
+        Missing columns, non-numeric or negative times, or a block beyond the
+        run's end (row number given, counting the header as row 1).
+    """
+    path = _require_file(path, "events")
+    try:
+        table = pd.read_csv(path, sep="\t", na_values=["n/a"], dtype={"trial_type": str})
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"events are not a readable TSV: {exc}", path=path) from exc
+    for column in ("onset", "duration", "trial_type"):
+        if column not in table.columns:
+            raise InputError(f"events need a '{column}' column; found {list(table.columns)}", path=path, key=column)
+    for column in ("onset", "duration"):
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy() | (values.to_numpy() < 0))
+        if bad.size:
+            raise InputError(
+                f"row {bad[0] + 2}: {column} must be a number >= 0; got {table[column].iloc[bad[0]]!r}",
+                path=path, key=column,
+            )
+        table[column] = values
+    run_end = n_volumes * t_r
+    ends = table["onset"] + table["duration"]
+    outside = np.flatnonzero(ends.to_numpy() > run_end + 1e-6)
+    if outside.size:
+        row = outside[0]
+        raise InputError(
+            f"row {row + 2}: event '{table['trial_type'].iloc[row]}' ends at {ends.iloc[row]:g} s, after the run ends "
+            f"({n_volumes} volumes x {t_r:g} s = {run_end:g} s)",
+            path=path, key="onset",
+        )
+    if table["trial_type"].isna().any():
+        row = int(np.flatnonzero(table["trial_type"].isna().to_numpy())[0])
+        raise InputError(f"row {row + 2}: trial_type is empty", path=path, key="trial_type")
+    return table[["onset", "duration", "trial_type"]].reset_index(drop=True)
+
+
+def motion_params(confounds, path=None):
+    """The six rigid-body parameters (mm, rad) from fMRIPrep confound columns, shape (T, 6)."""
+    missing = [c for c in MOTION_COLUMNS if c not in confounds.columns]
+    if missing:
+        raise InputError(f"confounds lack motion columns {missing}", path=path, key=missing[0])
+    params = confounds[list(MOTION_COLUMNS)].to_numpy(dtype=float)
+    if not np.isfinite(params).all():
+        row = int(np.flatnonzero(~np.isfinite(params).all(axis=1))[0])
+        raise InputError(f"motion parameters are not finite at row {row + 2}", path=path, key="trans_x")
+    return params
+
+
+def confound_column(confounds, column, path=None, why=""):
+    """One confound column as float array; ``n/a`` rows must not be present."""
+    if column not in confounds.columns:
+        raise InputError(f"confounds lack the column '{column}'{why}", path=path, key=column)
+    values = confounds[column].to_numpy(dtype=float)
+    if not np.isfinite(values).all():
+        row = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise InputError(f"column '{column}' is not finite at row {row + 2}", path=path, key=column)
+    return values
+
+
+def load_mask(path, bold_img, bold_path):
+    """Brain mask on the BOLD grid (shape and affine must match within 1e-3 mm)."""
+    path = _require_file(path, "brain mask")
+    try:
+        mask_img = nib.load(path)
+    except Exception as exc:
+        raise InputError(f"cannot read as NIfTI: {exc}", path=path) from exc
+    data = np.asanyarray(mask_img.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.shape != bold_img.shape[:3] or not np.allclose(mask_img.affine, bold_img.affine, atol=1e-3):
+        raise InputError(
+            f"mask grid {data.shape} does not match the BOLD grid {bold_img.shape[:3]} of {Path(bold_path).name} "
+            f"(affines {'equal' if np.allclose(mask_img.affine, bold_img.affine, atol=1e-3) else 'differ'}); "
+            "resample the mask or give the matching one",
+            path=path,
+        )
+    mask = data > 0
+    if not mask.any():
+        raise InputError("brain mask is empty", path=path)
+    return mask
+
+
+def load_run(files, state=None, t_r=None, label=None):
+    """Open and check one run from a :class:`~tmstarget.ingest.fmriprep.RunFiles`-like object.
+
+    Parameters
+    ----------
+    files : object with ``bold``, ``confounds``, ``sidecar``, ``events`` paths
+    state : str, optional
+        State of the whole run (``'rest'`` or a separate-run state).
+    t_r : float, optional
+        User-given TR, checked against the header and sidecar.
+    label : str, optional
+        Defaults to ``files.label``.
+    """
+    img = load_bold(files.bold)
+    tr = resolve_tr(img, files.bold, files.sidecar, t_r)
+    n = img.shape[3]
+    confounds = load_confounds(files.confounds, n) if files.confounds is not None else None
+    events = load_events(files.events, n, tr) if files.events is not None else None
+    paths = {"bold": Path(files.bold)}
+    for role in ("confounds", "sidecar", "events", "mask"):
+        value = getattr(files, role, None)
+        if value is not None:
+            paths[role] = Path(value)
+    return Run(label=label or files.label, state=state, img=img, t_r=tr, confounds=confounds,
+               events=events, paths=paths)

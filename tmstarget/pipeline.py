@@ -1,0 +1,321 @@
+"""The planning engine: runs -> cleaned data -> seed connectivity -> ranked targets.
+
+``plan`` is the one function every front end calls (CLI, real-time watcher
+at the end of a scan, viewer, research mode).  It reads, checks and computes;
+it writes nothing (see :mod:`tmstarget.outputs`).
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from . import rois as roi_defs
+from .clean import plan_cleaning
+from .connectivity import correlation_with_seed, fisher_z, seed_signal, state_frames, subsystem_fc
+from .errors import InputError
+from .ingest.runs import load_mask, load_run
+from .targets import fixed_target, pick_targets
+from .voxels import VoxelSet, read_voxel_timeseries
+
+log = logging.getLogger(__name__)
+SPACE = "MNI152NLin2009cAsym"
+
+
+@dataclass
+class PlanResult:
+    """What ``plan`` computed; :mod:`tmstarget.outputs` turns it into files.
+
+    Attributes
+    ----------
+    protocol : tmstarget.protocol.Protocol
+    space : str
+    affine, shape : grid of the analysis image (world = ``space``)
+    candidates : list of tmstarget.targets.Candidate
+        Ranked; ``candidates[0]`` is the target.
+    maps : dict
+        ``name -> 3-D float32 array`` (Fisher z maps per state, ``delta``).
+    masks : dict
+        ``name -> 3-D bool array`` (``search_region``, ``brain``).
+    qc : dict
+    input_files : dict
+        ``role -> Path`` of every file read.
+    """
+
+    protocol: object
+    space: str
+    affine: np.ndarray
+    shape: tuple
+    candidates: list
+    maps: dict = field(default_factory=dict)
+    masks: dict = field(default_factory=dict)
+    qc: dict = field(default_factory=dict)
+    input_files: dict = field(default_factory=dict)
+
+    @property
+    def target(self):
+        return self.candidates[0]
+
+
+def _progress(callback, message):
+    log.info(message)
+    if callback is not None:
+        callback(message)
+
+
+def _load_runs(selection, t_r):
+    runs = []
+    for files, state in selection.runs:
+        label = getattr(files, "label", None) or "run"
+        runs.append(load_run(files, state=state, t_r=t_r, label=label))
+    labels = [r.label for r in runs]
+    for i, run in enumerate(runs):  # unique labels for QC and file names
+        if labels.count(run.label) > 1:
+            run.label = f"{run.label}_{i + 1}"
+    first = runs[0]
+    for run in runs[1:]:
+        if abs(run.t_r - first.t_r) > 1e-3:
+            raise InputError(
+                f"runs have different repetition times ({first.label}: {first.t_r:g} s, {run.label}: {run.t_r:g} s)",
+                path=run.paths["bold"],
+            )
+        if run.img.shape[:3] != first.img.shape[:3] or not np.allclose(run.img.affine, first.img.affine, atol=1e-3):
+            raise InputError(
+                f"run {run.label} is on a different grid than {first.label} ({run.img.shape[:3]} vs "
+                f"{first.img.shape[:3]}); all runs must be resampled to the same space and grid",
+                path=run.paths["bold"],
+            )
+    return runs
+
+
+def _brain_mask(runs, explicit_mask, warnings):
+    first = runs[0]
+    mask = None
+    for run in runs:
+        path = explicit_mask or run.paths.get("mask")
+        if path is None:
+            continue
+        run_mask = load_mask(path, run.img, run.paths["bold"])
+        mask = run_mask if mask is None else mask & run_mask
+    if mask is None:
+        from nilearn.masking import compute_epi_mask
+
+        warnings.append("no brain mask given: computed one from the mean EPI (nilearn compute_epi_mask)")
+        mask = np.asarray(compute_epi_mask(first.img).dataobj) > 0
+    return mask
+
+
+def _state_rows(runs, plans, states, conn):
+    """Boolean row selection (over the concatenated kept frames) for each state."""
+    rows = {s: [] for s in states}
+    for run, cplan in zip(runs, plans):
+        n = len(cplan.kept)
+        for state in states:
+            if run.state is not None:
+                rows[state].append(np.full(n, run.state == state))
+            else:
+                rows[state].append(
+                    state_frames(run.events, cplan.kept, run.t_r, state, conn["hrf_delay_s"], conn["transition_s"])
+                )
+    return {s: np.concatenate(v) for s, v in rows.items()}
+
+
+def _score_map(data, seed, rows, conn):
+    """Fisher-z map per state and the score the picker uses (z or delta z)."""
+    z = {state: fisher_z(correlation_with_seed(data[sel], seed[sel])) for state, sel in rows.items()}
+    if "contrast" in conn:
+        first, second = conn["contrast"]
+        return z, z[first] - z[second]
+    return z, z[conn["state"]]
+
+
+def _split_half_rows(rows):
+    """First and second half of each state's frames (time order)."""
+    halves = ({}, {})
+    for state, sel in rows.items():
+        idx = np.flatnonzero(sel)
+        cut = len(idx) // 2
+        for half, part in zip(halves, (idx[:cut], idx[cut:])):
+            mask = np.zeros_like(sel)
+            mask[part] = True
+            half[state] = mask
+    return halves
+
+
+def plan(selection, protocol, t_r=None, progress=None):
+    """Compute an individualized target for one participant.
+
+    Parameters
+    ----------
+    selection : tmstarget.ingest.collect.Selection
+        Runs (and T1, mask) chosen for the protocol's states.
+    protocol : tmstarget.protocol.Protocol
+    t_r : float, optional
+        User-given TR, checked against headers and sidecars.
+    progress : callable, optional
+        Called with a short message at each stage.
+
+    Returns
+    -------
+    PlanResult
+    """
+    if protocol.kind == "fixed":
+        return plan_fixed(protocol, selection.t1)
+    clean_p, conn, target_p = protocol["clean"], protocol["connectivity"], protocol["target"]
+    warnings = []
+    _progress(progress, "checking inputs")
+    runs = _load_runs(selection, t_r)
+    affine, shape = runs[0].img.affine, runs[0].img.shape[:3]
+    brain = _brain_mask(runs, selection.mask, warnings)
+    voxels = VoxelSet(brain, affine)
+
+    gm = roi_defs.grey_matter_mask(shape, affine, protocol["rois"]["gm_threshold"])
+    within = brain & gm
+    region_spheres = roi_defs.region_mask(protocol["search"]["region"], shape, affine)
+    region = region_spheres & within
+    region_cols = voxels.columns(region)
+    if len(region_cols) == 0:
+        raise InputError(
+            f"search region '{protocol['search']['region']}' is empty: no grey-matter voxel of the brain mask lies "
+            "in it on this grid (check the mask and that the BOLD is in MNI space)",
+            path=runs[0].paths["bold"],
+        )
+    roi_list = roi_defs.roi_set(protocol["rois"]["set"], protocol["rois"].get("radius_mm"))
+    roi_cols = {name: voxels.columns(m) for name, m in roi_defs.roi_masks(roi_list, shape, affine, within).items()}
+    empty = [name for name, cols in roi_cols.items() if len(cols) == 0]
+    if empty:
+        warnings.append(f"ROIs empty on this grid/mask and left out of seeds: {', '.join(empty)}")
+    seed_p = protocol["seed"]
+    if "sphere" in seed_p:
+        centre, radius = roi_defs.sphere_spec(seed_p["sphere"])
+        seed_groups = [voxels.columns(roi_defs.ball_mask(shape, affine, centre, radius) & within)]
+        seed_label = f"sphere {seed_p['sphere']} {list(centre)} r={radius:g} mm"
+    else:
+        seed_groups = [roi_cols[r.name] for r in roi_list if r.subsystem == seed_p["subsystem"]]
+        seed_label = f"{seed_p['subsystem']} subsystem of {protocol['rois']['set']} ({len(seed_groups)} ROIs)"
+    if not any(len(g) for g in seed_groups):
+        raise InputError(f"the seed ({seed_label}) is empty on this grid and brain mask", path=runs[0].paths["bold"])
+
+    data_blocks, plans, run_qc, tsnr = [], [], [], {}
+    for run in runs:
+        _progress(progress, f"cleaning {run.label}")
+        cplan = plan_cleaning(run, clean_p)
+        smoothed, raw = read_voxel_timeseries(
+            run.img, voxels, cplan.first_frame, clean_p["smoothing_fwhm_mm"], raw_columns=region_cols
+        )
+        operator = cplan.operator.astype(np.float32)
+        data_blocks.append(operator @ smoothed)
+        plans.append(cplan)
+        raw_mean = raw.mean(axis=0, dtype=np.float64)
+        raw_std = raw.std(axis=0, dtype=np.float64)
+        tsnr[run.label] = float(np.median(np.where(raw_std > 0, raw_mean / np.where(raw_std > 0, raw_std, 1), 0)))
+        fd = cplan.fd_mm[cplan.first_frame:]
+        run_qc.append({
+            "run": run.label,
+            "state": run.state or "blocks: " + ", ".join(sorted(set(run.events["trial_type"]))),
+            "volumes": run.n_volumes,
+            "dummy_volumes_dropped": cplan.first_frame,
+            "frames_scrubbed": int(cplan.n_scrubbed),
+            "frames_kept": int(len(cplan.kept)),
+            "mean_fd_power_mm": float(fd.mean()),
+            "max_fd_power_mm": float(fd.max()),
+            "t_r_s": run.t_r,
+            "confounds": cplan.confound_names,
+            "tsnr_search_region_median": tsnr[run.label],
+        })
+    data = np.vstack(data_blocks)
+    del data_blocks
+
+    _progress(progress, "computing connectivity")
+    states = protocol.states
+    rows = _state_rows(runs, plans, states, conn)
+    for state, sel in rows.items():
+        if sel.sum() < clean_p["min_volumes"]:
+            raise InputError(
+                f"state '{state}' has only {int(sel.sum())} usable volumes after scrubbing and block selection; "
+                f"at least {clean_p['min_volumes']} are needed ([clean] min_volumes)",
+                path=runs[0].paths["bold"],
+            )
+    seed = seed_signal(data, seed_groups)
+    z_maps, score = _score_map(data, seed, rows, conn)
+
+    _progress(progress, "picking the target")
+    candidates = pick_targets(score, voxels, region_cols, target_p)
+    halves = [pick_targets(_score_map(data, seed, h, conn)[1], voxels, region_cols, target_p)[0]
+              for h in _split_half_rows(rows)]
+    split_half_mm = float(np.linalg.norm(halves[0].ras_mm - halves[1].ras_mm))
+
+    roi_names = [r.name for r in roi_list if len(roi_cols[r.name])]
+    roi_signals = np.column_stack([data[:, roi_cols[n]].mean(axis=1, dtype=np.float64) for n in roi_names])
+    subsystems = [r.subsystem for r in roi_list if len(roi_cols[r.name])]
+    table = {state: subsystem_fc(roi_signals[sel], subsystems) for state, sel in rows.items()}
+    if "contrast" in conn:
+        first, second = conn["contrast"]
+        table[f"{first}-minus-{second}"] = {k: table[first][k] - table[second][k] for k in table[first]}
+        delta = table[f"{first}-minus-{second}"]
+        if first == "rumination" and not (delta["core-dmpfc"] < 0 < delta["core-mtl"]):
+            warnings.append(
+                "atypical subsystem pattern: during rumination core-dMPFC FC usually falls and core-MTL FC rises "
+                f"(here {delta['core-dmpfc']:+.3f} and {delta['core-mtl']:+.3f})"
+            )
+    if split_half_mm > 10:
+        warnings.append(f"unstable target: the two halves of the data give targets {split_half_mm:.1f} mm apart")
+    for q in run_qc:
+        if q["frames_scrubbed"] > 0.2 * (q["frames_kept"] + q["frames_scrubbed"]):
+            warnings.append(f"{q['run']}: {q['frames_scrubbed']} frames scrubbed (more than 20%)")
+        if q["mean_fd_power_mm"] > 0.5:
+            warnings.append(f"{q['run']}: high motion (mean FD {q['mean_fd_power_mm']:.2f} mm)")
+    # how far the target sits inside the region: near 0 means the optimum may lie outside it
+    edge_mm = float(ndimage.distance_transform_edt(region_spheres, sampling=np.sqrt((affine[:3, :3] ** 2).sum(0)))[
+        candidates[0].voxel_ijk])
+    if edge_mm <= 1.01 * np.sqrt((affine[:3, :3] ** 2).sum(0)).max():
+        warnings.append("the target lies on the edge of the search region: the optimum may be outside it")
+
+    maps = {f"z_{state}": voxels.to_volume(z) for state, z in z_maps.items()}
+    if "contrast" in conn:
+        maps["delta"] = voxels.to_volume(score)
+    input_files = {}
+    for run in runs:
+        for role, path in run.paths.items():
+            input_files[f"{run.label}_{role}"] = path
+    if selection.mask is not None:
+        input_files["mask"] = selection.mask
+    if selection.t1 is not None:
+        input_files["t1"] = selection.t1
+    qc = {
+        "runs": run_qc,
+        "frames_per_state": {s: int(sel.sum()) for s, sel in rows.items()},
+        "seed": seed_label,
+        "search_region_voxels": int(len(region_cols)),
+        "subsystem_fc": table,
+        "stability": {
+            "split_half_distance_mm": split_half_mm,
+            "note": "targets picked separately on the first and second half of each state's frames",
+        },
+        "score_gap_to_next_candidate": (
+            float(abs(candidates[0].score - candidates[1].score)) if len(candidates) > 1 else None
+        ),
+        "target_depth_in_search_region_mm": edge_mm,
+        "warnings": warnings,
+    }
+    return PlanResult(
+        protocol, SPACE, affine, shape, candidates, maps,
+        {"search_region": region, "brain": brain}, qc, input_files,
+    )
+
+
+def plan_fixed(protocol, t1=None):
+    """A classic fixed target (no fMRI): the MNI coordinate on the T1 grid (or the MNI template's)."""
+    import nibabel as nib
+    from nilearn import datasets
+
+    fixed = protocol["fixed"]
+    mni = fixed["mni_mm"] if "mni_mm" in fixed else roi_defs.load_atlas()["fixed"][fixed["site"]]["mni_mm"]
+    grid = nib.load(t1) if t1 is not None else datasets.load_mni152_template(resolution=2)
+    candidate = fixed_target(mni, grid.affine, grid.shape)
+    return PlanResult(
+        protocol, SPACE, grid.affine, grid.shape[:3], [candidate],
+        qc={"warnings": ["fixed target: group-average coordinate, not individualized"]},
+        input_files={"t1": t1} if t1 is not None else {},
+    )

@@ -1,0 +1,156 @@
+"""ROIs, seeds and search regions as boolean masks on the analysis grid.
+
+Definitions (MNI152 mm, RAS) are package data in ``data/atlas.toml``; every
+mask is built through the image affine (never from index arithmetic), and
+restricted to grey matter with nilearn's bundled MNI152 grey-matter
+probability map resampled to the analysis grid.
+"""
+
+import functools
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InputError
+
+SUBSYSTEMS = ("core", "dmpfc", "mtl")
+
+
+@functools.cache
+def load_atlas():
+    """Return the parsed ``data/atlas.toml`` (ROI sets, spheres, regions, fixed targets)."""
+    with resources.files("tmstarget.data").joinpath("atlas.toml").open("rb") as handle:
+        return tomllib.load(handle)
+
+
+@dataclass(frozen=True)
+class Roi:
+    """One spherical ROI: ``name``, ``subsystem``, centre (MNI mm) and radius (mm)."""
+
+    name: str
+    subsystem: str
+    centre_mni_mm: tuple
+    radius_mm: float
+
+
+def roi_set(name, radius_mm=None):
+    """Return the ROIs of a named set (``dixon24`` or ``andrews-hanna11``).
+
+    Parameters
+    ----------
+    name : str
+        Set name in ``data/atlas.toml``.
+    radius_mm : float, optional
+        Overrides the set's default sphere radius.
+    """
+    sets = load_atlas()["roi_sets"]
+    if name not in sets:
+        raise InputError(f"unknown ROI set '{name}'; known: {', '.join(sorted(sets))}")
+    spec = sets[name]
+    radius = float(radius_mm if radius_mm is not None else spec["radius_mm"])
+    return [Roi(r["name"], r["subsystem"], tuple(r["mni_mm"]), radius) for r in spec["rois"]]
+
+
+def voxel_centres_mm(shape, affine):
+    """World (mm) coordinates of every voxel centre, shape ``shape + (3,)``."""
+    ijk = np.indices(shape[:3], dtype=float).reshape(3, -1)
+    xyz = affine[:3, :3] @ ijk + affine[:3, 3:4]
+    return xyz.T.reshape(tuple(shape[:3]) + (3,))
+
+
+def ball_mask(shape, affine, centres_mm, radius_mm):
+    """Voxels whose centre lies within ``radius_mm`` of any of ``centres_mm``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Grid shape (first three axes used).
+    affine : array (4, 4)
+        Voxel-to-world affine of the grid.
+    centres_mm : array-like (N, 3) or (3,)
+        Sphere centres in the grid's world frame (mm).
+    radius_mm : float
+        Sphere radius (mm); voxels at exactly the radius are included.
+
+    Returns
+    -------
+    ndarray of bool, shape ``shape[:3]``
+    """
+    centres = np.atleast_2d(np.asarray(centres_mm, dtype=float))
+    xyz = voxel_centres_mm(shape, affine)
+    mask = np.zeros(tuple(shape[:3]), dtype=bool)
+    for centre in centres:
+        # tolerance so a voxel lying exactly on the sphere is not lost to rounding
+        mask |= np.sum((xyz - centre) ** 2, axis=-1) <= radius_mm**2 + 1e-6
+    return mask
+
+
+@functools.lru_cache(maxsize=8)
+def _gm_probability(shape, affine_bytes):
+    from nilearn import datasets, image
+
+    affine = np.frombuffer(affine_bytes).reshape(4, 4)
+    gm = datasets.load_mni152_gm_template(resolution=1)
+    resampled = image.resample_img(
+        gm,
+        target_affine=affine,
+        target_shape=shape,
+        interpolation="linear",
+        force_resample=True,
+        copy_header=True,
+    )
+    return np.asarray(resampled.get_fdata(), dtype=np.float32)
+
+
+def grey_matter_mask(shape, affine, threshold=0.2):
+    """Grey matter on the analysis grid: nilearn's MNI152 GM probability > ``threshold``.
+
+    The map is resampled (linear) to the grid given by ``shape``/``affine``,
+    which must be in MNI152 space.
+    """
+    affine = np.ascontiguousarray(affine, dtype=float)
+    prob = _gm_probability(tuple(int(s) for s in shape[:3]), affine.tobytes())
+    return prob > threshold
+
+
+def region_mask(name, shape, affine, gm=None):
+    """Search region ``name`` (union of spheres) on the grid, intersected with ``gm``."""
+    regions = load_atlas()["regions"]
+    if name not in regions:
+        raise InputError(f"unknown search region '{name}'; known: {', '.join(sorted(regions))}")
+    spec = regions[name]
+    mask = ball_mask(shape, affine, spec["centres_mni_mm"], float(spec["radius_mm"]))
+    return mask if gm is None else mask & gm
+
+
+def sphere_spec(name):
+    """Centre (MNI mm) and radius (mm) of a named seed sphere (e.g. ``sgacc``)."""
+    spheres = load_atlas()["spheres"]
+    if name not in spheres:
+        raise InputError(f"unknown seed sphere '{name}'; known: {', '.join(sorted(spheres))}")
+    spec = spheres[name]
+    return tuple(float(v) for v in spec["mni_mm"]), float(spec["radius_mm"])
+
+
+def roi_masks(rois, shape, affine, within):
+    """Boolean mask per ROI, each restricted to ``within`` (e.g. GM ∩ brain).
+
+    Returns
+    -------
+    dict
+        ``name -> ndarray of bool``; an ROI left empty on this grid maps to an
+        empty mask (callers decide whether that is fatal).
+    """
+    return {
+        roi.name: ball_mask(shape, affine, roi.centre_mni_mm, roi.radius_mm) & within for roi in rois
+    }
+
+
+def mask_to_img(mask, affine, dtype=np.uint8):
+    """Wrap a boolean mask as a NIfTI image on ``affine``."""
+    img = nib.Nifti1Image(np.asarray(mask, dtype=dtype), affine)
+    img.header.set_xyzt_units("mm")
+    return img

@@ -1,0 +1,107 @@
+"""The set of analysed voxels and the fast path from a BOLD file to a (time, voxel) matrix.
+
+NIfTI stores volumes with i varying fastest and time slowest, so the array
+nibabel returns, transposed, is a C-ordered ``(t, k, j, i)`` block.  We keep
+that layout (no copy) and order voxels the same way: i fastest.
+"""
+
+import numpy as np
+
+from .clean import smooth_volumes, smoothing_radius
+from .errors import InputError
+
+
+class VoxelSet:
+    """A boolean mask on a grid and the column order used for its voxels.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (I, J, K)
+    affine : array (4, 4)
+        Voxel-to-world (RAS mm) affine of the grid.
+    """
+
+    def __init__(self, mask, affine):
+        self.mask = np.asarray(mask, dtype=bool)
+        self.affine = np.asarray(affine, dtype=float)
+        # i fastest, matching the transposed NIfTI layout
+        self.ijk = np.argwhere(self.mask.T)[:, ::-1]
+        self._column = np.full(self.mask.shape, -1, dtype=np.int64)
+        self._column[tuple(self.ijk.T)] = np.arange(len(self.ijk))
+
+    def __len__(self):
+        return len(self.ijk)
+
+    @property
+    def shape(self):
+        return self.mask.shape
+
+    def columns(self, sub_mask):
+        """Column indices of the voxels of ``sub_mask`` that are in this set."""
+        cols = self._column[np.asarray(sub_mask, dtype=bool)]
+        return np.sort(cols[cols >= 0])
+
+    def ras_mm(self, columns=None):
+        """World coordinates (mm) of the voxels (all, or the given columns)."""
+        ijk = self.ijk if columns is None else self.ijk[columns]
+        return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+    def to_volume(self, values, fill=0.0, dtype=np.float32):
+        """Scatter per-voxel values back into a 3-D array on the grid."""
+        out = np.full(self.mask.shape, fill, dtype=dtype)
+        out[tuple(self.ijk.T)] = values
+        return out
+
+    def bounding_box(self, pad):
+        """Slices of the mask's bounding box grown by ``pad`` voxels per axis, clipped to the grid."""
+        lo = self.ijk.min(axis=0) - np.asarray(pad)
+        hi = self.ijk.max(axis=0) + np.asarray(pad) + 1
+        lo = np.maximum(lo, 0)
+        hi = np.minimum(hi, self.mask.shape)
+        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def read_voxel_timeseries(img, voxels, first_frame=0, fwhm_mm=0.0, raw_columns=None):
+    """Read a 4-D image, smooth it, and return the voxels' time series.
+
+    Only the mask's bounding box, grown by the smoothing kernel's half-width,
+    is read into float32 and smoothed: values inside the mask equal smoothing
+    the whole image (the kernel never reaches past the pad, and at the grid's
+    edge the crop edge is the image edge).
+
+    Parameters
+    ----------
+    img : nibabel image, 4-D
+    voxels : VoxelSet
+        Voxels to return (on the image's grid).
+    first_frame : int
+        Frames before it (dummy volumes) are skipped.
+    fwhm_mm : float
+        Spatial smoothing FWHM (mm), nilearn's kernel.
+    raw_columns : ndarray of int, optional
+        Also return the unsmoothed series of these voxel columns (e.g. for tSNR).
+
+    Returns
+    -------
+    smoothed : ndarray, float32, shape (T, len(voxels))
+    raw : ndarray or None, shape (T, len(raw_columns))
+    """
+    pad = smoothing_radius(voxels.affine, fwhm_mm) if fwhm_mm else [0, 0, 0]
+    box = voxels.bounding_box(pad)
+    block = np.asarray(img.dataobj[box + (slice(first_frame, None),)], dtype=np.float32)
+    block = np.ascontiguousarray(block.T)  # (t, k, j, i); a view when nibabel returns F order
+    local = voxels.ijk - np.array([s.start for s in box])
+    index = (slice(None), local[:, 2], local[:, 1], local[:, 0])
+    nonfinite = ~np.isfinite(block)
+    if nonfinite.any():
+        inside = np.argwhere(nonfinite[index])
+        if len(inside):
+            t, col = inside[0]
+            raise InputError(
+                f"NaN or infinite value inside the brain mask at voxel {tuple(int(v) for v in voxels.ijk[col])}",
+                path=img.get_filename(), volume=int(t) + first_frame,
+            )
+        block[nonfinite] = 0.0  # outside the mask, as nilearn's smoothing does
+    raw = block[(slice(None),) + tuple(local[raw_columns].T[::-1])] if raw_columns is not None else None
+    smooth_volumes(block, voxels.affine, fwhm_mm, spatial_axes=(3, 2, 1))
+    return block[index], raw
