@@ -96,31 +96,35 @@ def state_frames(events, frames, t_r, state, hrf_delay_s, transition_s):
 
 
 def subsystem_fc(roi_signals, subsystems):
+    """Subsystem FC table from ROI time series (Fisher z of Pearson r); see :func:`subsystem_table`."""
+    z = fisher_z(np.corrcoef(roi_signals, rowvar=False))
+    return subsystem_table(z, subsystems)
+
+
+def subsystem_table(z, subsystems):
     """Within- and between-subsystem FC (Chen 2020 definition).
 
     Parameters
     ----------
-    roi_signals : ndarray, shape (T, n_rois)
+    z : ndarray, shape (n_rois, n_rois)
+        Fisher-z ROI-to-ROI matrix (diagonal ignored).
     subsystems : sequence of str
-        Subsystem of each ROI column (``core``, ``dmpfc``, ``mtl``).
+        Subsystem of each ROI (``core``, ``dmpfc``, ``mtl``).
 
     Returns
     -------
     dict
-        ``'core-core'``, ``'core-dmpfc'``, ... mean Fisher z over ROI pairs
-        (upper triangle within a subsystem, all cross pairs between), plus
+        ``'core-core'``, ``'core-dmpfc'``, ... mean z over ROI pairs (upper
+        triangle within a subsystem, all cross pairs between), plus
         ``'dn_total'`` = mean of the three within values.
     """
-    z = fisher_z(np.corrcoef(roi_signals, rowvar=False))
-    np.fill_diagonal(z, 0.0)
     labels = np.asarray(subsystems)
     table = {}
     for a_index, a in enumerate(SUBSYSTEMS):
         for b in SUBSYSTEMS[a_index:]:
             ia, ib = np.flatnonzero(labels == a), np.flatnonzero(labels == b)
             if a == b:
-                iu = np.triu_indices(len(ia), k=1)
-                values = z[np.ix_(ia, ia)][iu]
+                values = z[np.ix_(ia, ia)][np.triu_indices(len(ia), k=1)]
             else:
                 values = z[np.ix_(ia, ib)].ravel()
             table[f"{a}-{b}"] = float(values.mean()) if values.size else float("nan")
