@@ -111,13 +111,20 @@ def select_runs(states, dataset=None, participant=None, rest_task="rest", task="
             if state in block_states:
                 continue
             separate = explicit_state_runs.get(state) or dataset_runs(state)
-            if not separate:
+            for run in separate:
+                run_states = _events_states(run) & set(needed)
+                if run_states:  # a task-<state> run whose events hold blocks of the states: blocks design
+                    if run not in block_runs:
+                        block_runs.append(run)
+                    block_states |= run_states
+                else:
+                    selected.append((run, state))
+            if state not in block_states and not any(s == state for _, s in selected):
                 found = ", ".join(sorted(block_states)) or "none"
                 looked = [f"trial_type '{state}' in the events of the task-{task} runs (found: {found})"]
                 looked.append(f"a task-{state} run" + (f" in {fmriprep_dir}" if fmriprep_dir else " (--task-bold STATE=FILE)"))
                 raise InputError(f"the protocol needs the state '{state}': found neither " + " nor ".join(looked))
-            selected += [(r, state) for r in separate]
-        if any(state in block_states for state in needed):
+        if block_states & set(needed):
             for run in block_runs:
                 if run.events is None:
                     raise InputError("a task run in the blocks design needs its events.tsv (--events)", path=run.bold)
