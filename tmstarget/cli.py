@@ -12,6 +12,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import TmsTargetError
+from .ingest import convert_cli
+from .navigation import cli as navigation_cli
 
 log = logging.getLogger("tmstarget")
 
@@ -73,6 +75,11 @@ def _build_plan_parser(sub):
     files.add_argument("--t1", type=Path, help="T1w image in the same space")
     files.add_argument("--mask", type=Path, help="brain mask on the BOLD grid")
     files.add_argument("--tr", type=float, help="repetition time (s); checked against headers and sidecars")
+    nav = p.add_argument_group("navigation files (written into OUTPUT/navigation/ when a T1 is known)")
+    nav.add_argument("--navigation", action="append", default=None, metavar="FORMAT",
+                     help="navigation format to write (repeat; default: all; 'none' to skip)")
+    nav.add_argument("--affine", choices=["qform", "sform"],
+                     help="which T1 affine the navigator uses, needed only when they differ")
     params = p.add_argument_group("protocol overrides (recorded in the outputs)")
     params.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any protocol parameter, e.g. --set clean.fd_threshold_mm=0.3")
@@ -129,11 +136,13 @@ def _explicit_runs(args):
 def run_plan(args):
     from .ingest.collect import select_runs
     from .outputs import check_output_dir, write_plan
-    from .pipeline import plan
-    from .protocol import load_protocol
     from .ingest.fmriprep import participant_label
+    from .navigation.export import export_plan
+    from .pipeline import place_coils, plan
+    from .protocol import load_protocol
 
     progress = Progress(args.quiet)
+    args.navigation = [] if args.navigation == ["none"] else (args.navigation or "all")
     protocol = load_protocol(args.protocol, _overrides(args))
     participant = participant_label(args.participant) if args.participant else "anonymous"
     rest, blocks, by_state = _explicit_runs(args)
@@ -148,13 +157,24 @@ def run_plan(args):
     ) if protocol.kind == "connectivity" else _fixed_selection(args)
     check_output_dir(args.output, args.force, selection.input_dirs)
     result = plan(selection, protocol, t_r=args.tr, progress=progress)
+    coils = anatomy = None
+    writers = []
+    if selection.t1 is not None:
+        progress("placing the coil on the scalp")
+        _, coils, anatomy = place_coils(result, selection.t1)
+        if args.navigation:
+            writers.append(lambda staging: export_plan(staging, args.navigation, t1_choice=args.affine))
     progress("writing outputs")
     document = write_plan(result, args.output, participant, force=args.force, command=["tmstarget"] + sys.argv[1:],
-                          input_dirs=selection.input_dirs)
+                          input_dirs=selection.input_dirs, coils=coils, anatomy=anatomy, extra_writers=writers)
     t = document["target"]
     if not args.quiet:
         score = "" if t["score"] is None else f", score {t['score']:+.3f}"
         print(f"target ({protocol.name}): MNI {t['ras_mm']} mm{score}, method {t['method']} -> {args.output}/target.json")
+        if document["coil"]:
+            c = document["coil"]
+            print(f"coil centre on the scalp: {[round(v, 1) for v in c['centre_ras_mm']]} mm, "
+                  f"scalp-to-cortex {c['scalp_to_cortex_mm']:.1f} mm, handle {c['handle_rule']}")
         for warning in document["qc"].get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -233,42 +253,24 @@ def build_parser():
     _build_plan_parser(sub)
     _build_protocols_parser(sub)
     _build_sample_parser(sub)
-    for module in _PLUGINS:
-        module.add_subcommands(sub)
+    convert_cli.add_subcommand(sub)
+    navigation_cli.add_subcommands(sub)
     return parser
-
-
-def _plugins():
-    """Front-end modules of later stages that register their own sub-commands."""
-    import importlib
-
-    found = []
-    for name in ("tmstarget.ingest.convert_cli", "tmstarget.navigation.cli"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-        if hasattr(module, "add_subcommands"):
-            found.append(module)
-    return found
-
-
-_PLUGINS = []
 
 
 def main(argv=None):
     """Entry point of the ``tmstarget`` console script; returns the exit code."""
-    _PLUGINS[:] = _plugins()
     parser = build_parser()
     args = parser.parse_args(argv)
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else (logging.ERROR if args.quiet else logging.WARNING),
+        level=logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING),
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
         return args.handler(args)
     except TmsTargetError as exc:
-        if args.verbose:
+        if verbose:
             raise
         print(f"tmstarget: error: {exc}", file=sys.stderr)
         return 1

@@ -66,7 +66,7 @@ def _point(values):
     return [round(float(v), 4) for v in values]
 
 
-def candidate_dict(candidate, space, protocol_name):
+def candidate_dict(candidate, space, protocol_name, coil=None):
     """JSON form of a candidate (world = MNI here, so ras_mm == mni_mm)."""
     score = None if np.isnan(candidate.score) else round(candidate.score, 6)
     entry = {
@@ -79,6 +79,8 @@ def candidate_dict(candidate, space, protocol_name):
         "method": candidate.method,
     }
     entry.update(candidate.extra)
+    if coil is not None:
+        entry["coil"] = coil
     return entry
 
 
@@ -92,10 +94,11 @@ def _score_name(protocol):
     return None
 
 
-def target_document(result, participant, prov, coil=None, anatomy=None):
-    """The ``target.json`` content."""
+def target_document(result, participant, prov, coils=None, anatomy=None):
+    """The ``target.json`` content (``coils``: one coil block per candidate, or None)."""
     protocol = result.protocol
-    candidates = [candidate_dict(c, result.space, protocol.name) for c in result.candidates]
+    coils = coils or [None] * len(result.candidates)
+    candidates = [candidate_dict(c, result.space, protocol.name, k) for c, k in zip(result.candidates, coils)]
     prescription = protocol.params.get("prescription", {})
     return {
         "tmstarget_version": __version__,
@@ -103,9 +106,9 @@ def target_document(result, participant, prov, coil=None, anatomy=None):
         "protocol": protocol.name,
         "protocol_description": protocol.description,
         "space": result.space,
-        "target": {**candidates[0], "score_name": _score_name(protocol)},
+        "target": {**{k: v for k, v in candidates[0].items() if k != "coil"}, "score_name": _score_name(protocol)},
         "candidates": candidates,
-        "coil": coil,
+        "coil": coils[0],
         "anatomy": anatomy,
         "analysis_grid": {"shape": [int(s) for s in result.shape], "affine": np.round(result.affine, 6).tolist()},
         "prescription": prescription or None,
@@ -135,7 +138,7 @@ def _float_img(array, affine):
     return img
 
 
-def write_plan(result, out_dir, participant, force=False, command=None, input_dirs=(), coil=None,
+def write_plan(result, out_dir, participant, force=False, command=None, input_dirs=(), coils=None,
                anatomy=None, extra_inputs=None, extra_writers=()):
     """Write every output of a plan into ``out_dir`` as one atomic step.
 
@@ -151,10 +154,13 @@ def write_plan(result, out_dir, participant, force=False, command=None, input_di
         Command line, for provenance.
     input_dirs : sequence of Path
         Folders the output must not be inside.
-    coil, anatomy : dict, optional
-        Coil pose and T1 blocks of ``target.json``.
+    coils : list of dict, optional
+        Coil block per candidate (``coils[0]`` is the target's).
+    anatomy : dict, optional
+        T1 the world coordinates belong to (path, sha256).
     extra_writers : sequence of callables
-        ``f(staging_dir, document)`` writing more files (navigation exports).
+        ``f(staging_dir)`` writing more files once ``target.json`` is in the
+        staging folder (navigation exports); they end up in the same atomic step.
 
     Returns
     -------
@@ -168,7 +174,7 @@ def write_plan(result, out_dir, participant, force=False, command=None, input_di
     publish_mode(staging, directory=True)
     try:
         prov = provenance(result, command, extra_inputs)
-        document = target_document(result, participant, prov, coil, anatomy)
+        document = target_document(result, participant, prov, coils, anatomy)
         files = {}
         for name, array in result.maps.items():
             files[f"{name}.nii.gz"] = write_nifti_atomic(staging / f"map-{name}.nii.gz", _float_img(array, result.affine))
@@ -180,11 +186,11 @@ def write_plan(result, out_dir, participant, force=False, command=None, input_di
         document["outputs"] = sorted(["target.json", "targets.tsv", "target_sphere.nii.gz", "protocol.toml"]
                                      + [f"map-{n}.nii.gz" for n in result.maps]
                                      + (["search_region.nii.gz"] if "search_region" in result.masks else []))
-        for writer in extra_writers:
-            writer(staging, document)
         write_text_atomic(staging / "targets.tsv", targets_tsv(document))
         write_bytes_atomic(staging / "protocol.toml", _protocol_bytes(result.protocol))
         write_json_atomic(staging / "target.json", document)
+        for writer in extra_writers:
+            writer(staging)
         _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -6,6 +6,7 @@ it writes nothing (see :mod:`tmstarget.outputs`).
 """
 
 import logging
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -319,3 +320,33 @@ def plan_fixed(protocol, t1=None):
         qc={"warnings": ["fixed target: group-average coordinate, not individualized"]},
         input_files={"t1": t1} if t1 is not None else {},
     )
+
+
+_HANDLE_RULES = {"auto": "auto", "dlpfc-45": "dlpfc", "midline-posterior": "midline"}
+
+
+def place_coils(result, t1_path):
+    """Coil pose on the scalp of ``t1_path`` for the target and every candidate.
+
+    The T1 must be in the same world space as the plan (MNI here).  Returns
+    ``(coil_block, per_candidate_blocks, anatomy_block)``; each block is the
+    ``coil`` dict of ``target.json`` (SimNIBS axes, RAS mm).
+    """
+    import nibabel as nib
+
+    from .fileio import sha256_file
+    from .scalp import place_coil, scalp_surface
+
+    params = result.protocol.params.get("coil", {"handle": "auto", "scalp_method": "normal"})
+    handle = params["handle_angle_deg"] if params["handle"] == "angle" else _HANDLE_RULES[params["handle"]]
+    mesh = scalp_surface(nib.load(t1_path))
+    brain = None
+    if "brain" in result.masks:
+        brain = nib.Nifti1Image(result.masks["brain"].astype(np.uint8), result.affine)
+    blocks = []
+    for candidate in result.candidates:
+        placement = place_coil(candidate.ras_mm, mesh, handle=handle, method=params["scalp_method"],
+                               brain_mask_img=brain)
+        blocks.append(placement.to_dict())
+    anatomy = {"t1": str(Path(t1_path).resolve()), "t1_sha256": sha256_file(t1_path), "space": result.space}
+    return blocks[0], blocks, anatomy

@@ -122,7 +122,7 @@ SCHEMA = {
     "coil": {
         "handle": (str, _one_of("auto", "dlpfc-45", "midline-posterior", "angle"), "auto"),
         "handle_angle_deg": (FLOAT, _range(-180.0, 180.0), 45.0),
-        "scalp_method": (str, _one_of("closest", "normal"), "closest"),
+        "scalp_method": (str, _one_of("closest", "normal"), "normal"),
     },
     "prescription": {
         "pattern": (str, None, ""),

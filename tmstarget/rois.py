@@ -55,10 +55,18 @@ def roi_set(name, radius_mm=None):
 
 
 def voxel_centres_mm(shape, affine):
-    """World (mm) coordinates of every voxel centre, shape ``shape + (3,)``."""
-    ijk = np.indices(shape[:3], dtype=float).reshape(3, -1)
-    xyz = affine[:3, :3] @ ijk + affine[:3, 3:4]
-    return xyz.T.reshape(tuple(shape[:3]) + (3,))
+    """World (mm) coordinates of every voxel centre, shape ``shape + (3,)`` (read-only, cached per grid)."""
+    affine = np.ascontiguousarray(affine, dtype=float)
+    return _voxel_centres(tuple(int(s) for s in shape[:3]), affine.tobytes())
+
+
+@functools.lru_cache(maxsize=4)
+def _voxel_centres(shape, affine_bytes):
+    affine = np.frombuffer(affine_bytes).reshape(4, 4)
+    ijk = np.indices(shape, dtype=float).reshape(3, -1)
+    xyz = (affine[:3, :3] @ ijk + affine[:3, 3:4]).T.reshape(shape + (3,))
+    xyz.flags.writeable = False
+    return xyz
 
 
 def ball_mask(shape, affine, centres_mm, radius_mm):

@@ -272,8 +272,7 @@ def make_patient(out_dir, cfg=None):
         "Name": "tmstarget synthetic patient (fMRIPrep layout)", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "tmstarget.synthetic", "Description": "synthetic data in fMRIPrep's file names"}],
     })
-    # anatomy on the template's own 2-mm grid (with scalp, for coil placement)
-    t1_img = nib.Nifti1Image(np.round(template.get_fdata() * 255).astype(np.uint8), template.affine)
+    t1_img = nib.Nifti1Image(_head_from_template(template), template.affine)
     _set_space(t1_img)
     write_nifti_atomic(anat / f"{sub}_space-{SPACE}_desc-preproc_T1w.nii.gz", t1_img)
     runs = [("rest", cfg.n_rest)]
@@ -316,6 +315,24 @@ def make_patient(out_dir, cfg=None):
     }
     write_json_atomic(out / "ground_truth.json", json.loads(json.dumps(truth)))
     return truth
+
+
+def _head_from_template(template):
+    """The template on its own 2-mm grid with a skull and scalp added (it is skull-stripped).
+
+    Skull (diploe, mid-grey) 0-8 mm and bright scalp 8-13 mm outside the template's tissue, so
+    coil placement has a real head surface; uint8.
+    """
+    from scipy import ndimage
+
+    data = template.get_fdata()
+    voxel_mm = np.sqrt((template.affine[:3, :3] ** 2).sum(axis=0))
+    tissue = ndimage.binary_fill_holes(data > 0.05)
+    outside_mm = ndimage.distance_transform_edt(~tissue, sampling=voxel_mm)
+    head = data.copy()
+    head[(outside_mm > 0) & (outside_mm <= 8)] = 0.25  # meninges and skull with diploe
+    head[(outside_mm > 8) & (outside_mm <= 13)] = 0.7
+    return np.round(np.clip(head, 0, 1) * 255).astype(np.uint8)
 
 
 def _set_space(img):

@@ -1,0 +1,465 @@
+"""Assemble the 2-D frames of one series into a 3-D/4-D NIfTI volume.
+
+`plan_series` works on headers only (no pixels): it checks the geometry,
+assigns every frame a (volume, slice) slot and computes the RAS affine and
+the slice timing.  `assemble_image` then reads the pixels into those slots.
+
+Voxel axes of the result (same convention as dcm2niix):
+
+* i: DICOM column index (along the row cosine),
+* j: DICOM row index reversed (so j grows opposite to the column cosine),
+* k: slices sorted by position along ``row_cosine x column_cosine``,
+* t: volumes in acquisition order.
+
+The affine maps these voxel indices to RAS+ mm: DICOM LPS coordinates are
+turned into RAS by ``LPS_TO_RAS = diag(-1, -1, 1, 1)``.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+
+from tmstarget.errors import DicomError
+from tmstarget.ingest.dicom_headers import ACQUISITION_KEYS
+from tmstarget.ingest.dicom_pixels import read_frames
+from tmstarget.ingest.dicom_sidecar import build_sidecar
+
+logger = logging.getLogger(__name__)
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+ORIENTATION_TOLERANCE = 1e-4  # direction cosines
+POSITION_TOLERANCE_MM = 0.01
+SPACING_TOLERANCE_MM = 1e-3
+
+
+@dataclass
+class SeriesPlan:
+    """Where each frame goes and the geometry of a series (see module docstring).
+
+    ``frame_file``/``frame_in_file``/``volume``/``slice`` are per-frame
+    arrays (n_frames,); ``affine_ras`` maps (i, j, k) to RAS mm.
+    """
+
+    headers: list
+    frame_file: np.ndarray
+    frame_in_file: np.ndarray
+    volume: np.ndarray
+    slice: np.ndarray
+    n_volumes: int
+    n_slices: int
+    rows: int
+    cols: int
+    affine_ras: np.ndarray
+    slice_timing_s: np.ndarray | None
+    volume_key: str | None
+    rescale: np.ndarray
+    first_header: object
+
+    @property
+    def shape(self):
+        spatial = (self.cols, self.rows, self.n_slices)
+        return spatial + ((self.n_volumes,) if self.n_volumes > 1 else ())
+
+
+def plan_series(headers):
+    """Check the geometry of a series and plan its assembly (headers only).
+
+    Parameters
+    ----------
+    headers : list of FileHeader
+        All files of one SeriesInstanceUID.
+
+    Returns
+    -------
+    SeriesPlan
+
+    Raises
+    ------
+    DicomError
+        Mixed layouts or frame sizes, orientation or pixel spacing changing
+        between files, slice positions changing between volumes, a missing
+        slice or volume (naming the gap), several echo times or image types,
+        or frames that no acquisition key can order.
+    """
+    _check_uniform_files(headers)
+    frames = _concatenate(headers)
+    _check_orientation(headers, frames)
+    _check_per_file_volumes(headers)
+    row_cos, col_cos = frames["orientation"][0, :3], frames["orientation"][0, 3:]
+    normal = np.cross(row_cos, col_cos)
+    distance_mm = frames["position"] @ normal
+    location, centres_mm = _cluster_locations(distance_mm)
+    n_slices = len(centres_mm)
+    counts = np.bincount(location, minlength=n_slices)
+    if np.any(counts != counts.max()):
+        short = np.flatnonzero(counts != counts.max())
+        raise DicomError(
+            f"missing slice(s) or slice positions changing between volumes: {n_slices} slice "
+            f"locations, most hold {counts.max()} frames but the location(s) at "
+            f"{np.round(centres_mm[short], 3).tolist()} mm along the slice normal hold "
+            f"{counts[short].tolist()}",
+            path=headers[0].path.parent,
+        )
+    _check_in_plane_positions(headers, frames, location)
+    n_volumes = int(counts.max())
+    _check_single_echo_and_type(headers, frames)
+    volume, key_name = _assign_volumes(headers, frames, location, n_volumes)
+    if n_volumes > 1:
+        _check_no_volume_gap(headers, frames, volume, key_name, n_volumes)
+    _check_slice_spacing(headers, centres_mm)
+    affine_ras = _affine_ras(headers, frames, location, volume, normal, centres_mm)
+    first_file = frames["file"][np.flatnonzero(volume == 0)[0]]
+    first = headers[first_file]
+    timing = _slice_timing(frames, location, volume, n_slices, first.meta.get("RepetitionTime"))
+    return SeriesPlan(
+        headers=headers,
+        frame_file=frames["file"],
+        frame_in_file=frames["in_file"],
+        volume=volume,
+        slice=location,
+        n_volumes=n_volumes,
+        n_slices=n_slices,
+        rows=headers[0].rows,
+        cols=headers[0].cols,
+        affine_ras=affine_ras,
+        slice_timing_s=timing,
+        volume_key=key_name,
+        rescale=frames["rescale"],
+        first_header=first,
+    )
+
+
+def assemble_image(plan):
+    """Read the pixels of a planned series into a NIfTI image and its sidecar.
+
+    Parameters
+    ----------
+    plan : SeriesPlan
+
+    Returns
+    -------
+    image : nibabel.Nifti1Image
+        3-D (one volume) or 4-D; qform = sform = ``plan.affine_ras``, codes 1
+        (scanner); stored values with ``scl_slope``/``scl_inter`` when the
+        DICOM rescale is the same for every frame, float32 otherwise.
+    sidecar : dict
+        BIDS-style fields (see `tmstarget.ingest.dicom_sidecar`).
+    """
+    uniform = bool(np.all(plan.rescale == plan.rescale[0]))
+    blocks = None
+    order = np.argsort(plan.frame_file, kind="stable")
+    bounds = np.searchsorted(plan.frame_file[order], np.arange(len(plan.headers) + 1))
+    for index, header in enumerate(plan.headers):
+        sel = order[bounds[index] : bounds[index + 1]]
+        frames = read_frames(header)[plan.frame_in_file[sel]]
+        if not uniform:
+            scale = plan.rescale[sel]
+            frames = frames.astype(np.float32) * scale[:, 0, None, None].astype(np.float32) + scale[
+                :, 1, None, None
+            ].astype(np.float32)
+        if blocks is None:
+            blocks = np.empty((plan.n_volumes, plan.n_slices, plan.rows, plan.cols), dtype=frames.dtype)
+        blocks[plan.volume[sel], plan.slice[sel]] = frames
+    blocks = _narrow_dtype(blocks)
+    data = blocks.transpose(3, 2, 1, 0)[:, ::-1, :, :]
+    if plan.n_volumes == 1:
+        data = data[..., 0]
+    image = nib.Nifti1Image(data, plan.affine_ras)
+    header = image.header
+    header.set_qform(plan.affine_ras, code=1)
+    header.set_sform(plan.affine_ras, code=1)
+    header.set_xyzt_units("mm", "sec")
+    repetition_time_s = plan.first_header.meta.get("RepetitionTime")
+    if plan.n_volumes > 1 and repetition_time_s:
+        header.set_zooms(header.get_zooms()[:3] + (float(repetition_time_s),))
+    scaled = uniform and (plan.rescale[0, 0] != 1.0 or plan.rescale[0, 1] != 0.0)
+    if scaled:
+        header.set_slope_inter(float(plan.rescale[0, 0]), float(plan.rescale[0, 1]))
+    phase = _phase_encoding(plan.first_header)
+    if phase is not None:
+        header.set_dim_info(freq=1 - "ij".index(phase[0][0]), phase="ij".index(phase[0][0]), slice=2)
+    echo_s = plan.first_header.meta.get("EchoTime")
+    header["descrip"] = f"tmstarget TE={echo_s * 1000:g}ms" if echo_s else "tmstarget"
+    if scaled:
+        # An in-memory image ignores scl_slope: round-trip through bytes so that
+        # get_fdata() applies the scaling exactly as after saving and loading.
+        image = nib.Nifti1Image.from_bytes(image.to_bytes())
+    sidecar = build_sidecar(
+        plan.first_header.meta,
+        slice_timing_s=plan.slice_timing_s,
+        phase_encoding=phase,
+        phi_tokens=plan.first_header.phi_tokens,
+    )
+    return image, sidecar
+
+
+def _narrow_dtype(blocks):
+    """uint16 data that fit int16 are stored as int16 (as dcm2niix does, FSL-friendly)."""
+    if blocks.dtype == np.uint16 and blocks.max(initial=0) <= np.iinfo(np.int16).max:
+        return blocks.astype(np.int16)
+    return blocks
+
+
+def _check_uniform_files(headers):
+    first = headers[0]
+    for header in headers[1:]:
+        if header.layout != first.layout:
+            raise DicomError(
+                f"layout '{header.layout}' differs from '{first.layout}' of {first.path.name} "
+                "in the same series",
+                path=header.path,
+            )
+        if (header.rows, header.cols) != (first.rows, first.cols):
+            raise DicomError(
+                f"geometry changes between volumes: frame size {header.rows}x{header.cols}, "
+                f"expected {first.rows}x{first.cols} as in {first.path.name}",
+                path=header.path,
+            )
+
+
+def _concatenate(headers):
+    n_per_file = np.array([h.n_frames for h in headers])
+    frames = {
+        "file": np.repeat(np.arange(len(headers)), n_per_file),
+        "in_file": np.concatenate([np.arange(n) for n in n_per_file]),
+        "position": np.concatenate([h.position_lps_mm for h in headers]),
+        "orientation": np.concatenate([h.orientation for h in headers]),
+        "spacing": np.concatenate([h.pixel_spacing_mm for h in headers]),
+        "time": np.concatenate([h.frame_time_s for h in headers]),
+        "rescale": np.concatenate([h.rescale for h in headers]),
+        "echo": np.concatenate([h.echo_time_ms for h in headers]),
+    }
+    frames["keys"] = {name: np.concatenate([h.keys[name] for h in headers]) for name in ACQUISITION_KEYS}
+    return frames
+
+
+def _file_label(header):
+    number = header.keys["AcquisitionNumber"][0]
+    return f"AcquisitionNumber {int(number)}" if np.isfinite(number) else "no AcquisitionNumber"
+
+
+def _check_orientation(headers, frames):
+    for name, tolerance, what in (
+        ("orientation", ORIENTATION_TOLERANCE, "ImageOrientationPatient"),
+        ("spacing", SPACING_TOLERANCE_MM, "PixelSpacing"),
+    ):
+        values = frames[name]
+        bad = np.flatnonzero(np.abs(values - values[0]).max(axis=1) > tolerance)
+        if bad.size:
+            header = headers[frames["file"][bad[0]]]
+            raise DicomError(
+                f"geometry changes between volumes: {what} {np.round(values[bad[0]], 6).tolist()} "
+                f"({_file_label(header)}) differs from {np.round(values[0], 6).tolist()} "
+                f"in {headers[0].path.name}",
+                path=header.path,
+                key=what,
+            )
+
+
+def _cluster_locations(distance_mm):
+    """Group frames whose positions along the normal agree within POSITION_TOLERANCE_MM."""
+    order = np.argsort(distance_mm, kind="stable")
+    sorted_mm = distance_mm[order]
+    new_cluster = np.concatenate([[True], np.diff(sorted_mm) > POSITION_TOLERANCE_MM])
+    cluster_sorted = np.cumsum(new_cluster) - 1
+    location = np.empty_like(cluster_sorted)
+    location[order] = cluster_sorted
+    centres = np.array([sorted_mm[cluster_sorted == c].mean() for c in range(cluster_sorted[-1] + 1)])
+    return location, centres
+
+
+def _check_per_file_volumes(headers):
+    """For one-file-per-volume layouts, every file must repeat the first file's slice positions."""
+    if headers[0].layout == "single" or any(h.n_frames != headers[0].n_frames for h in headers):
+        return
+    reference = headers[0].position_lps_mm
+    for header in headers[1:]:
+        shift = np.abs(header.position_lps_mm - reference).max()
+        if shift > POSITION_TOLERANCE_MM:
+            raise DicomError(
+                f"geometry changes between volumes: slice positions differ by up to {shift:.3f} mm "
+                f"from {headers[0].path.name} ({_file_label(header)})",
+                path=header.path,
+                key="ImagePositionPatient",
+            )
+
+
+def _check_in_plane_positions(headers, frames, location):
+    first_of = np.full(location.max() + 1, -1)
+    for index in range(len(location) - 1, -1, -1):
+        first_of[location[index]] = index
+    shift = np.abs(frames["position"] - frames["position"][first_of[location]]).max(axis=1)
+    bad = np.flatnonzero(shift > POSITION_TOLERANCE_MM)
+    if bad.size:
+        header = headers[frames["file"][bad[0]]]
+        raise DicomError(
+            f"geometry changes between volumes: a slice is shifted by {shift[bad[0]]:.3f} mm "
+            f"within its plane ({_file_label(header)})",
+            path=header.path,
+            key="ImagePositionPatient",
+        )
+
+
+def _check_single_echo_and_type(headers, frames):
+    echo = frames["echo"][np.isfinite(frames["echo"])]
+    if echo.size and np.ptp(echo) > 1e-3:
+        raise DicomError(
+            f"several echo times in one series ({sorted(set(np.round(echo, 3).tolist()))} ms): "
+            "multi-echo series are not supported",
+            path=headers[0].path.parent,
+            key="EchoTime",
+        )
+    types = {h.image_type for h in headers}
+    if len(types) > 1:
+        raise DicomError(
+            f"several image types in one series ({sorted('/'.join(t) for t in types)}): "
+            "e.g. magnitude and phase must be converted separately",
+            path=headers[0].path.parent,
+            key="ImageType",
+        )
+
+
+def _assign_volumes(headers, frames, location, n_volumes):
+    """Rank the frames of each slice location by the first key that tells them apart."""
+    n_frames = len(location)
+    if n_volumes == 1:
+        return np.zeros(n_frames, dtype=int), None
+    for name in ACQUISITION_KEYS:
+        values = frames["keys"][name]
+        if not np.all(np.isfinite(values)):
+            continue
+        order = np.lexsort((values, location))
+        sorted_values = values[order].reshape(-1, n_volumes)
+        if np.all(np.diff(sorted_values, axis=1) > 0):
+            volume = np.empty(n_frames, dtype=int)
+            volume[order] = np.tile(np.arange(n_volumes), n_frames // n_volumes)
+            logger.debug("volumes ordered by %s", name)
+            return volume, name
+    raise DicomError(
+        f"cannot order the {n_volumes} frames found at each slice location into volumes: none of "
+        f"{', '.join(ACQUISITION_KEYS)} is present and different between them",
+        path=headers[0].path.parent,
+    )
+
+
+def _check_no_volume_gap(headers, frames, volume, key_name, n_volumes):
+    values = frames["keys"][key_name]
+    per_volume = np.full(n_volumes, np.inf)
+    np.minimum.at(per_volume, volume, values)
+    steps = np.diff(per_volume)
+    if key_name == "AcquisitionTime":
+        repetition_time_s = headers[0].meta.get("RepetitionTime")
+        expected = repetition_time_s if repetition_time_s else float(np.median(steps))
+        gaps = np.flatnonzero(steps > 1.5 * expected)
+    elif key_name == "InstanceNumber":
+        expected = len(headers) / n_volumes
+        gaps = np.flatnonzero(steps > expected + 0.5)
+    else:
+        expected = 1
+        gaps = np.flatnonzero(steps > 1.5)
+    if gaps.size:
+        gap = int(gaps[0])
+        before = headers[frames["file"][np.flatnonzero(volume == gap)[0]]]
+        raise DicomError(
+            f"missing volume(s): {key_name} jumps from {per_volume[gap]:g} to "
+            f"{per_volume[gap + 1]:g} after volume {gap} (expected a step of {expected:g}; "
+            f"last file before the gap: {before.path.name})",
+            path=before.path.parent,
+            key=key_name,
+            volume=gap + 1,
+        )
+
+
+def _check_slice_spacing(headers, centres_mm):
+    if len(centres_mm) < 3:
+        return
+    steps = np.diff(centres_mm)
+    typical = float(np.median(steps))
+    tolerance = max(POSITION_TOLERANCE_MM, 0.01 * typical)
+    bad = np.flatnonzero(np.abs(steps - typical) > tolerance)
+    if bad.size:
+        index = int(bad[0])
+        ratio = steps[index] / typical
+        what = "missing slice(s)" if abs(ratio - round(ratio)) < 0.05 and round(ratio) >= 2 else "uneven slice spacing"
+        raise DicomError(
+            f"{what}: slices {index} and {index + 1} are {steps[index]:.3f} mm apart, the "
+            f"others {typical:.3f} mm",
+            path=headers[0].path.parent,
+            key="ImagePositionPatient",
+        )
+
+
+def _affine_ras(headers, frames, location, volume, normal, centres_mm):
+    row_cos, col_cos = frames["orientation"][0, :3], frames["orientation"][0, 3:]
+    spacing_rows_mm, spacing_cols_mm = frames["spacing"][0]
+    first_volume = volume == 0
+    positions = np.empty((len(centres_mm), 3))
+    positions[location[first_volume]] = frames["position"][first_volume]
+    if len(centres_mm) > 1:
+        slice_vector = (positions[-1] - positions[0]) / (len(centres_mm) - 1)
+    else:
+        slice_spacing = headers[0].slice_spacing_mm or 1.0
+        slice_vector = normal * slice_spacing
+    rows = headers[0].rows
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = row_cos * spacing_cols_mm
+    affine_lps[:3, 1] = -col_cos * spacing_rows_mm  # j runs against the DICOM rows
+    affine_lps[:3, 2] = slice_vector
+    affine_lps[:3, 3] = positions[0] + col_cos * spacing_rows_mm * (rows - 1)
+    return LPS_TO_RAS @ affine_lps
+
+
+def _slice_timing(frames, location, volume, n_slices, repetition_time_s):
+    """Slice times (s, spatial slice order) of the first volume, relative to its first slice.
+
+    Exception: the first file of a Siemens multiband run can carry the
+    single-band timing (CMRR-C2P/MB issue 29; dcm2niix issue 875).  When the
+    second volume has fewer distinct slice times than the first (slices
+    excited together), the second volume's times are used.
+    """
+    per_volume = []
+    for index in range(min(2, volume.max() + 1)):
+        chosen = volume == index
+        times = np.full(n_slices, np.nan)
+        times[location[chosen]] = frames["time"][chosen]
+        per_volume.append(times)
+    times = per_volume[0]
+    if len(per_volume) == 2 and _n_distinct(per_volume[1]) < _n_distinct(per_volume[0]):
+        logger.info("first volume reports single-band slice times: using the second volume's")
+        times = per_volume[1]
+    if n_slices < 2 or not np.all(np.isfinite(times)):
+        return None
+    relative = times - times.min()
+    if np.all(relative == 0):
+        return None
+    if repetition_time_s and relative.max() >= repetition_time_s:
+        logger.warning(
+            "slice times span %.3f s, not below the repetition time %.3f s: SliceTiming omitted",
+            relative.max(),
+            repetition_time_s,
+        )
+        return None
+    return relative
+
+
+def _n_distinct(times_s):
+    """Number of distinct slice times at 1 ms resolution."""
+    return len(np.unique(np.round(times_s[np.isfinite(times_s)], 3)))
+
+
+def _phase_encoding(header):
+    """BIDS PhaseEncodingDirection in this module's voxel axes, and whether the sign is known."""
+    direction = header.meta.get("InPlanePhaseEncodingDirectionDICOM")
+    if direction not in ("ROW", "COL"):
+        return None
+    # ROW: phase encoding along the columns index -> voxel axis i (same sense).
+    # COL: along the row index -> voxel axis j, whose sense is reversed here.
+    axis = "i" if direction == "ROW" else "j"
+    if header.pe_positive is None:
+        return axis, False
+    toward_increasing_index = header.pe_positive == 1
+    if axis == "j":
+        toward_increasing_index = not toward_increasing_index
+    return (axis if toward_increasing_index else axis + "-"), True

@@ -1,0 +1,577 @@
+"""Export a plan folder to navigation files.
+
+``export_plan(plan_dir, formats, output_dir, t1_choice)`` reads
+``PLAN_DIR/target.json``, checks the T1 (sha256 recomputed and compared,
+qform/sform per spec §5.2), checks every pose (rigid, centre within the
+T1's field of view + 50 mm, normal pointing into the head), then writes each
+format into a staging folder (each file verified by reading it back) and
+moves the files into place only when all succeeded.
+
+Plans without a coil pose
+-------------------------
+When ``target.json`` has no ``coil`` block the target is exported as a
+**position only** (the cortical target, RAS mm) in the formats that can
+hold one (Slicer ``.mrk.json`` without orientation, ``.fcsv``, SimNIBS
+``Generic`` row, BIDS ``target_*`` with n/a pose columns, plain CSV/JSON).
+Formats that always carry an orientation (Localite, Brainsight, ANT) are
+refused when asked for by name, and skipped (reported) under ``all``:
+tmstarget never invents a coil orientation a clinician could follow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, NavigationFormatError, OrientationError, OutputError
+from ..fileio import sha256_file
+from ..spaces import angle_between_deg, validate_pose
+from ._common import NavTarget, load_t1_reference
+from .bids import bids_sidecar_paths
+from .formats import FORMATS, normalize_formats
+from .localite import localite_marker_filename
+
+__all__ = [
+    "export_plan",
+    "load_plan",
+    "Plan",
+    "ExportResult",
+    "plan_markers",
+    "check_head_geometry",
+]
+
+FOV_MARGIN_MM = 50.0
+HANDLE_TOL_DEG = 1.0
+KNOWN_SPACES = {
+    "T1w",
+    "MNI152NLin2009cAsym",
+    "MNI152NLin2009cSym",
+    "MNI152NLin6Asym",
+    "MNI152NLin6Sym",
+    "MNI152Lin",
+    "MNI305",
+    "MNIColin27",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The parts of ``target.json`` the navigation export uses."""
+
+    plan_dir: Path
+    target_json: Path
+    protocol: str
+    space: str
+    participant: str
+    target: NavTarget
+    candidates: tuple
+    t1_path: Path
+    t1_sha256: str
+    anatomy_xform: str | None
+    raw: dict = field(repr=False)
+
+    @property
+    def markers(self):
+        return plan_markers(self)
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_plan` wrote.
+
+    Attributes
+    ----------
+    output_dir : Path
+    files : dict
+        Format key → list of written paths (provenance sidecars included).
+    skipped : dict
+        Format key → reason (only under ``all``).
+    markers : list of str
+    warnings : list of str
+    """
+
+    output_dir: Path
+    files: dict
+    skipped: dict
+    markers: list
+    warnings: list
+
+    def all_files(self):
+        return [p for paths in self.files.values() for p in paths]
+
+
+def _err(msg, path, key=None):
+    return InputError(msg, path=path, key=key)
+
+
+def _vec3(value, path, key):
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise _err(f"must be a list of 3 numbers; got {value!r}", path, key)
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise _err(f"must hold finite numbers; got {value!r}", path, key)
+        out.append(float(v))
+    return np.array(out)
+
+
+def _coil_pose(coil, path, key):
+    """Validate a ``coil`` block; return (pose_ras, scalp_to_cortex_mm)."""
+    if not isinstance(coil, dict):
+        raise _err("must be an object", path, key)
+    convention = coil.get("convention")
+    if convention != "simnibs":
+        raise _err(
+            f"convention = {convention!r}; tmstarget only exports poses stored in the SimNIBS "
+            "convention ('simnibs': z into the head, y away from the handle)",
+            path,
+            f"{key}.convention",
+        )
+    matrix = coil.get("matrix")
+    try:
+        arr = np.array(matrix, dtype=float)
+    except (TypeError, ValueError):
+        raise _err("matrix must be a 4x4 list of numbers", path, f"{key}.matrix") from None
+    try:
+        pose = validate_pose(arr, what=f"{key}.matrix")
+    except OrientationError as exc:
+        raise type(exc)(exc.message, path=path, key=f"{key}.matrix") from None
+    if "centre_ras_mm" in coil:
+        centre = _vec3(coil["centre_ras_mm"], path, f"{key}.centre_ras_mm")
+        if np.linalg.norm(centre - pose[:3, 3]) > 0.01:
+            raise _err(
+                f"centre_ras_mm {centre.tolist()} disagrees with the matrix centre "
+                f"{pose[:3, 3].tolist()}",
+                path,
+                f"{key}.centre_ras_mm",
+            )
+    if "handle_direction" in coil:
+        # The handle may be given before or after projection into the coil plane:
+        # compare its in-plane part with -y (catches the y / -y confusion, 180 deg).
+        handle = _vec3(coil["handle_direction"], path, f"{key}.handle_direction")
+        z = pose[:3, 2]
+        in_plane = handle - float(handle @ z) * z
+        if np.linalg.norm(in_plane) < 1e-6 * max(np.linalg.norm(handle), 1.0):
+            raise _err(
+                "handle_direction has no component in the coil plane (zero or parallel to the "
+                "coil normal)",
+                path,
+                f"{key}.handle_direction",
+            )
+        ang = angle_between_deg(in_plane, -pose[:3, 1])
+        if ang > HANDLE_TOL_DEG:
+            raise _err(
+                f"handle_direction {handle.tolist()} is {ang:.1f} deg (in the coil plane) from "
+                "the matrix handle -y = " + str((-pose[:3, 1]).round(6).tolist()) + "; in the "
+                "SimNIBS convention the handle is -y (y points away from the handle)",
+                path,
+                f"{key}.handle_direction",
+            )
+    dist = coil.get("scalp_to_cortex_mm")
+    if dist is not None and (isinstance(dist, bool) or not isinstance(dist, (int, float))):
+        raise _err("scalp_to_cortex_mm must be a number", path, f"{key}.scalp_to_cortex_mm")
+    return pose, (None if dist is None else float(dist))
+
+
+def _info(entry, path, key):
+    info = {}
+    if "ras_mm" in entry:
+        info["cortex_ras_mm"] = _vec3(entry["ras_mm"], path, f"{key}.ras_mm").tolist()
+    if entry.get("mni_mm") is not None:
+        info["mni_mm"] = _vec3(entry["mni_mm"], path, f"{key}.mni_mm").tolist()
+    for name in ("score", "method", "rank"):
+        value = entry.get(name)
+        if value is not None:
+            if isinstance(value, float) and not math.isfinite(value):
+                continue
+            info[name] = value
+    return info
+
+
+def _refuse_constant(name):
+    raise ValueError(f"JSON constant {name} (NaN/Infinity) is not allowed")
+
+
+def load_plan(plan_dir):
+    """Read and validate ``PLAN_DIR/target.json`` (see module docstring)."""
+    plan_dir = Path(plan_dir)
+    path = plan_dir / "target.json"
+    if not path.is_file():
+        raise InputError(
+            "no target.json in the plan folder (run 'tmstarget plan' first)", path=plan_dir
+        )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"not valid JSON: {exc}", path=path) from exc
+    if not isinstance(raw, dict):
+        raise InputError("top level must be an object", path=path)
+    for key in ("protocol", "space", "target", "anatomy"):
+        if key not in raw:
+            raise _err("required key missing", path, key)
+    space = raw["space"]
+    if space not in KNOWN_SPACES:
+        raise _err(
+            f"space {space!r} is not a known space name ({', '.join(sorted(KNOWN_SPACES))}); "
+            "bare 'MNI' is ambiguous",
+            path,
+            "space",
+        )
+    anatomy = raw["anatomy"]
+    if not isinstance(anatomy, dict) or not anatomy.get("t1") or not anatomy.get("t1_sha256"):
+        raise _err("anatomy must give 't1' (path) and 't1_sha256'", path, "anatomy")
+    t1_path = Path(anatomy["t1"])
+    if not t1_path.is_absolute():
+        t1_path = plan_dir / t1_path
+    anatomy_xform = anatomy.get("xform")
+    if anatomy_xform not in (None, "qform", "sform", "qform=sform"):
+        raise _err("xform must be 'qform', 'sform' or 'qform=sform'", path, "anatomy.xform")
+
+    target = raw["target"]
+    if not isinstance(target, dict):
+        raise _err("must be an object", path, "target")
+    name = target.get("name") or f"{raw['protocol']}-1"
+    info = _info(target, path, "target")
+    info.setdefault("rank", 1)
+    coil = raw.get("coil")
+    if coil is not None:
+        pose, dist = _coil_pose(coil, path, "coil")
+        if dist is not None:
+            info["scalp_to_cortex_mm"] = dist
+        tgt = NavTarget(str(name), pose, kind="target", info=info)
+    else:
+        if "cortex_ras_mm" not in info:
+            raise _err("target.ras_mm is required", path, "target.ras_mm")
+        tgt = NavTarget(
+            str(name), None, position_ras_mm=info["cortex_ras_mm"], kind="target", info=info
+        )
+
+    candidates = []
+    for i, cand in enumerate(raw.get("candidates") or []):
+        key = f"candidates[{i}]"
+        if not isinstance(cand, dict):
+            raise _err("must be an object", path, key)
+        cinfo = _info(cand, path, key)
+        cname = str(cand.get("name") or f"candidate-{cand.get('rank', i + 1)}")
+        if cand.get("coil") is not None:
+            pose, dist = _coil_pose(cand["coil"], path, f"{key}.coil")
+            if dist is not None:
+                cinfo["scalp_to_cortex_mm"] = dist
+            candidates.append(NavTarget(cname, pose, kind="candidate", info=cinfo))
+        elif "cortex_ras_mm" in cinfo:
+            candidates.append(
+                NavTarget(
+                    cname,
+                    None,
+                    position_ras_mm=cinfo["cortex_ras_mm"],
+                    kind="candidate",
+                    info=cinfo,
+                )
+            )
+        else:
+            raise _err("needs ras_mm or a coil pose", path, key)
+    return Plan(
+        plan_dir=plan_dir,
+        target_json=path,
+        protocol=str(raw["protocol"]),
+        space=space,
+        participant=str(raw.get("participant") or "unknown"),
+        target=tgt,
+        candidates=tuple(candidates),
+        t1_path=t1_path,
+        t1_sha256=str(anatomy["t1_sha256"]).lower(),
+        anatomy_xform=anatomy_xform,
+        raw=raw,
+    )
+
+
+def plan_markers(plan, *, all_candidates=False):
+    """Markers to export: the target first, then each candidate with a pose.
+
+    A candidate with the target's name (rank 1 repeated) is not exported
+    twice.  With ``all_candidates`` position-only candidates are included too
+    (plain CSV/JSON).
+    """
+    out = [plan.target]
+    names = {plan.target.name}
+    for cand in plan.candidates:
+        if cand.name in names:
+            continue
+        if cand.has_pose or all_candidates:
+            out.append(cand)
+            names.add(cand.name)
+    return out
+
+
+def head_centroid_ras(t1_path, affine):
+    """Intensity-thresholded centroid of the head in the T1 (RAS mm).
+
+    Voxels above 20 % of the 99th intensity percentile count as head.
+    """
+    import nibabel as nib
+
+    img = nib.load(str(t1_path))
+    data = np.asanyarray(img.dataobj)
+    if data.ndim > 3:
+        data = data[..., 0]
+    data = np.nan_to_num(data.astype(np.float32, copy=False), nan=0.0)
+    sample = data[::2, ::2, ::2]
+    hi = float(np.percentile(sample, 99))
+    if not hi > 0:
+        raise OrientationError(
+            "cannot find the head in the T1 (99th intensity percentile <= 0) to check that "
+            "coil normals point into the head",
+            path=t1_path,
+        )
+    mask = data > 0.2 * hi
+    total = float(mask.sum())
+    ijk = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        counts = mask.sum(axis=other)
+        ijk.append(float((np.arange(counts.size) * counts).sum()) / total)
+    return (affine @ np.array(ijk + [1.0]))[:3]
+
+
+def check_head_geometry(markers, t1ref, centroid_ras=None, cortex_ras=None):
+    """Spec §5.3: centres within the FOV + 50 mm; normals into the head.
+
+    Parameters
+    ----------
+    markers : list of NavTarget
+    t1ref : T1Reference
+    centroid_ras : array (3,), optional
+        Head centroid; needed when any marker has a pose.
+    cortex_ras : dict name → array (3,), optional
+        Cortical target per marker: the normal must also point toward it.
+    """
+    lo, hi = t1ref.fov_bounds_ras()
+    for m in markers:
+        pos = m.position_ras_mm
+        if np.any(pos < lo - FOV_MARGIN_MM) or np.any(pos > hi + FOV_MARGIN_MM):
+            raise OrientationError(
+                f"marker {m.name!r} at RAS {np.round(pos, 2).tolist()} lies outside the T1 field "
+                f"of view (+{FOV_MARGIN_MM:.0f} mm: {np.round(lo, 1).tolist()} to "
+                f"{np.round(hi, 1).tolist()}): wrong T1 or wrong frame?"
+            )
+        if not m.has_pose:
+            continue
+        z = m.pose_ras[:3, 2]
+        if centroid_ras is not None and float(np.dot(z, centroid_ras - pos)) <= 0:
+            raise OrientationError(
+                f"marker {m.name!r}: the coil normal (z) {np.round(z, 4).tolist()} points away "
+                "from "
+                f"the head centre {np.round(centroid_ras, 1).tolist()}; a flipped axis or a wrong "
+                "coil convention is likely"
+            )
+        target = (cortex_ras or {}).get(m.name)
+        if target is not None and np.linalg.norm(target - pos) > 1.0:
+            if float(np.dot(z, target - pos)) <= 0:
+                raise OrientationError(
+                    f"marker {m.name!r}: the coil normal (z) points away from its cortical "
+                    f"target {np.round(target, 2).tolist()}"
+                )
+
+
+def _dest_name(fmt, participant, localite_name):
+    sub = f"sub-{participant}"
+    return {
+        "localite": Path("localite") / localite_name,
+        "brainsight": Path(f"{sub}_brainsight_targets.txt"),
+        "ant": Path(f"{sub}_ant_targets.mrk"),
+        "slicer": Path(f"{sub}_slicer_targets.mrk.json"),
+        "fcsv": Path(f"{sub}_slicer_targets.fcsv"),
+        "simnibs": Path(f"{sub}_simnibs_positions.csv"),
+        "csv": Path(f"{sub}_candidates.csv"),
+        "json": Path(f"{sub}_candidates.json"),
+    }.get(fmt)
+
+
+def _bids_name(participant, protocol):
+    task = "".join(ch for ch in protocol if ch.isalnum()) or "tms"
+    label = "".join(ch for ch in participant if ch.isalnum()) or "unknown"
+    return Path("nibs") / f"sub-{label}_task-{task}_stimsys-tms_markers.tsv"
+
+
+def _outputs(rel):
+    """All files a writer creates for main file ``rel`` (relative paths)."""
+    out = [rel, rel.with_name(rel.name + ".provenance.json")]
+    if rel.name.endswith("_markers.tsv"):
+        out += list(bids_sidecar_paths(rel))
+    return out
+
+
+def export_plan(
+    plan_dir,
+    formats,
+    output_dir=None,
+    t1_choice=None,
+    *,
+    localite_space="RAS",
+    force=False,
+    brainsight_version=None,
+):
+    """Write a plan's target (and candidates with poses) in navigation formats.
+
+    Parameters
+    ----------
+    plan_dir : str or Path
+        Folder with ``target.json``.
+    formats : str or list of str
+        Format keys (:data:`FORMATS`) or ``"all"``.
+    output_dir : str or Path, optional
+        Default ``PLAN_DIR/navigation``.
+    t1_choice : {None, "qform", "sform"}
+        Which T1 transform the plan's coordinates refer to, required only when
+        qform and sform differ (recorded in every provenance file).
+    localite_space : {"RAS", "LPS"}
+    force : bool
+        Replace existing files (otherwise refused, nothing written).
+    brainsight_version : {None, 12, 14}
+        Default 12 when qform == sform, 14 (``NIfTI:Q|S:``) when they differ.
+
+    Returns
+    -------
+    ExportResult
+
+    Raises
+    ------
+    InputError, OrientationError (incl. XformMismatchError, InvalidPoseError),
+    NavigationFormatError, OutputError
+        Nothing is written when any check or any format fails.
+    """
+    plan = load_plan(plan_dir)
+    keys, from_all = normalize_formats(formats)
+    if localite_space not in ("RAS", "LPS"):
+        raise InputError(f"localite space must be RAS or LPS; got {localite_space!r}")
+    output_dir = Path(output_dir) if output_dir is not None else plan.plan_dir / "navigation"
+
+    t1ref = load_t1_reference(plan.t1_path, t1_choice, expected_sha256=plan.t1_sha256)
+    if plan.anatomy_xform in ("qform", "sform") and not t1ref.agree:
+        if t1ref.xform.xform != plan.anatomy_xform:
+            raise OrientationError(
+                f"the plan says its coordinates refer to the T1 {plan.anatomy_xform}, but "
+                f"--affine {t1ref.xform.xform} was chosen and the two differ by "
+                f"{t1ref.xform.max_difference_mm:.2f} mm"
+            )
+
+    warnings_out = []
+    skipped = {}
+    if not plan.target.has_pose:
+        pose_keys = [k for k in keys if FORMATS[k].pose_required]
+        if pose_keys and not from_all:
+            raise NavigationFormatError(
+                f"the plan has no coil pose (no 'coil' block in target.json), and "
+                f"{', '.join(pose_keys)} store a full coil orientation; tmstarget does not invent "
+                "one. Plan with a scalp coil pose, or export position-only formats "
+                "(slicer, fcsv, simnibs, bids, csv, json)"
+            )
+        for k in pose_keys:
+            skipped[k] = "plan has no coil pose (position-only plan)"
+        keys = [k for k in keys if k not in pose_keys]
+        warnings_out.append(
+            "plan has no coil pose: exported the cortical target position only"
+            + (f"; skipped {', '.join(pose_keys)}" if pose_keys else "")
+        )
+
+    nav_markers = plan_markers(plan)
+    all_markers = plan_markers(plan, all_candidates=True)
+    centroid = None
+    if any(m.has_pose for m in all_markers):
+        centroid = head_centroid_ras(plan.t1_path, t1ref.affine)
+    cortex = {
+        m.name: np.array(m.info["cortex_ras_mm"])
+        for m in all_markers
+        if m.has_pose and "cortex_ras_mm" in m.info
+    }
+    check_head_geometry(all_markers, t1ref, centroid, cortex)
+
+    if brainsight_version is None:
+        brainsight_version = 12 if t1ref.agree else 14
+    localite_name = localite_marker_filename()
+    plan_prov = {
+        "target_json_sha256": sha256_file(plan.target_json),
+        "protocol": plan.protocol,
+        "space": plan.space,
+        "participant": plan.participant,
+        "template": None if plan.space == "T1w" else plan.space,
+        "transform": (plan.raw.get("provenance") or {}).get("transform"),
+        "tmstarget_version_plan": (plan.raw.get("provenance") or {}).get("tmstarget_version"),
+    }
+
+    jobs = []
+    for k in keys:
+        rel = (
+            _bids_name(plan.participant, plan.protocol)
+            if k == "bids"
+            else _dest_name(k, plan.participant, localite_name)
+        )
+        markers = all_markers if k in ("csv", "json") else nav_markers
+        jobs.append((k, rel, markers))
+
+    # refuse before writing anything
+    conflicts = []
+    for _k, rel, _ in jobs:
+        for out in _outputs(rel):
+            if (output_dir / out).exists():
+                conflicts.append(str(output_dir / out))
+    old_localite = []
+    if "localite" in keys and (output_dir / "localite").is_dir():
+        old_localite = sorted((output_dir / "localite").glob("InstrumentMarker*.xml"))
+        conflicts += [str(p) for p in old_localite]
+    if conflicts and not force:
+        raise OutputError(
+            "refusing to overwrite existing navigation file(s): "
+            + ", ".join(sorted(set(conflicts)))
+            + "; use --force to replace them",
+            path=output_dir,
+        )
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmstarget-export-", dir=output_dir))
+    files = {}
+    try:
+        for k, rel, markers in jobs:
+            spec = FORMATS[k]
+            kwargs = {"t1": t1ref, "provenance": plan_prov}
+            if k == "localite":
+                kwargs["space"] = localite_space
+            elif k == "brainsight":
+                kwargs["version"] = brainsight_version
+            elif k == "bids":
+                kwargs["coordinate_system"] = "IndividualMRI" if plan.space == "T1w" else plan.space
+            elif k == "ant":
+                coil = plan.raw.get("coil") or {}
+                kwargs["coil_type"] = str(coil.get("coil_type") or "")
+                kwargs["coil_id"] = str(coil.get("coil_id") or "")
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            spec.writer(staging / rel, markers, **kwargs)
+            files[k] = [output_dir / out for out in _outputs(rel)]
+        # every format written and verified: move into place
+        if force:
+            for old in old_localite:
+                old.unlink()
+                prov = old.with_name(old.name + ".provenance.json")
+                if prov.exists():
+                    prov.unlink()
+        for _k, rel, _ in jobs:
+            for out in _outputs(rel):
+                dest = output_dir / out
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / out, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(
+        output_dir=output_dir,
+        files=files,
+        skipped=skipped,
+        markers=[m.name for m in nav_markers],
+        warnings=warnings_out,
+    )

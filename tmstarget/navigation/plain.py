@@ -1,0 +1,366 @@
+"""Plain CSV and JSON lists of the planned target and its candidates.
+
+Every row/entry carries the T1 identity, the world frame (RAS mm) and the
+coil convention (SimNIBS: z into the head, handle = -y).  The CSV holds the
+pose as ``pose_RC`` columns (row R, column C of the 4×4, rows 0–2); the JSON
+as ``pose_ras`` (list of 4 rows).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import NavigationFormatError
+from ._common import (
+    SIMNIBS_AXES_TEXT,
+    NavFile,
+    NavTarget,
+    WarningCollector,
+    as_nav_targets,
+    check_names,
+    check_navigator_xform,
+    fmt_num,
+    load_json_strict,
+    load_t1_reference,
+    parse_float,
+    read_pose,
+    read_text_lines,
+    write_verified,
+)
+
+__all__ = [
+    "write_candidates_csv",
+    "read_candidates_csv",
+    "write_candidates_json",
+    "read_candidates_json",
+    "CSV_COLUMNS",
+]
+
+DECIMALS = 10
+POSE_COLS = [f"pose_{r}{c}" for r in range(3) for c in range(4)]
+CSV_COLUMNS = (
+    [
+        "kind",
+        "rank",
+        "name",
+        "method",
+        "score",
+        "target_x",
+        "target_y",
+        "target_z",
+        "mni_x",
+        "mni_y",
+        "mni_z",
+        "has_pose",
+        "coil_x",
+        "coil_y",
+        "coil_z",
+        "handle_x",
+        "handle_y",
+        "handle_z",
+        "normal_x",
+        "normal_y",
+        "normal_z",
+    ]
+    + POSE_COLS
+    + ["scalp_to_cortex_mm", "world", "coil_convention", "t1_file", "t1_sha256", "xform"]
+)
+
+
+def _opt(value, decimals=DECIMALS):
+    if value is None:
+        return ""
+    if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
+        return fmt_num(value, decimals)
+    return str(value)
+
+
+def render_candidates_csv(targets, t1ref):
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for tgt in targets:
+        info = tgt.info or {}
+        row = dict.fromkeys(CSV_COLUMNS, "")
+        row.update(
+            kind=tgt.kind,
+            rank=_opt(info.get("rank")),
+            name=tgt.name,
+            method=_opt(info.get("method")),
+            score=_opt(info.get("score")),
+            has_pose="1" if tgt.has_pose else "0",
+            scalp_to_cortex_mm=_opt(info.get("scalp_to_cortex_mm")),
+            world="RAS",
+            coil_convention="simnibs",
+            t1_file=t1ref.name,
+            t1_sha256=t1ref.sha256,
+            xform=t1ref.xform.xform,
+        )
+        if isinstance(info.get("rank"), int):
+            row["rank"] = str(info["rank"])
+        cortex = info.get("cortex_ras_mm")
+        if cortex is None and not tgt.has_pose:
+            cortex = tgt.position_ras_mm
+        if cortex is not None:
+            for a, v in zip("xyz", cortex):
+                row[f"target_{a}"] = _opt(float(v))
+        mni = info.get("mni_mm")
+        if mni is not None:
+            for a, v in zip("xyz", mni):
+                row[f"mni_{a}"] = _opt(float(v))
+        if tgt.has_pose:
+            pose = tgt.pose_ras
+            for a, c, h, n in zip("xyz", pose[:3, 3], -pose[:3, 1], pose[:3, 2]):
+                row[f"coil_{a}"] = _opt(float(c))
+                row[f"handle_{a}"] = _opt(float(h))
+                row[f"normal_{a}"] = _opt(float(n))
+            for r in range(3):
+                for c in range(4):
+                    row[f"pose_{r}{c}"] = _opt(float(pose[r, c]))
+        writer.writerow([row[c] for c in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+def write_candidates_csv(path, targets, *, t1, xform=None, overwrite=False, provenance=None):
+    """Write all markers as a plain CSV (RAS mm, SimNIBS axes, T1 identity per row)."""
+    targets = as_nav_targets(targets)
+    check_names(targets, "csv")
+    t1ref = load_t1_reference(t1, xform)
+    check_navigator_xform(t1ref, "csv")
+    text = render_candidates_csv(targets, t1ref)
+    return write_verified(
+        path,
+        text,
+        fmt="csv",
+        targets=targets,
+        reader=read_candidates_csv,
+        t1ref=t1ref,
+        world="RAS",
+        coil_axes="simnibs",
+        overwrite=overwrite,
+        provenance=provenance,
+    )
+
+
+def _info_from(values, path, key_prefix=""):
+    info = {}
+    for key in ("rank",):
+        if values.get(key) not in (None, ""):
+            try:
+                info[key] = int(values[key])
+            except ValueError:
+                info[key] = values[key]
+    for key in ("method",):
+        if values.get(key) not in (None, ""):
+            info[key] = values[key]
+    for key in ("score", "scalp_to_cortex_mm"):
+        if values.get(key) not in (None, ""):
+            info[key] = parse_float(values[key], path=path, key=key)
+    return info
+
+
+def read_candidates_csv(path, **_ignored):
+    """Read a tmstarget candidates CSV (columns by name)."""
+    path = Path(path)
+    collector = WarningCollector(path)
+    lines = [ln for ln in read_text_lines(path) if ln.strip()]
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
+    if not lines:
+        raise NavigationFormatError("empty CSV", path=path)
+    header = next(csv.reader(io.StringIO(lines[0])))
+    missing = [c for c in ("name", "world", "coil_convention", "has_pose") if c not in header]
+    if missing:
+        raise NavigationFormatError(
+            f"not a tmstarget candidates CSV: missing column(s) {missing}", path=path
+        )
+    targets = []
+    t1_name = t1_sha = None
+    for lineno, row in enumerate(rows, start=2):
+        if None in row or any(v is None for v in row.values()):
+            raise NavigationFormatError(
+                f"line {lineno}: wrong number of fields (a decimal comma splits numbers)", path=path
+            )
+        if row["world"] != "RAS" or row["coil_convention"] != "simnibs":
+            raise NavigationFormatError(
+                f"line {lineno}: world {row['world']!r} / convention {row['coil_convention']!r}; "
+                "expected RAS / simnibs",
+                path=path,
+            )
+        t1_name = t1_name or row.get("t1_file") or None
+        t1_sha = t1_sha or (row.get("t1_sha256") or "").lower() or None
+        info = _info_from(row, path)
+        if all(row.get(f"target_{a}") not in (None, "") for a in "xyz"):
+            info["cortex_ras_mm"] = [
+                parse_float(row[f"target_{a}"], path=path, key=f"target_{a}") for a in "xyz"
+            ]
+        if all(row.get(f"mni_{a}") not in (None, "") for a in "xyz"):
+            info["mni_mm"] = [
+                parse_float(row[f"mni_{a}"], path=path, key=f"mni_{a}") for a in "xyz"
+            ]
+        pose = None
+        what = f"line {lineno} {row['name']!r}"
+        if row["has_pose"] == "1":
+            mat = np.eye(4)
+            for r in range(3):
+                for c in range(4):
+                    mat[r, c] = parse_float(row[f"pose_{r}{c}"], path=path, key=f"pose_{r}{c}")
+            pose = read_pose(mat, what=what, collector=collector)
+        elif "cortex_ras_mm" not in info:
+            raise NavigationFormatError(f"{what}: neither a pose nor a target position", path=path)
+        targets.append(
+            NavTarget(
+                row["name"],
+                pose,
+                position_ras_mm=None if pose is not None else info["cortex_ras_mm"],
+                kind=row.get("kind") or "target",
+                info=info,
+            )
+        )
+    return NavFile(
+        path=str(path),
+        format="csv",
+        targets=tuple(targets),
+        source_frame="RAS",
+        coil_convention="simnibs",
+        version=None,
+        t1_name=t1_name,
+        t1_sha256=t1_sha,
+        warnings=tuple(collector.messages),
+    )
+
+
+# --------------------------------------------------------------------------
+# JSON
+
+
+def render_candidates_json(targets, t1ref):
+    markers = []
+    for tgt in targets:
+        info = dict(tgt.info or {})
+        entry = {
+            "kind": tgt.kind,
+            "rank": info.pop("rank", None),
+            "name": tgt.name,
+            "method": info.pop("method", None),
+            "score": info.pop("score", None),
+            "target_ras_mm": info.pop("cortex_ras_mm", None),
+            "mni_mm": info.pop("mni_mm", None),
+            "scalp_to_cortex_mm": info.pop("scalp_to_cortex_mm", None),
+            "pose_ras": None,
+            "coil_centre_ras_mm": None,
+            "handle_ras": None,
+            "normal_ras": None,
+        }
+        if entry["target_ras_mm"] is None and not tgt.has_pose:
+            entry["target_ras_mm"] = [float(v) for v in tgt.position_ras_mm]
+        if tgt.has_pose:
+            entry["pose_ras"] = [[float(v) + 0.0 for v in row] for row in tgt.pose_ras]
+            entry["coil_centre_ras_mm"] = [float(v) for v in tgt.position_ras_mm]
+            entry["handle_ras"] = [float(v) + 0.0 for v in tgt.handle_ras]
+            entry["normal_ras"] = [float(v) + 0.0 for v in tgt.normal_ras]
+        markers.append(entry)
+    doc = {
+        "tmstarget": {
+            "version": __version__,
+            "t1": t1ref.name,
+            "t1_sha256": t1ref.sha256,
+            "xform": t1ref.xform.xform,
+            "world": "RAS",
+            "units": "mm",
+            "coil_convention": "simnibs",
+            "axes": SIMNIBS_AXES_TEXT,
+        },
+        "markers": markers,
+    }
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+def write_candidates_json(path, targets, *, t1, xform=None, overwrite=False, provenance=None):
+    """Write all markers as plain JSON (RAS mm, SimNIBS axes, T1 identity)."""
+    targets = as_nav_targets(targets)
+    check_names(targets, "json")
+    t1ref = load_t1_reference(t1, xform)
+    check_navigator_xform(t1ref, "json")
+    text = render_candidates_json(targets, t1ref)
+    return write_verified(
+        path,
+        text,
+        fmt="json",
+        targets=targets,
+        reader=read_candidates_json,
+        t1ref=t1ref,
+        world="RAS",
+        coil_axes="simnibs",
+        overwrite=overwrite,
+        provenance=provenance,
+    )
+
+
+def read_candidates_json(path, **_ignored):
+    """Read a tmstarget candidates JSON."""
+    path = Path(path)
+    collector = WarningCollector(path)
+    doc = load_json_strict(path)
+    meta = doc.get("tmstarget") if isinstance(doc, dict) else None
+    if not isinstance(meta, dict) or not isinstance(doc.get("markers"), list):
+        raise NavigationFormatError("not a tmstarget candidates JSON", path=path)
+    if meta.get("world") != "RAS" or meta.get("coil_convention") != "simnibs":
+        raise NavigationFormatError(
+            f"world {meta.get('world')!r} / convention {meta.get('coil_convention')!r}; expected "
+            "RAS / simnibs",
+            path=path,
+        )
+    targets = []
+    for i, entry in enumerate(doc["markers"]):
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise NavigationFormatError(f"markers[{i}] is not a marker object", path=path)
+        info = {}
+        for key, out in (
+            ("rank", "rank"),
+            ("method", "method"),
+            ("score", "score"),
+            ("target_ras_mm", "cortex_ras_mm"),
+            ("mni_mm", "mni_mm"),
+            ("scalp_to_cortex_mm", "scalp_to_cortex_mm"),
+        ):
+            if entry.get(key) is not None:
+                info[out] = entry[key]
+        pose = None
+        if entry.get("pose_ras") is not None:
+            try:
+                mat = np.array(entry["pose_ras"], dtype=float)
+            except (TypeError, ValueError):
+                raise NavigationFormatError(
+                    f"markers[{i}].pose_ras is not numeric", path=path
+                ) from None
+            pose = read_pose(mat, what=f"markers[{i}] {entry['name']!r}", collector=collector)
+        elif entry.get("target_ras_mm") is None:
+            raise NavigationFormatError(
+                f"markers[{i}]: neither pose_ras nor target_ras_mm", path=path
+            )
+        targets.append(
+            NavTarget(
+                str(entry["name"]),
+                pose,
+                position_ras_mm=None if pose is not None else entry["target_ras_mm"],
+                kind=entry.get("kind") or "target",
+                info=info,
+            )
+        )
+    return NavFile(
+        path=str(path),
+        format="json",
+        targets=tuple(targets),
+        source_frame="RAS",
+        coil_convention="simnibs",
+        version=meta.get("version"),
+        t1_name=meta.get("t1"),
+        t1_sha256=str(meta.get("t1_sha256", "")).lower() or None,
+        warnings=tuple(collector.messages),
+    )
