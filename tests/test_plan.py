@@ -191,3 +191,29 @@ def test_sessions_and_runs_are_concatenated(tmp_path, sample_plans):
     single = sample_plans["rest-dmpfc"][1]
     assert doc["qc"]["frames_per_state"]["rest"] == 2 * single["qc"]["frames_per_state"]["rest"]
     assert doc["target"]["voxel_ijk"] == single["target"]["voxel_ijk"]
+
+
+def test_coil_pose_and_navigation_files(sample_plans):
+    out, doc = sample_plans["sgacc-dlpfc"]
+    coil = doc["coil"]
+    pose = np.array(coil["matrix"])
+    target = np.array(doc["target"]["ras_mm"])
+    assert np.allclose(pose[:3, :3].T @ pose[:3, :3], np.eye(3), atol=1e-6) and np.linalg.det(pose[:3, :3]) > 0
+    to_target = (target - pose[:3, 3]) / np.linalg.norm(target - pose[:3, 3])
+    assert np.degrees(np.arccos(np.clip(pose[:3, 2] @ to_target, -1, 1))) < 20  # z points into the head, at the target
+    handle = np.array(coil["handle_direction"])
+    assert handle[0] < -0.5 and handle[1] < -0.5  # left DLPFC: handle posterior and lateral (left)
+    assert pose[0, 3] < target[0] - 5  # the scalp point lies lateral (further left) of a left DLPFC target
+    assert 8 < coil["scalp_to_cortex_mm"] < 25
+    assert doc["anatomy"]["t1_sha256"] == hashlib.sha256(Path(doc["anatomy"]["t1"]).read_bytes()).hexdigest()
+    # Localite marker read with a plain XML parser (spec §3.1): RAS file, column 0 = coil normal, column 3 = centre
+    import xml.etree.ElementTree as ET
+
+    xml = next((out / "navigation" / "localite").glob("InstrumentMarker*.xml"))
+    root = ET.parse(xml).getroot()
+    assert root.get("coordinateSpace") == "RAS"
+    m = root.find("InstrumentMarker/Marker/Matrix4D")
+    data = np.array([[float(m.get(f"data{r}{c}")) for c in range(4)] for r in range(4)])
+    assert np.allclose(data[:3, 3], pose[:3, 3], atol=1e-4)
+    assert np.allclose(data[:3, 0], pose[:3, 2], atol=1e-5)  # Localite x = SimNIBS z (normal into the head)
+    assert np.allclose(data[:3, 1], -pose[:3, 1], atol=1e-5)  # Localite y points toward the handle

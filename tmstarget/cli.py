@@ -137,7 +137,6 @@ def run_plan(args):
     from .ingest.collect import select_runs
     from .outputs import check_output_dir, write_plan
     from .ingest.fmriprep import participant_label
-    from .navigation.export import export_plan
     from .pipeline import place_coils, plan
     from .protocol import load_protocol
 
@@ -163,7 +162,7 @@ def run_plan(args):
         progress("placing the coil on the scalp")
         _, coils, anatomy = place_coils(result, selection.t1)
         if args.navigation:
-            writers.append(lambda staging: export_plan(staging, args.navigation, t1_choice=args.affine))
+            writers.append(lambda staging: _export_navigation(staging, args))
     progress("writing outputs")
     document = write_plan(result, args.output, participant, force=args.force, command=["tmstarget"] + sys.argv[1:],
                           input_dirs=selection.input_dirs, coils=coils, anatomy=anatomy, extra_writers=writers)
@@ -178,6 +177,20 @@ def run_plan(args):
         for warning in document["qc"].get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _export_navigation(plan_dir, args):
+    """Navigation files into the plan; by default ('all') a T1 the navigators disagree on is skipped, not fatal."""
+    from .errors import OrientationError
+    from .navigation.export import export_plan
+
+    try:
+        export_plan(plan_dir, args.navigation, t1_choice=args.affine)
+    except OrientationError as exc:
+        if args.navigation != "all":
+            raise
+        print(f"warning: navigation files not written: {exc} (run 'tmstarget export' with --affine)",
+              file=sys.stderr)
 
 
 def _fixed_selection(args):
