@@ -1,7 +1,17 @@
-"""Head-motion summaries: Friston-24 expansion and framewise displacement.
+"""Head motion: rigid estimation and reslicing, Friston-24, framewise displacement.
 
 Motion parameters are a (T, 6) array in SPM/DPABI order: translations
 ``tx, ty, tz`` in mm, then rotations ``rx, ry, rz`` in radians.
+``rigid_matrix(p) = MT @ R1(rx) @ R2(ry) @ R3(rz)`` (SPM ``spm_matrix``;
+science.md §2) acts on RAS mm column vectors, rotates about the world origin
+and maps a point of the reference volume to the position of the same tissue
+in the moved volume. With that matrix ``rz > 0`` turns +x (right) toward -y
+(posterior), i.e. SPM's rotation matrices are right-handed rotations by
+``-r``.
+
+Estimation (:func:`prepare_reference` once, then :func:`register_volume` per
+volume, or :func:`estimate_motion` for a run) is intensity least squares,
+solved by inverse-compositional Gauss-Newton on smoothed, subsampled volumes.
 """
 
 import logging
@@ -223,6 +233,9 @@ class PreparedReference:
         Gauss-Newton iterations per level at most.
     tol_mm : float
         Stop a level when an update moves no point of a 50-mm sphere by more.
+    final_order : int
+        Spline order used to sample the volume at the finest level (coarser
+        levels are trilinear).
     """
 
     affine: np.ndarray
@@ -231,6 +244,7 @@ class PreparedReference:
     levels: tuple
     max_iter: int
     tol_mm: float
+    final_order: int
 
 
 def _zooms(affine):
@@ -255,6 +269,7 @@ def prepare_reference(
     mask_fraction=0.1,
     max_iter=20,
     tol_mm=1e-3,
+    final_order=1,
 ):
     """Precompute everything needed to register volumes to ``vol``.
 
@@ -273,6 +288,10 @@ def prepare_reference(
         Maximum Gauss-Newton iterations per level.
     tol_mm : float
         Convergence: the update moves points of a 50-mm sphere by less.
+    final_order : {1, 3}
+        Interpolation at the finest level: 1 = trilinear (default, ~20 ms per
+        64x64x34 volume, errors ~0.01 mm / 0.01 deg on smooth synthetic data);
+        3 = cubic B-spline (rotation error about 3x smaller, ~2x slower).
 
     Returns
     -------
@@ -305,7 +324,11 @@ def prepare_reference(
         offset_ras = (affine[:3, :3] @ ijk).T + affine[:3, 3] - centre
         steepest = np.hstack([grad_ras, np.cross(offset_ras, grad_ras)])
         built.append(_Level(sigma, ijk.astype(float), values.astype(float), steepest))
-    return PreparedReference(affine, vol.shape, centre, tuple(built), int(max_iter), float(tol_mm))
+    if final_order not in (1, 3):
+        raise InputError(f"final_order must be 1 (trilinear) or 3 (cubic); got {final_order!r}")
+    return PreparedReference(
+        affine, vol.shape, centre, tuple(built), int(max_iter), float(tol_mm), int(final_order)
+    )
 
 
 def _small_rigid(delta, centre):
@@ -331,8 +354,10 @@ def register_volume(ref, vol, init_params=None):
     """Rigidly register one volume to a prepared reference.
 
     Minimises ``sum_x (V(T x) - R(x))**2`` over sample points ``x`` of the
-    smoothed reference ``R`` (smoothed volume ``V`` sampled trilinearly) by
-    inverse-compositional Gauss-Newton (Baker & Matthews 2004), coarse to fine.
+    smoothed reference ``R`` (smoothed volume ``V`` sampled trilinearly, or
+    cubic at the finest level if so prepared) by inverse-compositional Gauss-Newton
+    (Baker & Matthews 2004), coarse to fine; points mapped outside the volume
+    are dropped.
 
     Parameters
     ----------
@@ -355,14 +380,17 @@ def register_volume(ref, vol, init_params=None):
     ras2vox = np.linalg.inv(ref.affine)
     upper = np.asarray(ref.shape, dtype=float)[:, None] - 1.0
     radius_mm = 50.0
-    for level in ref.levels:
+    for number, level in enumerate(ref.levels, start=1):
         smooth = ndimage.gaussian_filter(vol, level.sigma_vox, mode="nearest")
+        order = ref.final_order if number == len(ref.levels) else 1
+        if order > 1:
+            smooth = ndimage.spline_filter(smooth, order=order)
         for _ in range(ref.max_iter):
             # voxel -> reference world -> moved world -> voxel of vol
             vox_map = ras2vox @ matrix @ ref.affine
             ijk = vox_map[:3, :3] @ level.sample_ijk + vox_map[:3, 3:]
             inside = np.all((ijk >= 0) & (ijk <= upper), axis=0)
-            moved = ndimage.map_coordinates(smooth, ijk[:, inside], order=1, prefilter=False)
+            moved = ndimage.map_coordinates(smooth, ijk[:, inside], order=order, prefilter=False)
             error = moved - level.ref_values[inside]
             jac = level.steepest[inside]
             delta = np.linalg.solve(jac.T @ jac, jac.T @ error)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from .fmriprep import find_runs, find_t1, resolve_dataset
+from .fmriprep import find_runs, find_t1, participant_label, resolve_dataset
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,7 @@ def select_runs(states, dataset=None, participant=None, rest_task="rest", task="
     if dataset is not None:
         if participant is None:
             raise InputError("--participant is needed with a dataset folder", path=dataset)
+        participant = participant_label(participant)
         fmriprep_dir, bids = resolve_dataset(dataset, bids_dir)
         input_dirs += [Path(dataset)] + ([bids] if bids else [])
 
