@@ -171,9 +171,9 @@ def plan(selection, protocol, t_r=None, progress=None):
     brain = _brain_mask(runs, selection.mask, warnings)
     voxels = VoxelSet(brain, affine)
 
-    gm = roi_defs.grey_matter_mask(shape, affine, protocol["rois"]["gm_threshold"])
-    within = brain & gm
-    region_spheres = roi_defs.region_mask(protocol["search"]["region"], shape, affine)
+    grid = selection.grid or roi_defs.MniGrid(shape, affine)
+    within = brain & grid.grey_matter(protocol["rois"]["gm_threshold"])
+    region_spheres = grid.balls(*roi_defs.region_spec(protocol["search"]["region"]))
     region = region_spheres & within
     region_cols = voxels.columns(region)
     if len(region_cols) == 0:
@@ -183,14 +183,14 @@ def plan(selection, protocol, t_r=None, progress=None):
             path=runs[0].paths["bold"],
         )
     roi_list = roi_defs.roi_set(protocol["rois"]["set"], protocol["rois"].get("radius_mm"))
-    roi_cols = {name: voxels.columns(m) for name, m in roi_defs.roi_masks(roi_list, shape, affine, within).items()}
+    roi_cols = {r.name: voxels.columns(grid.balls(r.centre_mni_mm, r.radius_mm) & within) for r in roi_list}
     empty = [name for name, cols in roi_cols.items() if len(cols) == 0]
     if empty:
         warnings.append(f"ROIs empty on this grid/mask and left out of seeds: {', '.join(empty)}")
     seed_p = protocol["seed"]
     if "sphere" in seed_p:
         centre, radius = roi_defs.sphere_spec(seed_p["sphere"])
-        seed_groups = [voxels.columns(roi_defs.ball_mask(shape, affine, centre, radius) & within)]
+        seed_groups = [voxels.columns(grid.balls(centre, radius) & within)]
         seed_label = f"sphere {seed_p['sphere']} {list(centre)} r={radius:g} mm"
     else:
         seed_groups = [roi_cols[r.name] for r in roi_list if r.subsystem == seed_p["subsystem"]]

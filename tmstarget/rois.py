@@ -124,14 +124,39 @@ def grey_matter_mask(shape, affine, threshold=0.2):
     return prob > threshold
 
 
-def region_mask(name, shape, affine, gm=None):
-    """Search region ``name`` (union of spheres) on the grid, intersected with ``gm``."""
+def region_spec(name):
+    """Sphere centres (MNI mm, (N, 3)) and radius (mm) of a named search region."""
     regions = load_atlas()["regions"]
     if name not in regions:
         raise InputError(f"unknown search region '{name}'; known: {', '.join(sorted(regions))}")
-    spec = regions[name]
-    mask = ball_mask(shape, affine, spec["centres_mni_mm"], float(spec["radius_mm"]))
+    return np.asarray(regions[name]["centres_mni_mm"], dtype=float), float(regions[name]["radius_mm"])
+
+
+def region_mask(name, shape, affine, gm=None):
+    """Search region ``name`` (union of spheres) on an MNI grid, intersected with ``gm``."""
+    mask = ball_mask(shape, affine, *region_spec(name))
     return mask if gm is None else mask & gm
+
+
+class MniGrid:
+    """Builds MNI-defined masks on an analysis grid that is itself in MNI space.
+
+    The planning engine asks its grid for every mask (grey matter, spheres);
+    a native-space front end passes an object with the same two methods that
+    builds the masks in MNI space and warps them onto the subject's grid.
+    """
+
+    def __init__(self, shape, affine):
+        self.shape = tuple(int(s) for s in shape[:3])
+        self.affine = np.asarray(affine, dtype=float)
+
+    def grey_matter(self, threshold):
+        """Grey matter (nilearn MNI152 GM probability > ``threshold``) on the grid."""
+        return grey_matter_mask(self.shape, self.affine, threshold)
+
+    def balls(self, centres_mni_mm, radius_mm):
+        """Union of spheres given in MNI mm, on the grid."""
+        return ball_mask(self.shape, self.affine, centres_mni_mm, radius_mm)
 
 
 def sphere_spec(name):
@@ -141,20 +166,6 @@ def sphere_spec(name):
         raise InputError(f"unknown seed sphere '{name}'; known: {', '.join(sorted(spheres))}")
     spec = spheres[name]
     return tuple(float(v) for v in spec["mni_mm"]), float(spec["radius_mm"])
-
-
-def roi_masks(rois, shape, affine, within):
-    """Boolean mask per ROI, each restricted to ``within`` (e.g. GM ∩ brain).
-
-    Returns
-    -------
-    dict
-        ``name -> ndarray of bool``; an ROI left empty on this grid maps to an
-        empty mask (callers decide whether that is fatal).
-    """
-    return {
-        roi.name: ball_mask(shape, affine, roi.centre_mni_mm, roi.radius_mm) & within for roi in rois
-    }
 
 
 def mask_to_img(mask, affine, dtype=np.uint8):

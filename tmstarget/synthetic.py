@@ -33,7 +33,7 @@ from scipy import signal as sp_signal
 
 from .fileio import write_json_atomic, write_nifti_atomic, write_text_atomic
 from .motion import fd_power, friston24
-from .rois import ball_mask, grey_matter_mask, load_atlas, region_mask, roi_set
+from .rois import grey_matter_mask, load_atlas, region_mask, roi_set
 
 SPACE = "MNI152NLin2009cAsym"
 # state -> {spot: (latent, weight)}

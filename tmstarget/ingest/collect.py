@@ -32,12 +32,17 @@ class ExplicitRun:
 
 @dataclass
 class Selection:
-    """Runs to analyse: ``(files, state)`` pairs; ``state`` None = states from events blocks."""
+    """Runs to analyse: ``(files, state)`` pairs; ``state`` None = states from events blocks.
+
+    ``grid`` builds the MNI-defined masks on the runs' grid; None means the runs
+    are in MNI space (:class:`tmstarget.rois.MniGrid`).
+    """
 
     runs: list
     t1: Path | None
     mask: Path | None
     input_dirs: list
+    grid: object = None
 
 
 def _events_states(run_files):
