@@ -36,6 +36,7 @@ from tmstarget.navigation._testing import (
     make_reference_t1,
     p_ref,
     random_poses,
+    write_edited_json,
 )
 from tmstarget.navigation.formats import FORMATS
 from tmstarget.spaces import (
@@ -494,20 +495,22 @@ def test_11_slicer_json(tmp_path, t1ref):
     assert_allclose(point["position"], [38, -44, 30], atol=TOL)
     assert_allclose(point["orientation"], [S, -S, 0, -S, -S, 0, 0, 0, -1], atol=TOL)
 
-    doc = json.loads((FIXTURES / "slicer_ldlpfc.mrk.json").read_text())
-    del doc["markups"][0]["coordinateSystem"]
-    no_cs = tmp_path / "nocs.mrk.json"
-    no_cs.write_text(json.dumps(doc))
+    no_cs = write_edited_json(
+        FIXTURES / "slicer_ldlpfc.mrk.json",
+        tmp_path / "nocs.mrk.json",
+        lambda doc: doc["markups"][0].pop("coordinateSystem"),
+    )
     with pytest.raises(NavigationFormatError, match="coordinateSystem"):
         read_slicer_json(no_cs)
     with pytest.warns(UserWarning, match="assumed"):
         res = read_slicer_json(no_cs, assume="LPS")
     assert_allclose(res.targets[0].position_ras_mm, [-38, 44, 30])
 
-    doc = json.loads((FIXTURES / "slicer_ldlpfc.mrk.json").read_text())
-    doc["@schema"] = "https://example.org/my-own-schema.json"
-    bad = tmp_path / "bad.mrk.json"
-    bad.write_text(json.dumps(doc))
+    bad = write_edited_json(
+        FIXTURES / "slicer_ldlpfc.mrk.json",
+        tmp_path / "bad.mrk.json",
+        lambda doc: doc.update({"@schema": "https://example.org/my-own-schema.json"}),
+    )
     with pytest.raises(NavigationFormatError, match="@schema"):
         read_slicer_json(bad)
 

@@ -32,7 +32,13 @@ from tmstarget.navigation import (
     write_localite,
     write_simnibs_csv,
 )
-from tmstarget.navigation._testing import REFERENCE_AFFINE, make_reference_t1, p_ref
+from tmstarget.navigation._testing import (
+    FILE_NAMES,
+    REFERENCE_AFFINE,
+    make_reference_t1,
+    p_ref,
+    write_edited_json,
+)
 from tmstarget.navigation.formats import FORMATS, detect_format
 from tmstarget.spaces import InvalidPoseError, rotation_angle_deg
 
@@ -101,10 +107,11 @@ def test_fixture_ant_image_mismatch(tmp_path):
 
 
 def test_fixture_ant_refuses_other_convention(tmp_path):
-    doc = json.loads((FIXTURES / "ant_ldlpfc.mrk").read_text())
-    doc["TargetMarkers"][0]["CoilTarget"]["CoilAxesConvention"] = "ant"
-    path = tmp_path / "x.mrk"
-    path.write_text(json.dumps(doc))
+    path = write_edited_json(
+        FIXTURES / "ant_ldlpfc.mrk",
+        tmp_path / "x.mrk",
+        lambda doc: doc["TargetMarkers"][0]["CoilTarget"].update(CoilAxesConvention="ant"),
+    )
     with pytest.raises(NavigationFormatError, match="CoilAxesConvention"):
         read_ant(path)
 
@@ -116,10 +123,11 @@ def test_fixture_slicer_json():
 
 
 def test_slicer_orientation_without_declaration_is_position_only(tmp_path):
-    doc = json.loads((FIXTURES / "slicer_ldlpfc.mrk.json").read_text())
-    del doc["tmstarget"]
-    path = tmp_path / "plain.mrk.json"
-    path.write_text(json.dumps(doc))
+    path = write_edited_json(
+        FIXTURES / "slicer_ldlpfc.mrk.json",
+        tmp_path / "plain.mrk.json",
+        lambda doc: doc.pop("tmstarget"),
+    )
     with pytest.warns(UserWarning, match="positions only"):
         res = read_slicer_json(path)
     assert not res.targets[0].has_pose
@@ -256,40 +264,30 @@ class _nowarn:
 # ------------------------------------------------------------- readers: errors
 
 
-def test_localite_missing_or_bad_space(tmp_path):
-    text = (FIXTURES / "localite_instrument_lps.xml").read_text()
-    path = tmp_path / "x.xml"
-    path.write_text(text.replace(' coordinateSpace="LPS"', ""))
-    with pytest.raises(NavigationFormatError, match="coordinateSpace"):
-        read_localite(path)
-    path.write_text(text.replace('coordinateSpace="LPS"', 'coordinateSpace="IJK"'))
-    with pytest.raises(NavigationFormatError, match="RAS or LPS"):
-        read_localite(path)
-    path.write_text(text.replace('data13="-44.000000"', 'data13="-44,000000"'))
-    with pytest.raises(NavigationFormatError, match="decimal comma"):
-        read_localite(path)
-    path.write_text(text.replace('data00="0.000000"', 'data00="0.2"'))
-    with pytest.raises(InvalidPoseError, match="orthonormal"):
-        read_localite(path)
+#: (old, new, error, match): one edit of a valid fixture and the error it must raise.
+LOCALITE_EDITS = [
+    (' coordinateSpace="LPS"', "", NavigationFormatError, "coordinateSpace"),
+    ('coordinateSpace="LPS"', 'coordinateSpace="IJK"', NavigationFormatError, "RAS or LPS"),
+    ('data13="-44.000000"', 'data13="-44,000000"', NavigationFormatError, "decimal comma"),
+    ('data00="0.000000"', 'data00="0.2"', InvalidPoseError, "orthonormal"),
+    ('data20="-1.000000"', 'data20="1.000000"', InvalidPoseError, "det"),  # mirrored
+]
+BRAINSIGHT_EDITS = [
+    ("-38.0000\t44.0000", "-38,0000\t44.0000", NavigationFormatError, "decimal comma"),
+    ("\tm2n2\n", "\tm2n9\n", NavigationFormatError, "m2n2"),  # missing column
+]
 
 
-def test_localite_mirrored_matrix_refused(tmp_path):
-    text = (FIXTURES / "localite_instrument_lps.xml").read_text()
-    path = tmp_path / "x.xml"
-    path.write_text(text.replace('data20="-1.000000"', 'data20="1.000000"'))
-    with pytest.raises(InvalidPoseError, match="det"):
-        read_localite(path)
-
-
-def test_brainsight_decimal_comma_and_missing_column(tmp_path):
-    text = (FIXTURES / "brainsight_v12_scanner.txt").read_text()
-    path = tmp_path / "b.txt"
-    path.write_text(text.replace("-38.0000\t44.0000", "-38,0000\t44.0000", 1))
-    with pytest.raises(NavigationFormatError, match="decimal comma"):
-        read_brainsight(path)
-    path.write_text(text.replace("\tm2n2\n", "\tm2n9\n", 1))
-    with pytest.raises(NavigationFormatError, match="m2n2"):
-        read_brainsight(path)
+@pytest.mark.parametrize(
+    "reader, fixture, old, new, error, match",
+    [(read_localite, "localite_instrument_lps.xml", *edit) for edit in LOCALITE_EDITS]
+    + [(read_brainsight, "brainsight_v12_scanner.txt", *edit) for edit in BRAINSIGHT_EDITS],
+)
+def test_edited_fixture_refused(tmp_path, reader, fixture, old, new, error, match):
+    path = tmp_path / fixture
+    path.write_text((FIXTURES / fixture).read_text().replace(old, new, 1))
+    with pytest.raises(error, match=match):
+        reader(path)
 
 
 def test_brainsight_intent_code_mismatch(tmp_path):
@@ -306,19 +304,6 @@ def test_non_utf8_refused(tmp_path):
 
 
 # ------------------------------------------------------------- writers
-
-
-ALL_FILES = {
-    "localite": "InstrumentMarker20240301101502120.xml",
-    "brainsight": "b.txt",
-    "ant": "a.mrk",
-    "slicer": "s.mrk.json",
-    "fcsv": "f.fcsv",
-    "simnibs": "s.csv",
-    "bids": "sub-01_task-x_markers.tsv",
-    "csv": "c.csv",
-    "json": "c.json",
-}
 
 
 def _strict_parse(fmt, path):
@@ -362,7 +347,7 @@ def dlpfc_targets():
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_left_dlpfc_every_format(tmp_path, t1ref, dlpfc_targets, fmt):
-    path = FORMATS[fmt].writer(tmp_path / ALL_FILES[fmt], dlpfc_targets, t1=t1ref)
+    path = FORMATS[fmt].writer(tmp_path / FILE_NAMES[fmt], dlpfc_targets, t1=t1ref)
     _strict_parse(fmt, path)
     res = read_navigation_file(path, fmt, t1=t1ref)
     assert [t.name for t in res.targets] == ["L-DLPFC", "cand-2"]
@@ -380,13 +365,13 @@ PAIR_FORMATS = [k for k in FORMATS]
 
 @pytest.mark.parametrize("first, second", list(itertools.permutations(PAIR_FORMATS, 2)))
 def test_round_trip_every_pair(tmp_path, t1ref, dlpfc_targets, first, second):
-    a = FORMATS[first].writer(tmp_path / "a" / ALL_FILES[first], dlpfc_targets, t1=t1ref)
+    a = FORMATS[first].writer(tmp_path / "a" / FILE_NAMES[first], dlpfc_targets, t1=t1ref)
     mid = read_navigation_file(a, first, t1=t1ref).targets
     if FORMATS[second].pose_required and not all(t.has_pose for t in mid):
         with pytest.raises(NavigationFormatError, match="no coil pose"):
-            FORMATS[second].writer(tmp_path / "b" / ALL_FILES[second], mid, t1=t1ref)
+            FORMATS[second].writer(tmp_path / "b" / FILE_NAMES[second], mid, t1=t1ref)
         return
-    b = FORMATS[second].writer(tmp_path / "b" / ALL_FILES[second], mid, t1=t1ref)
+    b = FORMATS[second].writer(tmp_path / "b" / FILE_NAMES[second], mid, t1=t1ref)
     final = read_navigation_file(b, second, t1=t1ref).targets
     assert [t.name for t in final] == [t.name for t in dlpfc_targets]
     for want, got in zip(dlpfc_targets, final):
@@ -400,13 +385,13 @@ def test_round_trip_every_pair(tmp_path, t1ref, dlpfc_targets, first, second):
 def test_position_only_targets(tmp_path, t1ref):
     targets = [NavTarget("cortex", None, position_ras_mm=[-38.0, 44.0, 30.0])]
     for fmt in ("slicer", "fcsv", "simnibs", "bids", "csv", "json"):
-        path = FORMATS[fmt].writer(tmp_path / ALL_FILES[fmt], targets, t1=t1ref)
+        path = FORMATS[fmt].writer(tmp_path / FILE_NAMES[fmt], targets, t1=t1ref)
         res = read_navigation_file(path, fmt)
         assert not res.targets[0].has_pose
         assert_allclose(res.targets[0].position_ras_mm, [-38, 44, 30], atol=1e-6)
     for fmt in ("localite", "brainsight", "ant"):
         with pytest.raises(NavigationFormatError, match="no coil pose"):
-            FORMATS[fmt].writer(tmp_path / ("x_" + ALL_FILES[fmt]), targets, t1=t1ref)
+            FORMATS[fmt].writer(tmp_path / ("x_" + FILE_NAMES[fmt]), targets, t1=t1ref)
 
 
 def test_no_overwrite_without_flag(tmp_path, t1ref):

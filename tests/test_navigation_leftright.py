@@ -18,22 +18,11 @@ import pytest
 
 from tmstarget.errors import NavigationFormatError
 from tmstarget.navigation import NavTarget, load_t1_reference
-from tmstarget.navigation._testing import REFERENCE_AFFINE, p_ref
+from tmstarget.navigation._testing import FILE_NAMES, REFERENCE_AFFINE, p_ref
 from tmstarget.navigation.formats import FORMATS
 from tmstarget.spaces import D
 
 BLOB = 250
-FILES = {
-    "localite": "x.xml",
-    "brainsight": "b.txt",
-    "ant": "a.mrk",
-    "slicer": "s.mrk.json",
-    "fcsv": "f.fcsv",
-    "simnibs": "s.csv",
-    "bids": "sub-01_task-x_markers.tsv",
-    "csv": "c.csv",
-    "json": "c.json",
-}
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +102,7 @@ def test_export_lands_in_left_dlpfc(tmp_path, blob_t1, fmt, space):
     t1_path, data = blob_t1
     kwargs = {"space": space} if fmt in ("localite", "slicer") else {}
     path = FORMATS[fmt].writer(
-        tmp_path / FILES[fmt],
+        tmp_path / FILE_NAMES[fmt],
         [NavTarget("L-DLPFC", p_ref())],
         t1=load_t1_reference(t1_path),
         **kwargs,

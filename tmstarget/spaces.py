@@ -138,6 +138,18 @@ def lps2ras(value):
     return ras2lps(value)
 
 
+def _finite_4x4(pose, what, *, bottom_tol):
+    """``pose`` as a finite float 4×4 whose bottom row is [0, 0, 0, 1] within ``bottom_tol``."""
+    arr = _as_float_array(pose, what)
+    if arr.shape != (4, 4):
+        raise InvalidPoseError(f"{what}: expected a 4x4 matrix, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise InvalidPoseError(f"{what}: matrix contains NaN or infinite values")
+    if np.max(np.abs(arr[3] - [0.0, 0.0, 0.0, 1.0])) > bottom_tol:
+        raise InvalidPoseError(f"{what}: bottom row must be [0, 0, 0, 1]; got {arr[3].tolist()}")
+    return arr
+
+
 def validate_pose(pose, *, tol=POSE_TOL, what="pose"):
     """Check that ``pose`` is a rigid 4×4 transform and return it as a float copy.
 
@@ -156,13 +168,7 @@ def validate_pose(pose, *, tol=POSE_TOL, what="pose"):
         Wrong shape, non-finite values, bottom row not ``[0, 0, 0, 1]``,
         det R ≤ 0 (mirror), shear or scaling beyond ``tol``.
     """
-    arr = _as_float_array(pose, what)
-    if arr.shape != (4, 4):
-        raise InvalidPoseError(f"{what}: expected a 4x4 matrix, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise InvalidPoseError(f"{what}: matrix contains NaN or infinite values")
-    if np.max(np.abs(arr[3] - [0.0, 0.0, 0.0, 1.0])) > tol:
-        raise InvalidPoseError(f"{what}: bottom row must be [0, 0, 0, 1]; got {arr[3].tolist()}")
+    arr = _finite_4x4(pose, what, bottom_tol=tol)
     rot = arr[:3, :3]
     det = float(np.linalg.det(rot))
     if det <= 0:
@@ -191,13 +197,7 @@ def orthonormalize_pose(pose, *, reject_tol=READ_REJECT_TOL, warn_tol=READ_WARN_
     InvalidPoseError
         Non-finite values, det ≤ 0 or orthonormality error above ``reject_tol``.
     """
-    arr = _as_float_array(pose, what)
-    if arr.shape != (4, 4):
-        raise InvalidPoseError(f"{what}: expected a 4x4 matrix, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise InvalidPoseError(f"{what}: matrix contains NaN or infinite values")
-    if np.max(np.abs(arr[3] - [0.0, 0.0, 0.0, 1.0])) > 1e-6:
-        raise InvalidPoseError(f"{what}: bottom row must be [0, 0, 0, 1]; got {arr[3].tolist()}")
+    arr = _finite_4x4(pose, what, bottom_tol=1e-6)
     rot = arr[:3, :3]
     det = float(np.linalg.det(rot))
     if det <= 0:
@@ -447,6 +447,21 @@ def check_qform_sform(img, choose=None):
             "tmstarget refuses it even when an affine is chosen; resample or rewrite the "
             "header so the sform is a rotation with voxel sizes"
         )
+
+    def decided(which, label, chosen, diff):
+        """The XformCheck using ``which`` ("qform"/"sform"), recorded as ``label``."""
+        return XformCheck(
+            affine=qform if which == "qform" else sform,
+            xform=label,
+            code=qcode if which == "qform" else scode,
+            qform_code=qcode,
+            sform_code=scode,
+            chosen=chosen,
+            max_difference_mm=diff,
+            qform=qform,
+            sform=sform,
+        )
+
     if qcode == 0 or scode == 0:
         present = "qform" if qcode > 0 else "sform"
         if choose is not None and choose != present:
@@ -454,47 +469,11 @@ def check_qform_sform(img, choose=None):
                 f"--affine {choose} was chosen but the T1 has no {choose} "
                 f"({choose}_code = 0); only the {present} is present"
             )
-        affine = qform if present == "qform" else sform
-        code = qcode if present == "qform" else scode
-        return XformCheck(
-            affine=affine,
-            xform=present,
-            code=code,
-            qform_code=qcode,
-            sform_code=scode,
-            chosen=choose is not None,
-            max_difference_mm=0.0,
-            qform=qform,
-            sform=sform,
-        )
+        return decided(present, present, choose is not None, 0.0)
     diff = _corner_difference_mm(qform, sform, shape)
-    if np.allclose(qform, sform, rtol=1e-5, atol=1e-6):
-        if choose is None:
-            return XformCheck(
-                affine=sform,
-                xform="qform=sform",
-                code=scode,
-                qform_code=qcode,
-                sform_code=scode,
-                chosen=False,
-                max_difference_mm=diff,
-                qform=qform,
-                sform=sform,
-            )
-        affine = qform if choose == "qform" else sform
-        code = qcode if choose == "qform" else scode
-        return XformCheck(
-            affine=affine,
-            xform=choose,
-            code=code,
-            qform_code=qcode,
-            sform_code=scode,
-            chosen=True,
-            max_difference_mm=diff,
-            qform=qform,
-            sform=sform,
-        )
     if choose is None:
+        if np.allclose(qform, sform, rtol=1e-5, atol=1e-6):
+            return decided("sform", "qform=sform", False, diff)
         raise XformMismatchError(
             f"the T1 qform (code {qcode}) and sform (code {scode}) differ by up to "
             f"{diff:.2f} mm over the field of view; navigators disagree about which one they "
@@ -503,19 +482,7 @@ def check_qform_sform(img, choose=None):
             "different places on the head. Fix the T1 header so both agree, or state which "
             "affine the plan's coordinates refer to with --affine qform|sform"
         )
-    affine = qform if choose == "qform" else sform
-    code = qcode if choose == "qform" else scode
-    return XformCheck(
-        affine=affine,
-        xform=choose,
-        code=code,
-        qform_code=qcode,
-        sform_code=scode,
-        chosen=True,
-        max_difference_mm=diff,
-        qform=qform,
-        sform=sform,
-    )
+    return decided(choose, choose, True, diff)
 
 
 def itk_nifti_xform(qform_code, sform_code):

@@ -5,6 +5,13 @@
 * :class:`T1Reference`: the T1 a file refers to (name, sha256, chosen xform).
 * :func:`write_verified`: temp file → re-read with our reader → compare →
   rename, plus ``<out>.provenance.json`` (spec §5.1, §5.5).
+* :func:`begin_write` / :class:`MarkerWrite`: the checks every writer makes
+  (markers, names, poses, T1, navigator xform) and its verified write.
+* Reader pieces: :meth:`WarningCollector.nav_file`, :func:`read_marker`,
+  :func:`pose_from_axes`, :func:`read_pose`; text pieces: :func:`fmt_num`,
+  :func:`xyz_cells`, :func:`tmstarget_declaration`, :func:`read_text_lines`.
+
+Each format module keeps only its own layout, frame and axis rules.
 """
 
 from __future__ import annotations
@@ -164,8 +171,8 @@ def as_nav_targets(targets):
     return out
 
 
-def check_names(targets, fmt, forbidden=""):
-    """Refuse empty, duplicate or unsafe marker names for format ``fmt``."""
+def check_names(targets, fmt, forbidden="", reserved=()):
+    """Refuse empty, duplicate, unsafe or ``reserved`` marker names for format ``fmt``."""
     seen = set()
     for tgt in targets:
         name = tgt.name
@@ -184,6 +191,9 @@ def check_names(targets, fmt, forbidden=""):
         if name in seen:
             raise NavigationFormatError(f"{fmt}: duplicate marker name {name!r}")
         seen.add(name)
+    for name in reserved:
+        if name in seen:
+            raise NavigationFormatError(f"{fmt}: a marker cannot be named {name!r}")
 
 
 def require_poses(targets, fmt):
@@ -265,6 +275,40 @@ class WarningCollector:
     def warn(self, message):
         self.messages.append(message)
         warnings.warn(f"{self.path}: {message}", stacklevel=3)
+
+    def nav_file(self, fmt, targets, **fields):
+        """The reader's :class:`NavFile`: ``targets`` in file order plus these warnings."""
+        return NavFile(
+            path=self.path,
+            format=fmt,
+            targets=tuple(targets),
+            warnings=tuple(self.messages),
+            **fields,
+        )
+
+
+def read_marker(name, pose, position_ras_mm, *, kind="target", info=None):
+    """A read marker: the coil pose when the file has one, else the position (RAS mm)."""
+    return NavTarget(
+        name,
+        pose,
+        position_ras_mm=None if pose is not None else position_ras_mm,
+        kind=kind,
+        info=info or {},
+    )
+
+
+def pose_from_axes(centre_ras_mm, y_ras, z_ras):
+    """Raw 4×4 with SimNIBS axes ``y``, ``z``, ``x = y × z`` and ``centre`` (RAS mm).
+
+    Not yet checked: pass it through :func:`read_pose`.
+    """
+    mat = np.eye(4)
+    mat[:3, 0] = np.cross(y_ras, z_ras)
+    mat[:3, 1] = y_ras
+    mat[:3, 2] = z_ras
+    mat[:3, 3] = centre_ras_mm
+    return mat
 
 
 def read_pose(matrix, *, what, collector=None):
@@ -579,6 +623,88 @@ def write_verified(
     return path
 
 
+@dataclass(frozen=True, eq=False)
+class MarkerWrite:
+    """The checked markers and T1 of one writer call (made by :func:`begin_write`).
+
+    Attributes
+    ----------
+    fmt : str
+        Format key, used in messages and the provenance.
+    targets : list of NavTarget
+    t1ref : T1Reference
+    overwrite : bool
+    provenance : mapping or None
+        Extra plan provenance for ``<path>.provenance.json``.
+    """
+
+    fmt: str
+    targets: list
+    t1ref: T1Reference
+    overwrite: bool
+    provenance: Mapping | None
+
+    def write(self, path, text, reader, *, world="RAS", coil_axes="simnibs", **options):
+        """:func:`write_verified` for these markers; ``options`` as there."""
+        return write_verified(
+            path,
+            text,
+            fmt=self.fmt,
+            targets=self.targets,
+            reader=reader,
+            t1ref=self.t1ref,
+            world=world,
+            coil_axes=coil_axes,
+            overwrite=self.overwrite,
+            provenance=self.provenance,
+            **options,
+        )
+
+
+def begin_write(
+    fmt,
+    targets,
+    *,
+    t1,
+    xform,
+    overwrite,
+    provenance,
+    forbidden="",
+    reserved=(),
+    need_pose=False,
+    navigator=None,
+):
+    """The checks every writer makes before rendering its file.
+
+    In order: :func:`as_nav_targets`; :func:`require_poses` when
+    ``need_pose``; :func:`check_names` (``forbidden`` characters,
+    ``reserved`` names); :func:`load_t1_reference`; and
+    :func:`check_navigator_xform` for ``navigator`` (default ``fmt``).
+
+    Returns
+    -------
+    MarkerWrite
+    """
+    targets = as_nav_targets(targets)
+    if need_pose:
+        require_poses(targets, fmt)
+    check_names(targets, fmt, forbidden=forbidden, reserved=reserved)
+    t1ref = load_t1_reference(t1, xform)
+    check_navigator_xform(t1ref, navigator or fmt)
+    return MarkerWrite(fmt, targets, t1ref, overwrite, provenance)
+
+
+def tmstarget_declaration(t1ref, **fields):
+    """The ``"tmstarget"`` JSON block: version and T1 identity, then ``fields`` in order."""
+    return {
+        "version": __version__,
+        "t1": t1ref.name,
+        "t1_sha256": t1ref.sha256,
+        "xform": t1ref.xform.xform,
+        **fields,
+    }
+
+
 # --------------------------------------------------------------------------
 # text helpers
 
@@ -594,11 +720,20 @@ def fmt_num(value, decimals):
     return text
 
 
-def read_text_lines(path, *, strip=" \t"):
+def xyz_cells(prefix, values, decimals):
+    """``{prefix_x, prefix_y, prefix_z}`` cells of a table row, as :func:`fmt_num` text.
+
+    >>> xyz_cells("coil", [1, -0.0, 2.5], 2)
+    {'coil_x': '1.00', 'coil_y': '0.00', 'coil_z': '2.50'}
+    """
+    return {f"{prefix}_{axis}": fmt_num(v, decimals) for axis, v in zip("xyz", values)}
+
+
+def read_text_lines(path, *, strip=" \t", skip_blank=False):
     """Read a text file as UTF-8 (leading BOM removed), split on LF/CRLF/CR.
 
     Trailing characters in ``strip`` are removed from each line; blank lines
-    are kept as "" so callers can skip them.
+    are kept as "" (so line numbers stay right) unless ``skip_blank``.
     """
     path = Path(path)
     try:
@@ -613,8 +748,8 @@ def read_text_lines(path, *, strip=" \t"):
         ) from exc
     if text.startswith("\ufeff"):
         text = text[1:]
-    lines = re.split(r"\r\n|\r|\n", text)
-    return [line.rstrip(strip) if strip else line for line in lines]
+    lines = [line.rstrip(strip) if strip else line for line in re.split(r"\r\n|\r|\n", text)]
+    return [line for line in lines if line.strip()] if skip_blank else lines
 
 
 _DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")

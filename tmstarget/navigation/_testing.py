@@ -20,6 +20,20 @@ REFERENCE_AFFINE = np.array(
     [[-1.0, 0.0, 0.0, 90.0], [0.0, 1.0, 0.0, -126.0], [0.0, 0.0, 1.0, -72.0], [0.0, 0.0, 0.0, 1.0]]
 )
 
+#: A file name per format key that its writer and reader accept (BIDS needs
+#: ``*_markers.tsv``; Localite's own ``InstrumentMarker<timestamp>.xml``).
+FILE_NAMES = {
+    "localite": "InstrumentMarker20240301101502120.xml",
+    "brainsight": "b.txt",
+    "ant": "a.mrk",
+    "slicer": "s.mrk.json",
+    "fcsv": "f.fcsv",
+    "simnibs": "s.csv",
+    "bids": "sub-01_task-x_markers.tsv",
+    "csv": "c.csv",
+    "json": "c.json",
+}
+
 
 def p_ref():
     """P_ref (SimNIBS, RAS): x = (-s, s, 0), y = (s, s, 0), z = (0, 0, -1), c = (-38, 44, 30)."""
@@ -151,3 +165,15 @@ def coil_block(pose, scalp_to_cortex_mm=14.2):
         "scalp_to_cortex_mm": scalp_to_cortex_mm,
         "convention": "simnibs",
     }
+
+
+def write_edited_json(source, dest, edit):
+    """Copy the JSON file ``source`` to ``dest`` after ``edit(doc)`` changed it in place.
+
+    Returns ``dest`` (a Path).
+    """
+    doc = json.loads(Path(source).read_text())
+    edit(doc)
+    dest = Path(dest)
+    dest.write_text(json.dumps(doc))
+    return dest

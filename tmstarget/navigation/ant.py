@@ -18,18 +18,12 @@ import numpy as np
 from .. import __version__
 from ..errors import NavigationFormatError
 from ._common import (
-    NavFile,
     NavTarget,
-    T1Reference,
     WarningCollector,
-    as_nav_targets,
-    check_names,
-    check_navigator_xform,
+    begin_write,
     load_json_strict,
     load_t1_reference,
     read_pose,
-    require_poses,
-    write_verified,
 )
 
 __all__ = ["write_ant", "read_ant", "qform_from_params"]
@@ -95,28 +89,21 @@ def write_ant(
         Also when the T1 has no qform, or its qform differs from the sform the
         coordinates refer to.
     """
-    targets = as_nav_targets(targets)
-    require_poses(targets, "ant")
-    check_names(targets, "ant")
-    t1ref = load_t1_reference(t1, xform)
-    check_navigator_xform(t1ref, "ant")
-    text = render_ant(targets, t1ref, coil_type=coil_type, coil_id=coil_id)
-
-    def reader(p):
-        return read_ant(p, t1=t1ref)
-
-    return write_verified(
-        path,
-        text,
-        fmt="ant",
-        targets=targets,
-        reader=reader,
-        t1ref=t1ref,
-        world="RAS",
-        coil_axes="simnibs",
+    job = begin_write(
+        "ant",
+        targets,
+        t1=t1,
+        xform=xform,
         overwrite=overwrite,
         provenance=provenance,
+        need_pose=True,
     )
+    text = render_ant(job.targets, job.t1ref, coil_type=coil_type, coil_id=coil_id)
+
+    def reader(p):
+        return read_ant(p, t1=job.t1ref)
+
+    return job.write(path, text, reader)
 
 
 def qform_from_params(quatern, qoffset, pixdim):
@@ -141,7 +128,7 @@ def _check_image(info, t1, path, collector):
         if info:
             collector.warn("AssociatedImageInfo not checked against a T1 (pass the T1 to verify)")
         return
-    t1ref = t1 if isinstance(t1, T1Reference) else load_t1_reference(t1)
+    t1ref = load_t1_reference(t1)
     if not info:
         collector.warn("no AssociatedImageInfo: cannot verify the file belongs to this T1")
         return
@@ -223,27 +210,19 @@ def read_ant(path, *, t1=None, **_ignored):
         name = ct.get("Name", "")
         pose = read_pose(mat, what=f"TargetMarkers[{idx}] {name!r}", collector=collector)
         coil = ct.get("CoilInfo") or {}
-        targets.append(
-            NavTarget(
-                name,
-                pose,
-                kind="target",
-                info={"coil_type": coil.get("Type"), "coil_id": coil.get("Id")},
-            )
-        )
+        coil_info = {"coil_type": coil.get("Type"), "coil_id": coil.get("Id")}
+        targets.append(NavTarget(name, pose, kind="target", info=coil_info))
     if skipped:
         collector.warn(f"skipped {skipped} entr(y/ies) without a CoilTarget")
     sha = source.get("T1Sha256") if isinstance(source, dict) else None
-    return NavFile(
-        path=str(path),
-        format="ant",
-        targets=tuple(targets),
+    return collector.nav_file(
+        "ant",
+        targets,
         source_frame="ASSOCIATED_IMAGE (RAS)",
         coil_convention="simnibs",
         version=f"{source.get('AppName', '?')} {source.get('AppVersion', '?')}",
         t1_name=source.get("T1File") if isinstance(source, dict) else None,
         t1_sha256=sha.lower() if isinstance(sha, str) else None,
-        warnings=tuple(collector.messages),
         skipped=skipped,
         metadata={"associated_image_info": info},
     )

@@ -23,25 +23,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..errors import NavigationFormatError
 from ..spaces import angle_between_deg
 from ._common import (
     SIMNIBS_AXES_TEXT,
-    NavFile,
-    NavTarget,
     WarningCollector,
-    as_nav_targets,
-    check_names,
-    check_navigator_xform,
-    fmt_num,
+    begin_write,
     is_decimal_comma,
     load_json_strict,
-    load_t1_reference,
     parse_float,
+    pose_from_axes,
+    read_marker,
     read_pose,
     read_text_lines,
-    write_verified,
+    tmstarget_declaration,
+    xyz_cells,
 )
 
 __all__ = ["write_bids_markers", "read_bids_markers", "bids_sidecar_paths", "BIDS_COLUMNS"]
@@ -119,19 +115,16 @@ def bids_sidecar_paths(tsv_path):
 
 
 def _declaration(t1ref):
-    return {
-        "version": __version__,
-        "t1": t1ref.name,
-        "t1_sha256": t1ref.sha256,
-        "xform": t1ref.xform.xform,
-        "world": "RAS",
-        "units": "mm",
-        "coil_axes": "simnibs",
-        "axes": SIMNIBS_AXES_TEXT,
-        "normal": "normal_* = SimNIBS z, into the head",
-        "direction": "direction_* = handle = -y",
-        "coil_transform": "JSON array of 16 numbers, row-major, SimNIBS convention",
-    }
+    return tmstarget_declaration(
+        t1ref,
+        world="RAS",
+        units="mm",
+        coil_axes="simnibs",
+        axes=SIMNIBS_AXES_TEXT,
+        normal="normal_* = SimNIBS z, into the head",
+        direction="direction_* = handle = -y",
+        coil_transform="JSON array of 16 numbers, row-major, SimNIBS convention",
+    )
 
 
 def render_bids(targets, t1ref, coordinate_system):
@@ -150,15 +143,13 @@ def render_bids(targets, t1ref, coordinate_system):
         if not tgt.has_pose:
             cortex = tgt.position_ras_mm
         if cortex is not None:
-            for axis, v in zip("xyz", cortex):
-                row[f"target_{axis}"] = fmt_num(v, DECIMALS)
+            row.update(xyz_cells("target", cortex, DECIMALS))
         if tgt.has_pose:
             pose = tgt.pose_ras
             row["coil_transform"] = json.dumps([float(v) + 0.0 for v in pose.reshape(-1)])
-            for axis, c, n, h in zip("xyz", pose[:3, 3], pose[:3, 2], -pose[:3, 1]):
-                row[f"coil_{axis}"] = fmt_num(c, DECIMALS)
-                row[f"normal_{axis}"] = fmt_num(n, DECIMALS)
-                row[f"direction_{axis}"] = fmt_num(h, DECIMALS)
+            row.update(xyz_cells("coil", pose[:3, 3], DECIMALS))
+            row.update(xyz_cells("normal", pose[:3, 2], DECIMALS))
+            row.update(xyz_cells("direction", -pose[:3, 1], DECIMALS))
         out_lines.append("\t".join(row[c] for c in BIDS_COLUMNS))
     sidecar = {c: {"Description": _DESCRIPTIONS[c]} for c in BIDS_COLUMNS}
     for c in BIDS_COLUMNS:
@@ -206,28 +197,15 @@ def write_bids_markers(
     """
     path = Path(path)
     json_path, coord_path = bids_sidecar_paths(path)
-    targets = as_nav_targets(targets)
-    check_names(targets, "bids")
-    t1ref = load_t1_reference(t1, xform)
-    check_navigator_xform(t1ref, "bids")
-    tsv, sidecar, coordsystem = render_bids(targets, t1ref, coordinate_system)
+    job = begin_write(
+        "bids", targets, t1=t1, xform=xform, overwrite=overwrite, provenance=provenance
+    )
+    tsv, sidecar, coordsystem = render_bids(job.targets, job.t1ref, coordinate_system)
 
     def reader(p, companions):
         return read_bids_markers(p, sidecar=companions[json_path.name])
 
-    return write_verified(
-        path,
-        tsv,
-        fmt="bids",
-        targets=targets,
-        reader=reader,
-        t1ref=t1ref,
-        world="RAS",
-        coil_axes="simnibs",
-        overwrite=overwrite,
-        provenance=provenance,
-        companions={json_path: sidecar, coord_path: coordsystem},
-    )
+    return job.write(path, tsv, reader, companions={json_path: sidecar, coord_path: coordsystem})
 
 
 def _cell_float(row, col, path, lineno):
@@ -285,7 +263,7 @@ def read_bids_markers(path, *, sidecar=None, assume_tmstarget=False, **_ignored)
             )
         collector.warn("column meanings assumed to follow tmstarget's conventions, as requested")
         meta = meta or {}
-    lines = [ln for ln in read_text_lines(path, strip=" \r") if ln.strip()]
+    lines = read_text_lines(path, strip=" \r", skip_blank=True)
     if not lines:
         raise NavigationFormatError("empty markers.tsv", path=path)
     header = lines[0].split("\t")
@@ -336,13 +314,9 @@ def read_bids_markers(path, *, sidecar=None, assume_tmstarget=False, **_ignored)
                     path=path,
                 )
         elif centre is not None and normal is not None and handle is not None:
-            mat = np.eye(4)
-            y = -handle
-            mat[:3, 0] = np.cross(y, normal)
-            mat[:3, 1] = y
-            mat[:3, 2] = normal
-            mat[:3, 3] = centre
-            pose = read_pose(mat, what=what, collector=collector)
+            pose = read_pose(
+                pose_from_axes(centre, -handle, normal), what=what, collector=collector
+            )
         cortex = _vec(row, "target", path, lineno)
         info = {"target_id": row.get("target_id")}
         if cortex is not None:
@@ -351,24 +325,14 @@ def read_bids_markers(path, *, sidecar=None, assume_tmstarget=False, **_ignored)
             skipped += 1
             collector.warn(f"{what}: no pose and no target position (n/a): skipped")
             continue
-        targets.append(
-            NavTarget(
-                name,
-                pose,
-                position_ras_mm=None if pose is not None else cortex,
-                kind="target",
-                info=info,
-            )
-        )
-    return NavFile(
-        path=str(path),
-        format="bids",
-        targets=tuple(targets),
+        targets.append(read_marker(name, pose, cortex, info=info))
+    return collector.nav_file(
+        "bids",
+        targets,
         source_frame="RAS",
         coil_convention="simnibs",
         version="BEP037 v6.2 (draft)",
         t1_name=meta.get("t1"),
         t1_sha256=str(meta["t1_sha256"]).lower() if meta.get("t1_sha256") else None,
-        warnings=tuple(collector.messages),
         skipped=skipped,
     )

@@ -26,21 +26,15 @@ from .. import __version__
 from ..errors import NavigationFormatError
 from ..spaces import XFORM_NAMES, pose_from_file, pose_to_file
 from ._common import (
-    NavFile,
     NavTarget,
-    T1Reference,
     WarningCollector,
-    as_nav_targets,
-    check_names,
-    check_navigator_xform,
+    begin_write,
     fmt_num,
     is_decimal_comma,
     load_t1_reference,
     parse_float,
     read_pose,
     read_text_lines,
-    require_poses,
-    write_verified,
 )
 
 __all__ = ["write_brainsight", "read_brainsight"]
@@ -114,29 +108,29 @@ def write_brainsight(
     """
     if version not in (12, 14):
         raise NavigationFormatError(f"brainsight: version must be 12 or 14; got {version!r}")
-    targets = as_nav_targets(targets)
-    require_poses(targets, "brainsight")
-    check_names(targets, "brainsight", forbidden=";")
-    if any(t.name == NULL for t in targets):
-        raise NavigationFormatError("brainsight: a marker cannot be named '(null)'")
-    t1ref = load_t1_reference(t1, xform)
-    check_navigator_xform(t1ref, f"brainsight{version}")
-    text = render_brainsight(targets, t1ref, version)
-
-    def reader(p):
-        return read_brainsight(p, t1=t1ref)
-
-    return write_verified(
-        path,
-        text,
-        fmt="brainsight",
-        targets=targets,
-        reader=reader,
-        t1ref=t1ref,
-        world=_frame_name(t1ref, version),
-        coil_axes="brainsight",
+    job = begin_write(
+        "brainsight",
+        targets,
+        t1=t1,
+        xform=xform,
         overwrite=overwrite,
         provenance=provenance,
+        forbidden=";",
+        reserved=(NULL,),
+        need_pose=True,
+        navigator=f"brainsight{version}",
+    )
+    text = render_brainsight(job.targets, job.t1ref, version)
+
+    def reader(p):
+        return read_brainsight(p, t1=job.t1ref)
+
+    return job.write(
+        path,
+        text,
+        reader,
+        world=_frame_name(job.t1ref, version),
+        coil_axes="brainsight",
     )
 
 
@@ -173,7 +167,7 @@ def _check_frame(frame, version, t1, path, collector):
             "qform/sform and intent code)"
         )
         return
-    t1ref = t1 if isinstance(t1, T1Reference) else load_t1_reference(t1)
+    t1ref = load_t1_reference(t1)
     x = t1ref.xform
     if form == "Q":
         codes, which = (x.qform_code,), "qform"
@@ -347,16 +341,14 @@ def read_brainsight(path, *, t1=None, **_ignored):
     m = re.search(r"T1 (?P<name>\S+) sha256=(?P<sha>[0-9a-fA-F]{64})", created)
     if m:
         t1_name, t1_sha = m.group("name"), m.group("sha").lower()
-    return NavFile(
-        path=str(path),
-        format="brainsight",
-        targets=tuple(targets),
+    return collector.nav_file(
+        "brainsight",
+        targets,
         source_frame=frame,
         coil_convention="brainsight",
         version=str(version_int),
         t1_name=t1_name,
         t1_sha256=t1_sha,
-        warnings=tuple(collector.messages),
         skipped=skipped,
         metadata={"created_by": created},
     )

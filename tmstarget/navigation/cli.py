@@ -47,11 +47,8 @@ def add_subcommands(subparsers):
         default="RAS",
         help="coordinateSpace of the Localite file (RAS for NIfTI data; default RAS)",
     )
-    exp.add_argument(
-        "--affine",
-        choices=["qform", "sform"],
-        default=None,
-        help="which T1 transform the plan's coordinates refer to, when qform and sform differ",
+    _add_affine(
+        exp, "which T1 transform the plan's coordinates refer to, when qform and sform differ"
     )
     exp.add_argument("--force", action="store_true", help="replace existing files")
     exp.set_defaults(handler=run_export, func=run_export)
@@ -77,19 +74,11 @@ def add_subcommands(subparsers):
         help="format (default: detected from the file)",
     )
     imp.add_argument("--t1", default=None, help="T1 NIfTI to verify Brainsight/ANT frames against")
-    imp.add_argument(
-        "--affine",
-        choices=["qform", "sform"],
-        default=None,
-        help="T1 transform to use when its qform and sform differ",
+    _add_read_options(
+        imp,
+        affine_help="T1 transform to use when its qform and sform differ",
+        space_help="frame of Slicer markups lacking coordinateSystem (never guessed)",
     )
-    imp.add_argument(
-        "--assume-space",
-        choices=["LPS", "RAS"],
-        default=None,
-        help="frame of Slicer markups lacking coordinateSystem (never guessed)",
-    )
-    imp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     imp.set_defaults(handler=run_import, func=run_import)
 
     cmp_ = nav_sub.add_parser(
@@ -99,11 +88,20 @@ def add_subcommands(subparsers):
     cmp_.add_argument("plan_dir", metavar="PLAN_DIR")
     cmp_.add_argument("recorded", metavar="RECORDED_FILE")
     cmp_.add_argument("--format", dest="fmt", choices=list(FORMATS), default=None)
-    cmp_.add_argument("--affine", choices=["qform", "sform"], default=None)
-    cmp_.add_argument("--assume-space", choices=["LPS", "RAS"], default=None)
-    cmp_.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_read_options(cmp_)
     cmp_.set_defaults(handler=run_compare, func=run_compare)
     return exp, nav
+
+
+def _add_affine(parser, help_text=None):
+    parser.add_argument("--affine", choices=["qform", "sform"], default=None, help=help_text)
+
+
+def _add_read_options(parser, *, affine_help=None, space_help=None):
+    """``--affine``, ``--assume-space`` and ``--json``, shared by ``import`` and ``compare``."""
+    _add_affine(parser, affine_help)
+    parser.add_argument("--assume-space", choices=["LPS", "RAS"], default=None, help=space_help)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def _out(stream=None):

@@ -21,17 +21,12 @@ from .. import __version__
 from ..errors import NavigationFormatError
 from ..spaces import D3
 from ._common import (
-    NavFile,
     NavTarget,
     WarningCollector,
-    as_nav_targets,
-    check_names,
-    check_navigator_xform,
+    begin_write,
     fmt_num,
-    load_t1_reference,
     parse_float,
     read_text_lines,
-    write_verified,
 )
 
 __all__ = ["write_fcsv", "read_fcsv"]
@@ -83,22 +78,20 @@ def write_fcsv(path, targets, *, t1, xform=None, overwrite=False, provenance=Non
     Positions only: the coil centre of each pose, or the target position.
     Names may not contain ``,`` or ``"`` (old Slicer does not parse quotes).
     """
-    targets = as_nav_targets(targets)
-    check_names(targets, "fcsv", forbidden=',"')
-    t1ref = load_t1_reference(t1, xform)
-    check_navigator_xform(t1ref, "fcsv")
-    text = render_fcsv(targets, t1ref)
-    return write_verified(
-        path,
-        text,
-        fmt="fcsv",
-        targets=targets,
-        reader=read_fcsv,
-        t1ref=t1ref,
-        world="RAS",
-        coil_axes="none (positions only)",
+    job = begin_write(
+        "fcsv",
+        targets,
+        t1=t1,
+        xform=xform,
         overwrite=overwrite,
         provenance=provenance,
+        forbidden=',"',
+    )
+    return job.write(
+        path,
+        render_fcsv(job.targets, job.t1ref),
+        read_fcsv,
+        coil_axes="none (positions only)",
         position_only=True,
     )
 
@@ -224,15 +217,12 @@ def read_fcsv(path, **_ignored):
                 info={"id": fields[0], "description": desc},
             )
         )
-    return NavFile(
-        path=str(path),
-        format="fcsv",
-        targets=tuple(targets),
+    return collector.nav_file(
+        "fcsv",
+        targets,
         source_frame=space,
-        coil_convention=None,
         version=version,
         t1_name=t1_name,
         t1_sha256=t1_sha,
-        warnings=tuple(collector.messages),
         skipped=skipped,
     )

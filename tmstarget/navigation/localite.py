@@ -22,19 +22,13 @@ import numpy as np
 from ..errors import NavigationFormatError
 from ..spaces import D, pose_from_file, pose_to_file
 from ._common import (
-    NavFile,
     NavTarget,
     WarningCollector,
-    as_nav_targets,
-    check_names,
-    check_navigator_xform,
+    begin_write,
     fmt_num,
-    load_t1_reference,
     parse_float,
     provenance_comment,
     read_pose,
-    require_poses,
-    write_verified,
 )
 
 __all__ = ["write_localite", "read_localite", "localite_marker_filename"]
@@ -99,24 +93,17 @@ def write_localite(path, targets, *, t1, xform=None, space="RAS", overwrite=Fals
     """
     if space not in ("RAS", "LPS"):
         raise NavigationFormatError(f"localite: space must be 'RAS' or 'LPS'; got {space!r}")
-    targets = as_nav_targets(targets)
-    require_poses(targets, "localite")
-    check_names(targets, "localite")
-    t1ref = load_t1_reference(t1, xform)
-    check_navigator_xform(t1ref, "localite")
-    text = render_localite(targets, t1ref, space)
-    return write_verified(
-        path,
-        text,
-        fmt="localite",
-        targets=targets,
-        reader=read_localite,
-        t1ref=t1ref,
-        world=space,
-        coil_axes="localite",
+    job = begin_write(
+        "localite",
+        targets,
+        t1=t1,
+        xform=xform,
         overwrite=overwrite,
         provenance=provenance,
+        need_pose=True,
     )
+    text = render_localite(job.targets, job.t1ref, space)
+    return job.write(path, text, read_localite, world=space, coil_axes="localite")
 
 
 # --------------------------------------------------------------------------
@@ -333,16 +320,14 @@ def read_localite(path, **_ignored):
             "TriggerMarkerList or EntryTargetList",
             path=path,
         )
-    return NavFile(
-        path=str(path),
-        format="localite",
-        targets=tuple(targets),
+    return collector.nav_file(
+        "localite",
+        targets,
         source_frame=space,
         coil_convention="localite" if kind_version != "EntryTargetList" else None,
         version=kind_version,
         t1_name=t1_name,
         t1_sha256=t1_sha,
-        warnings=tuple(collector.messages),
         skipped=skipped,
     )
 

@@ -15,23 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..errors import NavigationFormatError
 from ._common import (
     SIMNIBS_AXES_TEXT,
-    NavFile,
-    NavTarget,
     WarningCollector,
-    as_nav_targets,
-    check_names,
-    check_navigator_xform,
+    begin_write,
     fmt_num,
     load_json_strict,
-    load_t1_reference,
     parse_float,
+    read_marker,
     read_pose,
     read_text_lines,
-    write_verified,
+    tmstarget_declaration,
+    xyz_cells,
 )
 
 __all__ = [
@@ -43,6 +39,8 @@ __all__ = [
 ]
 
 DECIMALS = 10
+#: What every plain file declares (and the readers require): RAS world, SimNIBS axes.
+_FRAME = {"source_frame": "RAS", "coil_convention": "simnibs"}
 POSE_COLS = [f"pose_{r}{c}" for r in range(3) for c in range(4)]
 CSV_COLUMNS = (
     [
@@ -108,18 +106,15 @@ def render_candidates_csv(targets, t1ref):
         if cortex is None and not tgt.has_pose:
             cortex = tgt.position_ras_mm
         if cortex is not None:
-            for a, v in zip("xyz", cortex):
-                row[f"target_{a}"] = _opt(float(v))
+            row.update(xyz_cells("target", cortex, DECIMALS))
         mni = info.get("mni_mm")
         if mni is not None:
-            for a, v in zip("xyz", mni):
-                row[f"mni_{a}"] = _opt(float(v))
+            row.update(xyz_cells("mni", mni, DECIMALS))
         if tgt.has_pose:
             pose = tgt.pose_ras
-            for a, c, h, n in zip("xyz", pose[:3, 3], -pose[:3, 1], pose[:3, 2]):
-                row[f"coil_{a}"] = _opt(float(c))
-                row[f"handle_{a}"] = _opt(float(h))
-                row[f"normal_{a}"] = _opt(float(n))
+            row.update(xyz_cells("coil", pose[:3, 3], DECIMALS))
+            row.update(xyz_cells("handle", -pose[:3, 1], DECIMALS))
+            row.update(xyz_cells("normal", pose[:3, 2], DECIMALS))
             for r in range(3):
                 for c in range(4):
                     row[f"pose_{r}{c}"] = _opt(float(pose[r, c]))
@@ -129,23 +124,10 @@ def render_candidates_csv(targets, t1ref):
 
 def write_candidates_csv(path, targets, *, t1, xform=None, overwrite=False, provenance=None):
     """Write all markers as a plain CSV (RAS mm, SimNIBS axes, T1 identity per row)."""
-    targets = as_nav_targets(targets)
-    check_names(targets, "csv")
-    t1ref = load_t1_reference(t1, xform)
-    check_navigator_xform(t1ref, "csv")
-    text = render_candidates_csv(targets, t1ref)
-    return write_verified(
-        path,
-        text,
-        fmt="csv",
-        targets=targets,
-        reader=read_candidates_csv,
-        t1ref=t1ref,
-        world="RAS",
-        coil_axes="simnibs",
-        overwrite=overwrite,
-        provenance=provenance,
+    job = begin_write(
+        "csv", targets, t1=t1, xform=xform, overwrite=overwrite, provenance=provenance
     )
+    return job.write(path, render_candidates_csv(job.targets, job.t1ref), read_candidates_csv)
 
 
 def _info_from(values, path, key_prefix=""):
@@ -169,7 +151,7 @@ def read_candidates_csv(path, **_ignored):
     """Read a tmstarget candidates CSV (columns by name)."""
     path = Path(path)
     collector = WarningCollector(path)
-    lines = [ln for ln in read_text_lines(path) if ln.strip()]
+    lines = read_text_lines(path, skip_blank=True)
     rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
     if not lines:
         raise NavigationFormatError("empty CSV", path=path)
@@ -213,26 +195,11 @@ def read_candidates_csv(path, **_ignored):
             pose = read_pose(mat, what=what, collector=collector)
         elif "cortex_ras_mm" not in info:
             raise NavigationFormatError(f"{what}: neither a pose nor a target position", path=path)
+        kind = row.get("kind") or "target"
         targets.append(
-            NavTarget(
-                row["name"],
-                pose,
-                position_ras_mm=None if pose is not None else info["cortex_ras_mm"],
-                kind=row.get("kind") or "target",
-                info=info,
-            )
+            read_marker(row["name"], pose, info.get("cortex_ras_mm"), kind=kind, info=info)
         )
-    return NavFile(
-        path=str(path),
-        format="csv",
-        targets=tuple(targets),
-        source_frame="RAS",
-        coil_convention="simnibs",
-        version=None,
-        t1_name=t1_name,
-        t1_sha256=t1_sha,
-        warnings=tuple(collector.messages),
-    )
+    return collector.nav_file("csv", targets, **_FRAME, t1_name=t1_name, t1_sha256=t1_sha)
 
 
 # --------------------------------------------------------------------------
@@ -266,16 +233,9 @@ def render_candidates_json(targets, t1ref):
             entry["normal_ras"] = [float(v) + 0.0 for v in tgt.normal_ras]
         markers.append(entry)
     doc = {
-        "tmstarget": {
-            "version": __version__,
-            "t1": t1ref.name,
-            "t1_sha256": t1ref.sha256,
-            "xform": t1ref.xform.xform,
-            "world": "RAS",
-            "units": "mm",
-            "coil_convention": "simnibs",
-            "axes": SIMNIBS_AXES_TEXT,
-        },
+        "tmstarget": tmstarget_declaration(
+            t1ref, world="RAS", units="mm", coil_convention="simnibs", axes=SIMNIBS_AXES_TEXT
+        ),
         "markers": markers,
     }
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
@@ -283,23 +243,10 @@ def render_candidates_json(targets, t1ref):
 
 def write_candidates_json(path, targets, *, t1, xform=None, overwrite=False, provenance=None):
     """Write all markers as plain JSON (RAS mm, SimNIBS axes, T1 identity)."""
-    targets = as_nav_targets(targets)
-    check_names(targets, "json")
-    t1ref = load_t1_reference(t1, xform)
-    check_navigator_xform(t1ref, "json")
-    text = render_candidates_json(targets, t1ref)
-    return write_verified(
-        path,
-        text,
-        fmt="json",
-        targets=targets,
-        reader=read_candidates_json,
-        t1ref=t1ref,
-        world="RAS",
-        coil_axes="simnibs",
-        overwrite=overwrite,
-        provenance=provenance,
+    job = begin_write(
+        "json", targets, t1=t1, xform=xform, overwrite=overwrite, provenance=provenance
     )
+    return job.write(path, render_candidates_json(job.targets, job.t1ref), read_candidates_json)
 
 
 def read_candidates_json(path, **_ignored):
@@ -344,23 +291,13 @@ def read_candidates_json(path, **_ignored):
             raise NavigationFormatError(
                 f"markers[{i}]: neither pose_ras nor target_ras_mm", path=path
             )
-        targets.append(
-            NavTarget(
-                str(entry["name"]),
-                pose,
-                position_ras_mm=None if pose is not None else entry["target_ras_mm"],
-                kind=entry.get("kind") or "target",
-                info=info,
-            )
-        )
-    return NavFile(
-        path=str(path),
-        format="json",
-        targets=tuple(targets),
-        source_frame="RAS",
-        coil_convention="simnibs",
+        name, kind = str(entry["name"]), entry.get("kind") or "target"
+        targets.append(read_marker(name, pose, entry.get("target_ras_mm"), kind=kind, info=info))
+    return collector.nav_file(
+        "json",
+        targets,
+        **_FRAME,
         version=meta.get("version"),
         t1_name=meta.get("t1"),
         t1_sha256=str(meta.get("t1_sha256", "")).lower() or None,
-        warnings=tuple(collector.messages),
     )

@@ -20,17 +20,13 @@ import numpy as np
 from .. import __version__
 from ..errors import NavigationFormatError
 from ._common import (
-    NavFile,
     NavTarget,
     WarningCollector,
-    as_nav_targets,
-    check_names,
-    check_navigator_xform,
-    load_t1_reference,
+    begin_write,
     parse_float,
+    pose_from_axes,
     read_pose,
     read_text_lines,
-    write_verified,
 )
 
 __all__ = ["write_simnibs_csv", "read_simnibs_csv"]
@@ -89,23 +85,10 @@ def write_simnibs_csv(path, targets, *, t1, xform=None, overwrite=False, provena
         Also when qform ≠ sform and the sform was chosen (SimNIBS charm keeps
         the qform with ``--forceqform``).
     """
-    targets = as_nav_targets(targets)
-    check_names(targets, "simnibs")
-    t1ref = load_t1_reference(t1, xform)
-    check_navigator_xform(t1ref, "simnibs")
-    text = render_simnibs_csv(targets, t1ref)
-    return write_verified(
-        path,
-        text,
-        fmt="simnibs",
-        targets=targets,
-        reader=read_simnibs_csv,
-        t1ref=t1ref,
-        world="RAS",
-        coil_axes="simnibs",
-        overwrite=overwrite,
-        provenance=provenance,
+    job = begin_write(
+        "simnibs", targets, t1=t1, xform=xform, overwrite=overwrite, provenance=provenance
     )
+    return job.write(path, render_simnibs_csv(job.targets, job.t1ref), read_simnibs_csv)
 
 
 def _is_float(text):
@@ -134,7 +117,7 @@ def read_simnibs_csv(path, **_ignored):
     """
     path = Path(path)
     collector = WarningCollector(path)
-    lines = [ln for ln in read_text_lines(path) if ln.strip()]
+    lines = read_text_lines(path, skip_blank=True)
     rows = list(csv.reader(io.StringIO("\n".join(lines))))
     if not rows:
         raise NavigationFormatError("empty SimNIBS CSV", path=path)
@@ -174,12 +157,8 @@ def read_simnibs_csv(path, **_ignored):
                         f"row {i}: {name} has length {np.linalg.norm(vec):.4f}, not a unit vector",
                         path=path,
                     )
-            mat = np.eye(4)
-            mat[:3, 0] = np.cross(ey, ez)
-            mat[:3, 1] = ey
-            mat[:3, 2] = ez
-            mat[:3, 3] = centre
             name = row[11] if len(row) > 11 else ""
+            mat = pose_from_axes(centre, ey, ez)
             pose = read_pose(mat, what=f"row {i} {name!r}", collector=collector)
             targets.append(NavTarget(name, pose, kind="target", info={"dist_mm": vals[9]}))
         elif kind in ("Generic", "Fiducial", "Electrode", "ReferenceElectrode"):
@@ -205,15 +184,12 @@ def read_simnibs_csv(path, **_ignored):
             targets.append(NavTarget(name, None, position_ras_mm=pos, kind=kind.lower()))
         else:
             raise NavigationFormatError(f"row {i}: unknown row type {kind!r}", path=path)
-    return NavFile(
-        path=str(path),
-        format="simnibs",
-        targets=tuple(targets),
+    return collector.nav_file(
+        "simnibs",
+        targets,
         source_frame="RAS",
         coil_convention="simnibs",
-        version=None,
         t1_name=t1_name,
         t1_sha256=t1_sha,
-        warnings=tuple(collector.messages),
         skipped=skipped,
     )

@@ -19,21 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..errors import NavigationFormatError
 from ..spaces import D3
 from ._common import (
     SIMNIBS_AXES_TEXT,
-    NavFile,
-    NavTarget,
     WarningCollector,
-    as_nav_targets,
-    check_names,
-    check_navigator_xform,
+    begin_write,
     load_json_strict,
-    load_t1_reference,
+    read_marker,
     read_pose,
-    write_verified,
+    tmstarget_declaration,
 )
 
 __all__ = ["write_slicer_json", "read_slicer_json", "SLICER_SCHEMA"]
@@ -68,15 +63,12 @@ def render_slicer_json(targets, t1ref, space):
         points.append(point)
     doc = {
         "@schema": SLICER_SCHEMA,
-        "tmstarget": {
-            "version": __version__,
-            "t1": t1ref.name,
-            "t1_sha256": t1ref.sha256,
-            "xform": t1ref.xform.xform,
-            "axes": SIMNIBS_AXES_TEXT,
-            "note": "orientation columns are SimNIBS coil axes; points without orientation "
+        "tmstarget": tmstarget_declaration(
+            t1ref,
+            axes=SIMNIBS_AXES_TEXT,
+            note="orientation columns are SimNIBS coil axes; points without orientation "
             "are positions only",
-        },
+        ),
         "markups": [
             {
                 "type": "Fiducial",
@@ -105,23 +97,11 @@ def write_slicer_json(
     """
     if space not in ("RAS", "LPS"):
         raise NavigationFormatError(f"slicer: space must be 'RAS' or 'LPS'; got {space!r}")
-    targets = as_nav_targets(targets)
-    check_names(targets, "slicer")
-    t1ref = load_t1_reference(t1, xform)
-    check_navigator_xform(t1ref, "slicer")
-    text = render_slicer_json(targets, t1ref, space)
-    return write_verified(
-        path,
-        text,
-        fmt="slicer",
-        targets=targets,
-        reader=read_slicer_json,
-        t1ref=t1ref,
-        world=space,
-        coil_axes="simnibs",
-        overwrite=overwrite,
-        provenance=provenance,
+    job = begin_write(
+        "slicer", targets, t1=t1, xform=xform, overwrite=overwrite, provenance=provenance
     )
+    text = render_slicer_json(job.targets, job.t1ref, space)
+    return job.write(path, text, read_slicer_json, world=space)
 
 
 def _vector(value, n, what, path):
@@ -248,29 +228,19 @@ def read_slicer_json(path, *, assume=None, **_ignored):
                 pose = read_pose(mat, what=f"{what} {name!r}", collector=collector)
             elif orientation is not None:
                 ignored_orientation += 1
-            targets.append(
-                NavTarget(
-                    name,
-                    pose,
-                    position_ras_mm=None if pose is not None else pos,
-                    kind="target",
-                    info={"id": point.get("id")},
-                )
-            )
+            targets.append(read_marker(name, pose, pos, info={"id": point.get("id")}))
     if ignored_orientation:
         collector.warn(
             f"{ignored_orientation} point orientation(s) ignored: the file does not declare "
             "coil axes (no tmstarget key), so they are read as positions only"
         )
-    return NavFile(
-        path=str(path),
-        format="slicer",
-        targets=tuple(targets),
+    return collector.nav_file(
+        "slicer",
+        targets,
         source_frame="/".join(sorted(frames)) or None,
         coil_convention="simnibs" if coil_axes else None,
         version=schema.rsplit("/", 1)[-1],
         t1_name=meta.get("t1") if meta else None,
         t1_sha256=str(meta.get("t1_sha256")).lower() if meta and meta.get("t1_sha256") else None,
-        warnings=tuple(collector.messages),
         skipped=skipped,
     )
