@@ -75,6 +75,20 @@ def _build_plan_parser(sub):
     files.add_argument("--t1", type=Path, help="T1w image in the same space")
     files.add_argument("--mask", type=Path, help="brain mask on the BOLD grid")
     files.add_argument("--tr", type=float, help="repetition time (s); checked against headers and sidecars")
+    native = p.add_argument_group(
+        "native space (raw scanner data: motion correction, EPI -> T1 -> MNI registration here; "
+        "target in the T1's world)")
+    native.add_argument("--rest-dicom", action="append", default=[], metavar="DIR",
+                        help="DICOM folder of a resting-state run (repeat per run)")
+    native.add_argument("--task-dicom", action="append", default=[], metavar="DIR",
+                        help="DICOM folder of a task run with events blocks (with --events), or STATE=DIR (repeat)")
+    native.add_argument("--t1-dicom", type=Path, metavar="DIR", help="DICOM folder of the T1 (or give --t1 NIFTI)")
+    native.add_argument("--series", metavar="N", help="SeriesNumber (or UID) to take from DICOM folders "
+                        "holding several series")
+    native.add_argument("--native", action="store_true",
+                        help="--rest-bold/--task-bold are raw (not preprocessed) NIfTI runs in scanner space")
+    native.add_argument("--work-dir", type=Path, help="keep intermediate files (realigned runs, confounds, "
+                        "masks, transforms) here (default: a temporary folder, removed)")
     nav = p.add_argument_group("navigation files (written into OUTPUT/navigation/ when a T1 is known)")
     nav.add_argument("--navigation", action="append", default=None, metavar="FORMAT",
                      help="navigation format to write (repeat; default: all; 'none' to skip)")
@@ -133,6 +147,95 @@ def _explicit_runs(args):
     return rest, blocks, by_state
 
 
+def _native_requested(args):
+    return bool(args.rest_dicom or args.task_dicom or args.t1_dicom or args.native)
+
+
+def _native_runs(args, protocol):
+    """NativeRun list (checked against the protocol's states) from --rest-dicom/--task-dicom or raw NIfTI runs."""
+    from .errors import InputError
+    from .ingest.collect import ExplicitRun, select_runs
+    from .native import NativeRun
+
+    series = int(args.series) if args.series is not None and args.series.isdigit() else args.series
+    for flag in ("rest_confounds", "task_confounds"):
+        if getattr(args, flag):
+            raise InputError(f"--{flag.replace('_', '-')} is for preprocessed runs; native runs get their "
+                             "confounds from the motion estimation here")
+    if args.mask is not None or args.dataset is not None:
+        raise InputError("native mode (raw runs) takes neither a dataset folder nor --mask: the brain mask comes "
+                         "from the MNI template")
+    if (args.rest_bold or args.task_bold) and not args.native:
+        raise InputError("--rest-bold/--task-bold next to DICOM runs: add --native if these NIfTI runs are raw")
+    if args.t1 is None and args.t1_dicom is None:
+        raise InputError("native mode needs the participant's T1: --t1-dicom DIR or --t1 T1.nii.gz")
+    if args.t1 is not None and args.t1_dicom is not None:
+        raise InputError("give either --t1 or --t1-dicom, not both")
+    rest = [ExplicitRun(bold=Path(src), label=f"rest_run-{i + 1}")
+            for i, src in enumerate(list(args.rest_dicom) + list(args.rest_bold))]
+    blocks, by_state = [], {}
+    for text in list(args.task_dicom) + list(args.task_bold):
+        state, path = _state_path(text)
+        if state is None:
+            i = len(blocks)
+            if i >= len(args.events):
+                raise InputError("each blocks-design task run needs its --events file", path=path)
+            blocks.append(ExplicitRun(bold=path, events=args.events[i], label=f"task_run-{i + 1}"))
+        else:
+            by_state.setdefault(state, []).append(ExplicitRun(bold=path, label=f"task-{state}"))
+    selection = select_runs(protocol.states, explicit_rest=rest, explicit_task=blocks,
+                            explicit_state_runs=by_state)
+    runs = [NativeRun(Path(files.bold), state, files.label, events=files.events, series=series)
+            for files, state in selection.runs]
+    return runs, series
+
+
+def run_native_plan(args, protocol, participant, progress):
+    """The native path: raw runs + T1 -> target and coil pose in the T1's world."""
+    import shutil
+    import tempfile
+
+    from .fileio import write_bytes_atomic
+    from .native import head_frame, prepare_native, to_t1w, write_transforms
+    from .outputs import check_output_dir, write_plan
+    from .pipeline import place_coils, plan
+
+    if protocol.kind != "connectivity":
+        from .errors import InputError
+
+        raise InputError(f"protocol '{protocol.name}' is a fixed target: native raw runs are not needed")
+    runs, series = _native_runs(args, protocol)
+    t1_source = args.t1_dicom or args.t1
+    input_dirs = [r.source if r.source.is_dir() else r.source.parent for r in runs]
+    input_dirs.append(t1_source if t1_source.is_dir() else t1_source.parent)
+    check_output_dir(args.output, args.force, input_dirs)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="tmstarget-native-"))
+    try:
+        session = prepare_native(runs, t1_source, work, participant, t1_series=series, progress=progress)
+        result = plan(session.selection, protocol, t_r=args.tr, progress=progress)
+        progress("mapping the target EPI -> T1 -> MNI")
+        result = to_t1w(result, session.epi_to_t1, session.t1_to_mni)
+        result.qc["native"] = session.qc
+        progress("placing the coil on the T1 scalp")
+        axes, midline = head_frame(session.t1_to_mni)
+        _, coils, anatomy = place_coils(result, session.t1_path, head_axes_ras=axes, midline_ras_mm=midline)
+        t1_name = f"anat/sub-{participant}_T1w.nii.gz"
+        writers = [lambda staging: write_transforms(session, staging / "xfm", participant)]
+        if session.t1_from_dicom:  # the converted T1 travels with the plan; coordinates refer to it
+            anatomy["t1"] = t1_name
+            writers.append(lambda staging: write_bytes_atomic(staging / t1_name, session.t1_path.read_bytes()))
+        if args.navigation:
+            writers.append(lambda staging: _export_navigation(staging, args))
+        progress("writing outputs")
+        document = write_plan(result, args.output, participant, force=args.force,
+                              command=["tmstarget"] + sys.argv[1:], input_dirs=input_dirs, coils=coils,
+                              anatomy=anatomy, extra_writers=writers)
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return document
+
+
 def run_plan(args):
     from .ingest.collect import select_runs
     from .outputs import check_output_dir, write_plan
@@ -144,6 +247,10 @@ def run_plan(args):
     args.navigation = [] if args.navigation == ["none"] else (args.navigation or "all")
     protocol = load_protocol(args.protocol, _overrides(args))
     participant = participant_label(args.participant) if args.participant else "anonymous"
+    if _native_requested(args):
+        document = run_native_plan(args, protocol, participant, progress)
+        _print_summary(document, protocol, args)
+        return 0
     rest, blocks, by_state = _explicit_runs(args)
     if protocol.kind == "connectivity" and args.dataset is None and not (rest or blocks or by_state):
         from .errors import InputError
@@ -166,17 +273,23 @@ def run_plan(args):
     progress("writing outputs")
     document = write_plan(result, args.output, participant, force=args.force, command=["tmstarget"] + sys.argv[1:],
                           input_dirs=selection.input_dirs, coils=coils, anatomy=anatomy, extra_writers=writers)
+    _print_summary(document, protocol, args)
+    return 0
+
+
+def _print_summary(document, protocol, args):
     t = document["target"]
     if not args.quiet:
         score = "" if t["score"] is None else f", score {t['score']:+.3f}"
-        print(f"target ({protocol.name}): MNI {t['ras_mm']} mm{score}, method {t['method']} -> {args.output}/target.json")
+        where = f"MNI {t['ras_mm']} mm" if document["space"].startswith("MNI") else \
+            f"{document['space']} {t['ras_mm']} mm (MNI {t['mni_mm']} mm)"
+        print(f"target ({protocol.name}): {where}{score}, method {t['method']} -> {args.output}/target.json")
         if document["coil"]:
             c = document["coil"]
             print(f"coil centre on the scalp: {[round(v, 1) for v in c['centre_ras_mm']]} mm, "
                   f"scalp-to-cortex {c['scalp_to_cortex_mm']:.1f} mm, handle {c['handle_rule']}")
         for warning in document["qc"].get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
-    return 0
 
 
 def _export_navigation(plan_dir, args):

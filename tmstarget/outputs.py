@@ -66,13 +66,15 @@ def _point(values):
     return [round(float(v), 4) for v in values]
 
 
-def candidate_dict(candidate, space, protocol_name, coil=None):
-    """JSON form of a candidate (world = MNI here, so ras_mm == mni_mm)."""
+def candidate_dict(candidate, space, protocol_name, coil=None, mni_mm=None):
+    """JSON form of a candidate; ``mni_mm`` from a registration when the world is not MNI."""
     score = None if np.isnan(candidate.score) else round(candidate.score, 6)
+    if mni_mm is None and space.startswith("MNI"):
+        mni_mm = candidate.ras_mm
     entry = {
         "rank": candidate.rank,
         "name": f"{protocol_name}-{candidate.rank}",
-        "mni_mm": _point(candidate.ras_mm) if space.startswith("MNI") else None,
+        "mni_mm": None if mni_mm is None else _point(mni_mm),
         "ras_mm": _point(candidate.ras_mm),
         "voxel_ijk": [int(v) for v in candidate.voxel_ijk],
         "score": score,
@@ -98,7 +100,9 @@ def target_document(result, participant, prov, coils=None, anatomy=None):
     """The ``target.json`` content (``coils``: one coil block per candidate, or None)."""
     protocol = result.protocol
     coils = coils or [None] * len(result.candidates)
-    candidates = [candidate_dict(c, result.space, protocol.name, k) for c, k in zip(result.candidates, coils)]
+    mni = result.mni_mm if result.mni_mm is not None else [None] * len(result.candidates)
+    candidates = [candidate_dict(c, result.space, protocol.name, k, m)
+                  for c, k, m in zip(result.candidates, coils, mni)]
     prescription = protocol.params.get("prescription", {})
     return {
         "tmstarget_version": __version__,
@@ -131,10 +135,12 @@ def targets_tsv(document):
     return "\n".join(lines) + "\n"
 
 
-def _float_img(array, affine):
+def _float_img(array, affine, space):
+    """Float map; xform code 4 (MNI) for MNI plans, 2 (aligned to an anatomy) for native ones."""
+    code = 4 if space.startswith("MNI") else 2
     img = nib.Nifti1Image(np.asarray(array, dtype=np.float32), affine)
-    img.set_qform(affine, code=4)
-    img.set_sform(affine, code=4)
+    img.set_qform(affine, code=code)
+    img.set_sform(affine, code=code)
     return img
 
 
@@ -177,7 +183,8 @@ def write_plan(result, out_dir, participant, force=False, command=None, input_di
         document = target_document(result, participant, prov, coils, anatomy)
         files = {}
         for name, array in result.maps.items():
-            files[f"{name}.nii.gz"] = write_nifti_atomic(staging / f"map-{name}.nii.gz", _float_img(array, result.affine))
+            files[f"{name}.nii.gz"] = write_nifti_atomic(staging / f"map-{name}.nii.gz",
+                                                         _float_img(array, result.affine, result.space))
         if "search_region" in result.masks:
             write_nifti_atomic(staging / "search_region.nii.gz", mask_to_img(result.masks["search_region"], result.affine))
         radius = result.protocol.params["target"]["sphere_radius_mm"] if "target" in result.protocol.params else 5.0

@@ -42,6 +42,9 @@ class PlanResult:
     qc : dict
     input_files : dict
         ``role -> Path`` of every file read.
+    mni_mm : ndarray (N, 3) or None
+        MNI152NLin2009cAsym mm of each candidate when ``space`` is not MNI
+        (native plans, :func:`tmstarget.native.to_t1w`); None when world = MNI.
     """
 
     protocol: object
@@ -53,6 +56,7 @@ class PlanResult:
     masks: dict = field(default_factory=dict)
     qc: dict = field(default_factory=dict)
     input_files: dict = field(default_factory=dict)
+    mni_mm: np.ndarray | None = None
 
     @property
     def target(self):
@@ -325,12 +329,15 @@ def plan_fixed(protocol, t1=None):
 _HANDLE_RULES = {"auto": "auto", "dlpfc-45": "dlpfc", "midline-posterior": "midline"}
 
 
-def place_coils(result, t1_path):
+def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None):
     """Coil pose on the scalp of ``t1_path`` for the target and every candidate.
 
-    The T1 must be in the same world space as the plan (MNI here).  Returns
-    ``(coil_block, per_candidate_blocks, anatomy_block)``; each block is the
-    ``coil`` dict of ``target.json`` (SimNIBS axes, RAS mm).
+    The T1 must be in the same world space as the plan (MNI, or the T1w world
+    of a native plan).  ``head_axes_ras``/``midline_ras_mm`` give the head frame
+    for the handle rules when the T1 world is not MNI-aligned (see
+    :func:`tmstarget.scalp.handle_direction`; :func:`tmstarget.native.head_frame`).
+    Returns ``(coil_block, per_candidate_blocks, anatomy_block)``; each block
+    is the ``coil`` dict of ``target.json`` (SimNIBS axes, RAS mm).
     """
     import nibabel as nib
 
@@ -346,7 +353,7 @@ def place_coils(result, t1_path):
     blocks = []
     for candidate in result.candidates:
         placement = place_coil(candidate.ras_mm, mesh, handle=handle, method=params["scalp_method"],
-                               brain_mask_img=brain)
+                               brain_mask_img=brain, head_axes_ras=head_axes_ras, midline_ras_mm=midline_ras_mm)
         blocks.append(placement.to_dict())
     anatomy = {"t1": str(Path(t1_path).resolve()), "t1_sha256": sha256_file(t1_path), "space": result.space}
     return blocks[0], blocks, anatomy

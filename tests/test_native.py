@@ -1,0 +1,171 @@
+"""Native-space plan: scanner DICOM run + T1 -> target and coil pose in the T1's world (issue 3 §2-§4).
+
+One real-data plan (``pydecnef-sub1``: 120 Siemens mosaic volumes, TR 2 s, and
+its T1) is computed once per module through the CLI and checked against
+references computed here independently: the atlas file read with tomllib,
+the saved ANTs transforms applied with antspyx directly (our LPS flip not
+used), a head mask thresholded here (Otsu, no code of tmstarget.scalp), and
+the DICOM patient fields read with pydicom.
+"""
+
+import gzip
+import json
+import tomllib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from tmstarget.cli import main
+
+ATLAS = Path(__file__).resolve().parents[1] / "tmstarget" / "data" / "atlas.toml"
+PROTOCOL = "sgacc-dlpfc"
+REGION = "left-dlpfc"
+
+
+@pytest.fixture(scope="module")
+def native_plan(shared_data, tmp_path_factory):
+    """Run ``tmstarget plan --rest-dicom ... --t1 ...`` once; return (output folder, document, inputs)."""
+    sub = shared_data / "pydecnef-sub1"
+    out = tmp_path_factory.mktemp("native") / "plan"
+    code = main([
+        "plan", "--rest-dicom", str(sub / "dicom" / "func-run1"), "--t1", str(sub / "anat" / "T1w.nii.gz"),
+        "--participant", "01", "--protocol", PROTOCOL, "--output", str(out), "--navigation", "none", "--quiet",
+    ])
+    assert code == 0
+    document = json.loads((out / "target.json").read_text())
+    return out, document, sub
+
+
+def _ants_points_ras(points_ras, folder, stem, which="inv"):
+    """Map RAS points with a saved transform list, antspyx directly (``inv``: from -> to points)."""
+    import ants
+    import pandas as pd
+
+    spec = json.loads((folder / f"{stem}_xfm.json").read_text())
+    files = [str(folder / entry["file"]) for entry in spec[which]]
+    flags = [entry["invert"] for entry in spec[which]]
+    lps = np.atleast_2d(points_ras) * [-1.0, -1.0, 1.0]
+    frame = pd.DataFrame({"x": lps[:, 0], "y": lps[:, 1], "z": lps[:, 2]})
+    mapped = ants.apply_transforms_to_points(3, frame, files, whichtoinvert=flags)
+    return mapped[["x", "y", "z"]].to_numpy() * [-1.0, -1.0, 1.0]
+
+
+def _head_mask(t1_img):
+    """Independent head mask: Otsu threshold, largest component, holes filled."""
+    from skimage.filters import threshold_otsu
+
+    data = np.asarray(t1_img.dataobj, dtype=np.float32)
+    mask = data > threshold_otsu(data)
+    labels, _ = ndimage.label(mask)
+    mask = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
+    mask = ndimage.binary_closing(mask, iterations=3)
+    return ndimage.binary_fill_holes(mask)
+
+
+@pytest.mark.slow
+def test_native_plan_is_in_t1_space(native_plan):
+    _, document, _ = native_plan
+    assert document["space"] == "T1w"
+    assert document["anatomy"]["space"] == "T1w"
+    target = document["target"]
+    assert target["mni_mm"] is not None and target["ras_mm"] != target["mni_mm"]
+    assert len(target["voxel_ijk"]) == 3
+
+
+@pytest.mark.slow
+def test_native_target_mni_lies_in_search_region(native_plan):
+    _, document, _ = native_plan
+    region = tomllib.loads(ATLAS.read_text())["regions"][REGION]
+    centres = np.asarray(region["centres_mni_mm"], dtype=float)
+    distance = np.linalg.norm(centres - np.asarray(document["target"]["mni_mm"]), axis=1).min()
+    assert distance <= region["radius_mm"], f"target {document['target']['mni_mm']} is {distance:.1f} mm from {REGION}"
+
+
+@pytest.mark.slow
+def test_native_target_t1_to_mni_matches_and_is_in_head(native_plan):
+    out, document, sub = native_plan
+    target = document["target"]
+    mapped = _ants_points_ras(np.asarray(target["ras_mm"]), out / "xfm",
+                              "sub-01_from-T1w_to-MNI152NLin2009cAsym")[0]
+    np.testing.assert_allclose(mapped, target["mni_mm"], atol=1.0)
+    t1 = nib.load(sub / "anat" / "T1w.nii.gz")
+    assert Path(document["anatomy"]["t1"]).resolve() == (sub / "anat" / "T1w.nii.gz").resolve()
+    ijk = np.round(np.linalg.solve(t1.affine, np.append(target["ras_mm"], 1.0))[:3]).astype(int)
+    head = _head_mask(t1)
+    assert np.all(ijk >= 0) and np.all(ijk < head.shape) and head[tuple(ijk)]
+    # the opposite list (MNI -> T1 points) sends the T1 target elsewhere: an inverted transform would fail above
+    wrong = _ants_points_ras(np.asarray(target["ras_mm"]), out / "xfm", "sub-01_from-T1w_to-MNI152NLin2009cAsym",
+                             which="fwd")[0]
+    assert np.linalg.norm(wrong - np.asarray(target["mni_mm"])) > 2.0
+
+
+@pytest.mark.slow
+def test_native_candidates_epi_to_t1_use_the_coregistration(native_plan):
+    out, document, _ = native_plan
+    affine = np.asarray(document["analysis_grid"]["affine"])
+    for candidate in document["candidates"]:
+        on_grid = affine[:3, :3] @ candidate["voxel_ijk"] + affine[:3, 3]
+        np.testing.assert_allclose(on_grid, candidate["ras_mm"], atol=1e-2)
+
+
+@pytest.mark.slow
+def test_native_coil_on_scalp_and_pointing_at_target(native_plan):
+    _, document, sub = native_plan
+    t1 = nib.load(sub / "anat" / "T1w.nii.gz")
+    head = _head_mask(t1)
+    boundary = head & ~ndimage.binary_erosion(head)
+    ijk = np.argwhere(boundary)
+    points = ijk @ t1.affine[:3, :3].T + t1.affine[:3, 3]
+    coil = document["coil"]
+    centre = np.asarray(coil["centre_ras_mm"])
+    distance, _ = cKDTree(points).query(centre)
+    assert distance <= 2.0, f"coil centre {distance:.2f} mm from the head surface"
+    z_axis = np.asarray(coil["matrix"])[:3, 2]
+    to_target = np.asarray(document["target"]["ras_mm"]) - centre
+    cosine = z_axis @ to_target / np.linalg.norm(z_axis) / np.linalg.norm(to_target)
+    assert np.degrees(np.arccos(np.clip(cosine, -1, 1))) < 20.0
+
+
+@pytest.mark.slow
+def test_native_outputs_hold_no_patient_fields(native_plan):
+    import pydicom
+
+    out, _, sub = native_plan
+    first = sorted((sub / "dicom" / "func-run1").iterdir())[0]
+    header = pydicom.dcmread(first, stop_before_pixels=True)
+    secrets = {str(header.PatientName), str(header.PatientID), str(header.PatientBirthDate)}
+    birth = str(header.PatientBirthDate)
+    secrets.add(f"{birth[:4]}-{birth[4:6]}-{birth[6:]}")
+    secrets.update(part for part in str(header.PatientName).split("^") if len(part) >= 4)
+    secrets.discard("")
+    assert secrets
+    for path in out.rglob("*"):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if path.name.endswith(".gz"):
+            data = gzip.decompress(data)
+        for secret in secrets:
+            assert secret.encode() not in data, f"{path.relative_to(out)} holds a patient field"
+            assert secret not in str(path.relative_to(out))
+
+
+def test_native_needs_a_t1(tmp_path, capsys):
+    dicom_dir = tmp_path / "dicom"
+    dicom_dir.mkdir()
+    code = main(["plan", "--rest-dicom", str(dicom_dir), "--participant", "01", "--protocol", PROTOCOL,
+                 "--output", str(tmp_path / "out")])
+    assert code == 1
+    assert "T1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_native_refuses_preprocessed_confounds(tmp_path, capsys):
+    code = main(["plan", "--rest-dicom", str(tmp_path), "--rest-confounds", str(tmp_path / "c.tsv"),
+                 "--t1", str(tmp_path / "t1.nii.gz"), "--protocol", PROTOCOL, "--output", str(tmp_path / "out")])
+    assert code == 1
+    assert "--rest-confounds" in capsys.readouterr().err

@@ -1,0 +1,463 @@
+"""Native-space front half of ``plan``: scanner DICOM (or raw NIfTI) + T1 -> runs the engine can plan on.
+
+Order of operations (issue 3 §2):
+
+1. load every functional run (DICOM series via :func:`~tmstarget.ingest.dicom.load_series`,
+   or a raw NIfTI with its BIDS sidecar) and the T1;
+2. estimate rigid head motion of every volume of every run against one
+   reference volume (volume 0 of the first run) and realign (trilinear) onto
+   that reference grid: all runs end on one EPI grid (world = scanner RAS);
+3. coregister the mean realigned EPI to the T1 (rigid) and register the T1 to
+   MNI152NLin2009cAsym (affine + SyN at 2 mm);
+4. bring the MNI brain mask (nearest neighbour) and the WM/CSF priors into
+   EPI space through both transforms and write, per run, the realigned BOLD,
+   an fMRIPrep-like confounds TSV (``trans_*`` mm, ``rot_*`` rad,
+   ``framewise_displacement`` Power, ``white_matter``, ``csf``) and the mask;
+5. return a :class:`~tmstarget.ingest.collect.Selection` whose ``grid`` is a
+   :class:`NativeGrid`, so :func:`tmstarget.pipeline.plan` runs unchanged on
+   the EPI grid; :func:`to_t1w` then re-expresses its result in the T1's world
+   with MNI coordinates from the registration.
+
+Transforms follow :mod:`tmstarget.registration` (ITK/ANTs conventions, RAS mm
+at the interface). No DICOM patient field is read into any file name or output:
+files are named from the participant label.
+"""
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InputError
+from .fileio import write_json_atomic, write_nifti_atomic, write_text_atomic
+from .ingest.collect import ExplicitRun, Selection
+from .motion import estimate_motion, fd_jenkinson, fd_power, realign, volume_centre_ras_mm
+from .registration import (
+    MNI_SPACE, compose, coregister_epi_to_t1, map_points, mni_template, nuisance_masks,
+    register_t1_to_mni, save_transform, template_tissue_probabilities, warp_image,
+)
+from .rois import ball_mask
+
+log = logging.getLogger(__name__)
+
+#: Resolution (mm) of the MNI grid on which native masks are built before warping.
+MASK_RESOLUTION_MM = 2
+EPI_SPACE = "boldref"
+T1_SPACE = "T1w"
+
+
+@dataclass(frozen=True)
+class NativeRun:
+    """One raw functional run as given on the command line.
+
+    Attributes
+    ----------
+    source : Path
+        DICOM folder, or a 4-D NIfTI file.
+    state : str or None
+        State of the whole run (``"rest"``, or a separate-run state); None for
+        a blocks-design task run (states from ``events``).
+    label : str
+        Run label used in file names (``rest_run-1``).
+    events : Path, optional
+        BIDS events TSV (blocks design).
+    sidecar : Path, optional
+        BIDS JSON sidecar of a NIfTI source (default: beside it, same stem).
+    series : int or str, optional
+        SeriesNumber or SeriesInstanceUID when the DICOM folder holds several.
+    """
+
+    source: Path
+    state: str | None
+    label: str
+    events: Path | None = None
+    sidecar: Path | None = None
+    series: int | str | None = None
+
+
+@dataclass
+class NativeSession:
+    """What :func:`prepare_native` built.
+
+    Attributes
+    ----------
+    selection : Selection
+        Runs (realigned, in EPI space) with ``grid = NativeGrid``.
+    epi_to_t1 : Transform
+        ``boldref -> T1w`` (rigid).
+    t1_to_mni : Transform
+        ``T1w -> MNI152NLin2009cAsym`` (affine + SyN).
+    t1_path : Path
+        T1 NIfTI the T1w world refers to (a converted copy for a DICOM T1).
+    t1_from_dicom : bool
+    qc : dict
+        Motion summary per run and time per stage (s).
+    """
+
+    selection: Selection
+    epi_to_t1: object
+    t1_to_mni: object
+    t1_path: Path
+    t1_from_dicom: bool
+    qc: dict
+
+
+def _is_dicom_source(path):
+    return Path(path).is_dir()
+
+
+def _sidecar_beside(nifti_path):
+    path = Path(nifti_path)
+    stem = path.name[:-7] if path.name.endswith(".nii.gz") else path.stem
+    candidate = path.with_name(stem + ".json")
+    return candidate if candidate.is_file() else None
+
+
+def load_image(source, series=None, sidecar=None, what="functional run"):
+    """A NIfTI image and its sidecar dict from a DICOM folder or a NIfTI file.
+
+    Parameters
+    ----------
+    source : Path
+        DICOM folder (one series, or ``series`` picks one) or NIfTI file.
+    series : int or str, optional
+        Only used when the folder holds several series.
+    sidecar : Path, optional
+        JSON sidecar of a NIfTI file (default: the BIDS sibling, if any).
+    what : str
+        For error messages.
+
+    Returns
+    -------
+    (nibabel.Nifti1Image, dict)
+    """
+    from .ingest.dicom import find_series, load_series
+
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"{what} not found", path=source)
+    if _is_dicom_source(source):
+        pick = series if series is not None and len(find_series(source)) > 1 else None
+        return load_series(source, series=pick)
+    try:
+        img = nib.load(source)
+    except Exception as exc:  # nibabel raises many types for unreadable files
+        raise InputError(f"cannot read the {what} as NIfTI: {exc}", path=source) from exc
+    sidecar = Path(sidecar) if sidecar is not None else _sidecar_beside(source)
+    meta = {}
+    if sidecar is not None:
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"sidecar is not readable JSON: {exc}", path=sidecar) from exc
+    return img, meta
+
+
+class NativeGrid:
+    """MNI-defined masks on a native EPI grid, built in MNI space and warped in.
+
+    Implements the two methods :func:`tmstarget.pipeline.plan` asks its grid
+    for. Masks are built on the 2-mm MNI template grid and resampled onto the
+    EPI grid through the EPI -> MNI transform: nearest neighbour for binary
+    masks, linear then threshold for the grey-matter probability.
+
+    Parameters
+    ----------
+    reference_img : nibabel image
+        3-D image on the EPI grid (world = scanner RAS).
+    epi_to_mni : Transform
+        ``boldref -> MNI152NLin2009cAsym``.
+    """
+
+    def __init__(self, reference_img, epi_to_mni, resolution_mm=MASK_RESOLUTION_MM):
+        if epi_to_mni.to_space != MNI_SPACE:
+            raise InputError(f"NativeGrid needs a transform into {MNI_SPACE}; got one into {epi_to_mni.to_space}")
+        self.reference = reference_img
+        self.transform = epi_to_mni
+        template = mni_template(resolution_mm)
+        self.template_shape = template.shape[:3]
+        self.template_affine = template.affine
+        self.resolution_mm = resolution_mm
+        self._gm_probability = None
+
+    def _to_epi(self, img, interpolation):
+        return np.asarray(
+            warp_image(img, self.transform, self.reference, direction="inverse", interpolation=interpolation).dataobj
+        )
+
+    def grey_matter(self, threshold):
+        """Grey matter on the EPI grid: MNI152 GM probability (linear) > ``threshold``."""
+        if self._gm_probability is None:
+            prob = template_tissue_probabilities(self.resolution_mm)["gm"]
+            self._gm_probability = self._to_epi(prob, "linear")
+        return self._gm_probability > threshold
+
+    def balls(self, centres_mni_mm, radius_mm):
+        """Union of spheres given in MNI mm, built on the MNI grid and warped onto the EPI grid."""
+        mask = ball_mask(self.template_shape, self.template_affine, centres_mni_mm, radius_mm)
+        img = nib.Nifti1Image(mask.astype(np.uint8), self.template_affine)
+        return self._to_epi(img, "nearest") > 0
+
+
+def _stage(progress, timings, name):
+    """Start a stage: announce it and return a function that records its duration."""
+    if progress is not None:
+        progress(name)
+    log.info(name)
+    start = time.perf_counter()
+
+    def done():
+        timings[name] = round(time.perf_counter() - start, 3)
+
+    return done
+
+
+def _check_same_grid(images, runs):
+    first = images[0]
+    for img, run in zip(images[1:], runs[1:]):
+        if img.ndim != 4:
+            raise InputError(f"expected a 4-D functional run; got shape {img.shape}", path=run.source)
+        if img.shape[:3] != first.shape[:3] or not np.allclose(img.affine, first.affine, atol=1e-3):
+            raise InputError(
+                f"run {run.label} has a different EPI grid than {runs[0].label} ({img.shape[:3]} vs "
+                f"{first.shape[:3]}); realignment across runs needs one slice prescription",
+                path=run.source,
+            )
+    if first.ndim != 4 or first.shape[3] < 2:
+        raise InputError(f"expected a 4-D functional run with >= 2 volumes; got shape {first.shape}",
+                         path=runs[0].source)
+
+
+def _confounds_tsv(params, fd_power_mm, fd_jenkinson_mm, wm, csf):
+    """fMRIPrep-style confounds table as TSV text (mm, rad; first FD is n/a)."""
+    header = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
+              "framewise_displacement", "framewise_displacement_jenkinson", "white_matter", "csf"]
+    lines = ["\t".join(header)]
+    for t in range(len(params)):
+        fds = ["n/a", "n/a"] if t == 0 else [f"{fd_power_mm[t]:.6f}", f"{fd_jenkinson_mm[t]:.6f}"]
+        values = [f"{v:.8f}" for v in params[t]] + fds + [f"{wm[t]:.6f}", f"{csf[t]:.6f}"]
+        lines.append("\t".join(values))
+    return "\n".join(lines) + "\n"
+
+
+def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=None):
+    """Motion-correct, coregister and register raw runs; return a plannable selection.
+
+    Parameters
+    ----------
+    runs : sequence of NativeRun
+        Functional runs (DICOM folders or raw NIfTI), all on one EPI grid.
+    t1 : Path
+        T1 DICOM folder or NIfTI (whole head).
+    work_dir : Path
+        Existing folder for intermediate files (realigned runs, confounds,
+        masks, transforms). Files are named from ``participant``.
+    participant : str
+        Participant label (never a DICOM patient field).
+    t1_series : int or str, optional
+        Series to pick when the T1 DICOM folder holds several.
+    progress : callable, optional
+        Called with a message at the start of each stage.
+
+    Returns
+    -------
+    NativeSession
+    """
+    if not runs:
+        raise InputError("no functional run given (--rest-dicom/--task-dicom, or --rest-bold/--task-bold with --native)")
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    prefix = f"sub-{participant}"
+
+    done = _stage(progress, timings, f"loading {len(runs)} functional run(s) and the T1")
+    loaded = [load_image(r.source, r.series, r.sidecar) for r in runs]
+    images = [img for img, _ in loaded]
+    _check_same_grid(images, runs)
+    t1_img, _ = load_image(t1, t1_series, what="T1")
+    if t1_img.ndim != 3:
+        raise InputError(f"the T1 must be a 3-D image; got shape {t1_img.shape}", path=t1)
+    t1_from_dicom = _is_dicom_source(t1)
+    t1_path = Path(t1)
+    if t1_from_dicom:
+        t1_path = write_nifti_atomic(work / f"{prefix}_T1w.nii.gz", t1_img)
+    done()
+
+    done = _stage(progress, timings, "estimating head motion (rigid, to volume 0 of the first run)")
+    affine = images[0].affine
+    lengths = [img.shape[3] for img in images]
+    stacked = nib.Nifti1Image(
+        np.concatenate([np.asarray(img.dataobj, dtype=np.float32) for img in images], axis=3), affine)
+    params = estimate_motion(stacked, reference="first")
+    realigned = realign(stacked, params).get_fdata(dtype=np.float32)
+    del stacked
+    bounds = np.cumsum([0] + lengths)
+    mean_img = nib.Nifti1Image(realigned[..., :lengths[0]].mean(axis=3), affine)
+    done()
+
+    done = _stage(progress, timings, "coregistering the mean EPI to the T1 (rigid)")
+    epi_to_t1 = coregister_epi_to_t1(mean_img, t1_img, EPI_SPACE, T1_SPACE, workdir=work / "ants")
+    done()
+
+    done = _stage(progress, timings, f"registering the T1 to {MNI_SPACE} (affine + SyN, 2 mm)")
+    t1_to_mni = register_t1_to_mni(t1_img, workdir=work / "ants")
+    done()
+
+    done = _stage(progress, timings, "bringing the MNI brain mask and WM/CSF priors into EPI space")
+    from nilearn import datasets
+
+    epi_to_mni = compose(epi_to_t1, t1_to_mni)
+    brain_mni = datasets.load_mni152_brain_mask(resolution=MASK_RESOLUTION_MM)
+    brain_mni = nib.Nifti1Image((brain_mni.get_fdata() > 0).astype(np.uint8), brain_mni.affine)
+    brain = np.asarray(warp_image(brain_mni, epi_to_mni, mean_img, "inverse", "nearest").dataobj) > 0
+    if not brain.any():
+        raise InputError("the MNI brain mask warped into EPI space is empty: check the EPI -> T1 -> MNI registration")
+    tissue = nuisance_masks(epi_to_mni, mean_img, direction="inverse", resolution_mm=MASK_RESOLUTION_MM)
+    wm_mask = np.asarray(tissue["wm"].dataobj) > 0
+    csf_mask = np.asarray(tissue["csf"].dataobj) > 0
+    mask_path = write_nifti_atomic(work / f"{prefix}_space-{EPI_SPACE}_desc-brain_mask.nii.gz",
+                                   nib.Nifti1Image(brain.astype(np.uint8), affine))
+    done()
+
+    done = _stage(progress, timings, "writing realigned runs and confounds")
+    centre = volume_centre_ras_mm(affine, images[0].shape)
+    selected, motion_qc = [], []
+    for k, (run, (img, meta)) in enumerate(zip(runs, loaded)):
+        part = slice(bounds[k], bounds[k + 1])
+        data, run_params = realigned[..., part], params[part]
+        stem = f"{prefix}_{run.label}"
+        header = img.header.copy()
+        header.set_data_dtype(np.float32)
+        bold_path = write_nifti_atomic(work / f"{stem}_space-{EPI_SPACE}_desc-realigned_bold.nii.gz",
+                                       nib.Nifti1Image(data, affine, header))
+        fd_p, fd_j = fd_power(run_params), fd_jenkinson(run_params, centre)
+        wm = data[wm_mask].mean(axis=0, dtype=np.float64)
+        csf = data[csf_mask].mean(axis=0, dtype=np.float64)
+        confounds_path = work / f"{stem}_desc-confounds_timeseries.tsv"
+        write_text_atomic(confounds_path, _confounds_tsv(run_params, fd_p, fd_j, wm, csf))
+        sidecar_path = write_json_atomic(work / f"{stem}_space-{EPI_SPACE}_desc-realigned_bold.json",
+                                         {**meta, "SkullStripped": False, "MotionCorrected": True})
+        selected.append((ExplicitRun(bold=bold_path, confounds=confounds_path, sidecar=sidecar_path,
+                                     events=run.events, mask=mask_path, label=run.label), run.state))
+        motion_qc.append({"run": run.label, "volumes": int(data.shape[3]),
+                          "max_abs_translation_mm": float(np.abs(run_params[:, :3]).max()),
+                          "max_abs_rotation_deg": float(np.degrees(np.abs(run_params[:, 3:]).max())),
+                          "mean_fd_jenkinson_mm": float(fd_j[1:].mean())})
+    done()
+
+    grid = NativeGrid(mean_img, epi_to_mni)
+    input_dirs = [Path(r.source) if _is_dicom_source(r.source) else Path(r.source).parent for r in runs]
+    input_dirs.append(Path(t1) if t1_from_dicom else Path(t1).parent)
+    selection = Selection(selected, t1_path, None, input_dirs, grid=grid)
+    qc = {"motion_reference": f"volume 0 of {runs[0].label}", "motion": motion_qc, "stage_seconds": timings}
+    return NativeSession(selection, epi_to_t1, t1_to_mni, t1_path, t1_from_dicom, qc)
+
+
+def write_transforms(session, out_dir, participant):
+    """Copy the session's transforms into ``out_dir``, named by their frames.
+
+    Files: ``sub-<label>_from-boldref_to-T1w_{fwd,inv}0.mat`` and
+    ``sub-<label>_from-T1w_to-MNI152NLin2009cAsym_{fwd,inv}{0,1}.*``; the
+    lists and invert flags are in :class:`~tmstarget.registration.Transform`
+    terms (``fwd`` resamples ``from`` images onto the ``to`` grid, so as a
+    point map it goes ``to -> from``).
+
+    Returns
+    -------
+    list of Transform
+        The copies.
+    """
+    copies = []
+    for transform in (session.epi_to_t1, session.t1_to_mni):
+        stem = f"sub-{participant}_from-{transform.from_space}_to-{transform.to_space}"
+        copy = save_transform(transform, out_dir, stem)
+        lists = {name: [{"file": Path(f).name, "invert": flag}
+                        for f, flag in zip(getattr(copy, f"{name}_files"), getattr(copy, f"{name}_invert"))]
+                 for name in ("fwd", "inv")}
+        write_json_atomic(Path(out_dir) / f"{stem}_xfm.json", {
+            "from": transform.from_space, "to": transform.to_space, "convention": "ANTs, LPS; first file applied first",
+            "fwd": lists["fwd"], "fwd_note": f"resamples {transform.from_space} images onto a {transform.to_space} grid; "
+            f"maps {transform.to_space} points to {transform.from_space}",
+            "inv": lists["inv"], "inv_note": f"maps {transform.from_space} points to {transform.to_space}",
+        })
+        copies.append(copy)
+    return copies
+
+
+def _rigid_matrix_ras(transform, affine, shape):
+    """4x4 RAS matrix of a rigid point map ``from_space -> to_space``, fitted on the grid's corners.
+
+    Raises if the map is not affine on the grid (residual > 1e-3 mm).
+    """
+    corners = np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)],
+                       dtype=float)
+    src = corners @ affine[:3, :3].T + affine[:3, 3]
+    dst = map_points(src, transform, "forward")
+    design = np.hstack([src, np.ones((len(src), 1))])
+    solution, *_ = np.linalg.lstsq(design, dst, rcond=None)
+    matrix = np.eye(4)
+    matrix[:3, :] = solution.T
+    residual = np.abs(design @ solution - dst).max()
+    if residual > 1e-3:
+        raise InputError(f"transform {transform.from_space} -> {transform.to_space} is not affine "
+                         f"(residual {residual:.3g} mm); expected the rigid coregistration")
+    return matrix
+
+
+def to_t1w(result, epi_to_t1, t1_to_mni):
+    """Re-express a plan computed on the EPI grid in the T1's world space.
+
+    The analysis grid keeps its voxels (``voxel_ijk`` unchanged); its affine
+    becomes ``epi2t1 @ affine``, so maps and masks overlay the T1. Every
+    candidate's ``ras_mm`` is mapped EPI -> T1 with :func:`map_points`
+    (coregistration) and then T1 -> MNI (registration) for ``mni_mm``.
+
+    Parameters
+    ----------
+    result : PlanResult
+        From :func:`tmstarget.pipeline.plan` on the EPI grid.
+    epi_to_t1, t1_to_mni : Transform
+
+    Returns
+    -------
+    PlanResult
+        ``space = "T1w"``, ``mni_mm`` (N, 3) set.
+    """
+    epi_pts = np.array([c.ras_mm for c in result.candidates], dtype=float)
+    t1_pts = np.atleast_2d(map_points(epi_pts, epi_to_t1, "forward"))
+    mni_pts = np.atleast_2d(map_points(t1_pts, t1_to_mni, "forward"))
+    epi2t1 = _rigid_matrix_ras(epi_to_t1, result.affine, result.shape)
+    candidates = [dataclasses.replace(c, ras_mm=p) for c, p in zip(result.candidates, t1_pts)]
+    qc = {**result.qc, "coordinates": {
+        "ras_mm": "T1w world (scanner RAS of the T1 file, see anatomy.t1)",
+        "mni_mm": f"{MNI_SPACE}, through the T1 -> MNI registration (affine + SyN)",
+        "analysis_grid": "the realigned EPI grid, affine moved into T1w world by the rigid coregistration",
+    }}
+    return dataclasses.replace(result, space=T1_SPACE, affine=epi2t1 @ result.affine, candidates=candidates,
+                               mni_mm=mni_pts, qc=qc)
+
+
+def head_frame(t1_to_mni):
+    """Head axes and a midline point in T1 world from the registration.
+
+    Returns
+    -------
+    head_axes_ras : ndarray, shape (3, 3)
+        Columns: the head's Right, Anterior, Superior unit vectors in T1 RAS
+        (MNI axes mapped into the T1, orthonormalised).
+    midline_ras_mm : ndarray, shape (3,)
+        MNI (0, 0, 0) mapped into the T1 (on the midsagittal plane).
+    """
+    mni = np.array([[0.0, 0, 0], [40.0, 0, 0], [0, 40.0, 0], [0, 0, 40.0]])
+    t1 = map_points(mni, t1_to_mni, "inverse")
+    axes = (t1[1:] - t1[0]).T
+    u, _, vt = np.linalg.svd(axes)
+    rotation = u @ vt
+    if np.linalg.det(rotation) < 0:
+        raise InputError("the T1 -> MNI registration flips left and right; check the T1 orientation")
+    return rotation, t1[0]
