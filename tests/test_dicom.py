@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
-from tmstarget.ingest.convert_cli import main as convert_main
+from tmstarget.cli import main as convert_main
 from tmstarget.ingest.dicom import convert, find_series, load_series
 from tmstarget.ingest.dicom_csa import parse_csa_header
 

@@ -1,10 +1,5 @@
 """``tmstarget convert DICOM_DIR OUTPUT_DIR``: DICOM series to NIfTI + JSON sidecars."""
 
-import argparse
-import sys
-
-from tmstarget.errors import TmsTargetError
-
 
 def add_subcommand(subparsers):
     """Register the ``convert`` subcommand; its handler is ``args.handler(args) -> int``."""
@@ -38,12 +33,12 @@ def add_subcommand(subparsers):
 
 
 def run_convert(args):
-    """Run the conversion for parsed arguments; print one line per file or one error line.
+    """Run the conversion for parsed arguments; print one line per file written.
 
     Returns
     -------
     int
-        0 on success, 1 on an input/output/DICOM error.
+        0 on success (errors raise and are reported by :func:`tmstarget.cli.main`).
     """
     from tmstarget.ingest.dicom import convert
 
@@ -51,25 +46,9 @@ def run_convert(args):
     if args.series:
         series = [int(s) if s.isdigit() else s for s in args.series]
         series = series[0] if len(series) == 1 else series
-    try:
-        written = convert(
-            args.dicom_dir, args.output_dir, participant=args.participant, series=series, force=args.force
-        )
-    except TmsTargetError as exc:
-        print(f"tmstarget convert: error: {exc}", file=sys.stderr)
-        return 1
+    # errors (TmsTargetError) are printed as one line by tmstarget.cli.main
+    written = convert(args.dicom_dir, args.output_dir, participant=args.participant, series=series, force=args.force)
     for path in written:
         print(path)
     return 0
 
-
-def main(argv=None):
-    """Stand-alone entry point (``python -m tmstarget.ingest.convert_cli``), for tests."""
-    parser = argparse.ArgumentParser(prog="tmstarget")
-    add_subcommand(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
