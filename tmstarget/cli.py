@@ -195,10 +195,8 @@ def run_native_plan(args, protocol, participant, progress):
     import shutil
     import tempfile
 
-    from .fileio import write_bytes_atomic
-    from .native import head_frame, prepare_native, to_t1w, write_transforms
-    from .outputs import check_output_dir, write_plan
-    from .pipeline import place_coils, plan
+    from .native import finish_native_plan, prepare_native
+    from .outputs import check_output_dir
 
     if protocol.kind != "connectivity":
         from .errors import InputError
@@ -212,24 +210,10 @@ def run_native_plan(args, protocol, participant, progress):
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="tmstarget-native-"))
     try:
         session = prepare_native(runs, t1_source, work, participant, t1_series=series, progress=progress)
-        result = plan(session.selection, protocol, t_r=args.tr, progress=progress)
-        progress("mapping the target EPI -> T1 -> MNI")
-        result = to_t1w(result, session.epi_to_t1, session.t1_to_mni)
-        result.qc["native"] = session.qc
-        progress("placing the coil on the T1 scalp")
-        axes, midline = head_frame(session.t1_to_mni)
-        _, coils, anatomy = place_coils(result, session.t1_path, head_axes_ras=axes, midline_ras_mm=midline)
-        t1_name = f"anat/sub-{participant}_T1w.nii.gz"
-        writers = [lambda staging: write_transforms(session, staging / "xfm", participant)]
-        if session.t1_from_dicom:  # the converted T1 travels with the plan; coordinates refer to it
-            anatomy["t1"] = t1_name
-            writers.append(lambda staging: write_bytes_atomic(staging / t1_name, session.t1_path.read_bytes()))
-        if args.navigation:
-            writers.append(lambda staging: _export_navigation(staging, args))
-        progress("writing outputs")
-        document = write_plan(result, args.output, participant, force=args.force,
-                              command=["tmstarget"] + sys.argv[1:], input_dirs=input_dirs, coils=coils,
-                              anatomy=anatomy, extra_writers=writers)
+        nav = [lambda staging: _export_navigation(staging, args)] if args.navigation else []
+        document = finish_native_plan(session, protocol, args.output, participant, force=args.force,
+                                      command=["tmstarget"] + sys.argv[1:], input_dirs=input_dirs, t_r=args.tr,
+                                      extra_writers=nav, progress=progress)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -461,3 +461,50 @@ def head_frame(t1_to_mni):
     if np.linalg.det(rotation) < 0:
         raise InputError("the T1 -> MNI registration flips left and right; check the T1 orientation")
     return rotation, t1[0]
+
+
+def finish_native_plan(session, protocol, output, participant, force=False, command=None, input_dirs=(),
+                       t_r=None, extra_writers=(), progress=None):
+    """Plan on a prepared native session and write it: target and coil in T1w world, transforms, T1 copy.
+
+    The shared tail of ``tmstarget plan`` on raw runs and of ``tmstarget watch``.
+
+    Parameters
+    ----------
+    session : NativeSession
+    protocol : Protocol
+    output : Path
+        Plan folder (written atomically by :func:`tmstarget.outputs.write_plan`).
+    participant : str
+    extra_writers : sequence of callable
+        Called with the staging folder after the plan files (e.g. navigation export).
+
+    Returns
+    -------
+    dict
+        The ``target.json`` document.
+    """
+    from .fileio import write_bytes_atomic
+    from .outputs import write_plan
+    from .pipeline import place_coils, plan
+
+    def say(message):
+        if progress is not None:
+            progress(message)
+
+    result = plan(session.selection, protocol, t_r=t_r, progress=progress)
+    say("mapping the target EPI -> T1 -> MNI")
+    result = to_t1w(result, session.epi_to_t1, session.t1_to_mni)
+    result.qc["native"] = session.qc
+    say("placing the coil on the T1 scalp")
+    axes, midline = head_frame(session.t1_to_mni)
+    _, coils, anatomy = place_coils(result, session.t1_path, head_axes_ras=axes, midline_ras_mm=midline)
+    t1_name = f"anat/sub-{participant}_T1w.nii.gz"
+    writers = [lambda staging: write_transforms(session, staging / "xfm", participant)]
+    if session.t1_from_dicom:  # the converted T1 travels with the plan; coordinates refer to it
+        anatomy["t1"] = t1_name
+        writers.append(lambda staging: write_bytes_atomic(staging / t1_name, session.t1_path.read_bytes()))
+    writers += list(extra_writers)
+    say("writing outputs")
+    return write_plan(result, output, participant, force=force, command=command, input_dirs=input_dirs,
+                      coils=coils, anatomy=anatomy, extra_writers=writers)
