@@ -15,6 +15,14 @@ frames).  We obtain ``M`` by running ``nilearn.signal.clean`` once on the
 identity matrix and then clean every voxel with a single matrix product: the
 numbers are nilearn's, the cost is one BLAS call instead of a filter per
 voxel.  Spatial smoothing commutes with ``M`` (it acts on the other axis).
+
+``[clean] filter = "cosine"`` selects the regression model instead: the band
+limits become discrete-cosine regressors (:func:`cosine_band_regressors`) and
+the detrend a constant and a linear trend in true frame time, all fitted with
+the confounds in one least-squares regression over the kept frames
+(:func:`regression_operator`).  Every regressor of that model is known when
+its frame arrives, so the real-time watcher reaches the same numbers from
+running sums (:mod:`tmstarget.streaming`).
 """
 
 import warnings
@@ -28,6 +36,9 @@ from .ingest.runs import confound_column, motion_params
 from .motion import fd_power, friston24
 
 FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
+#: Design directions with a singular value below this fraction of the largest (columns equilibrated) are
+#: dropped, by the batch regression and by the streaming one alike.
+RANK_RTOL = 1e-7
 
 
 def task_regressors(events, n_volumes, t_r, model="hrf"):
@@ -175,6 +186,81 @@ def cleaning_operator(n_frames, t_r, confounds=None, kept=None, detrend=True, hi
         )
 
 
+def cosine_band_regressors(n_frames, t_r, high_pass_hz=None, low_pass_hz=None):
+    """Discrete cosine regressors outside a pass band, over ``n_frames`` frames.
+
+    Basis ``k``: ``cos(pi * k * (2 n + 1) / (2 N))`` at ``k / (2 N t_r)`` Hz
+    (SPM's and nilearn's cosine drift). Kept: ``1 <= k <= floor(2 N t_r
+    high_pass_hz)`` (slow drifts, as nilearn's ``filter="cosine"``) and
+    ``k > 2 N t_r low_pass_hz`` (above the band).
+
+    Returns
+    -------
+    ndarray, shape (n_frames, n_regressors)
+    """
+    span = 2.0 * n_frames * t_r
+    ks = []
+    if high_pass_hz:
+        ks += list(range(1, int(np.floor(span * high_pass_hz)) + 1))
+    if low_pass_hz and low_pass_hz < 0.5 / t_r:
+        ks += list(range(int(np.floor(span * low_pass_hz)) + 1, n_frames))
+    frames = np.arange(n_frames)[:, None]
+    return np.cos(np.pi * np.asarray(ks, dtype=float)[None, :] * (2 * frames + 1) / (2.0 * n_frames))
+
+
+def regression_design(n_frames, t_r, confounds=None, detrend=True, high_pass_hz=None, low_pass_hz=None):
+    """Design of the regression model: constant, trend, cosine band regressors, confounds.
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames of the run after the dummies (the model's time runs 0..n_frames-1).
+    t_r : float
+    confounds : ndarray (n_frames, k), optional
+    detrend : bool
+        Add a linear trend in frame time (scrubbed frames keep their time).
+    high_pass_hz, low_pass_hz : float or None
+
+    Returns
+    -------
+    ndarray, shape (n_frames, p)
+        Column 0 is the constant.
+    """
+    columns = [np.ones((n_frames, 1))]
+    if detrend:
+        columns.append(np.arange(n_frames, dtype=float)[:, None] / max(n_frames - 1, 1))
+    columns.append(cosine_band_regressors(n_frames, t_r, high_pass_hz, low_pass_hz))
+    if confounds is not None:
+        columns.append(np.asarray(confounds, dtype=float))
+    return np.hstack(columns)
+
+
+def regression_operator(design, kept=None):
+    """Residual-forming matrix of an OLS fit over the kept frames.
+
+    Parameters
+    ----------
+    design : ndarray (n_frames, p)
+    kept : ndarray of int, optional
+        Frames that take part (default: all).
+
+    Returns
+    -------
+    ndarray, shape (len(kept), n_frames)
+        ``I - X (X'X)^+ X'`` on the kept frames; columns of scrubbed frames are 0.
+    """
+    n_frames = design.shape[0]
+    kept = np.arange(n_frames) if kept is None else np.asarray(kept)
+    x = design[kept]
+    scale = np.sqrt((x**2).sum(axis=0))
+    x = x[:, scale > 0] / scale[scale > 0]  # columns equilibrated; the projection does not change
+    u, sing, _ = np.linalg.svd(x, full_matrices=False)
+    u = u[:, sing > sing.max() * RANK_RTOL]
+    operator = np.zeros((len(kept), n_frames))
+    operator[:, kept] = np.eye(len(kept)) - u @ u.T
+    return operator
+
+
 def plan_cleaning(run, params):
     """Decide dummies, scrubbing and the cleaning operator of a run.
 
@@ -212,6 +298,16 @@ def plan_cleaning(run, params):
             path=run.paths["bold"],
         )
     confounds = design[first:] if design is not None else None
+    if params["filter"] == "cosine":
+        model = regression_design(n_frames, run.t_r, confounds, params["detrend"], params["high_pass_hz"],
+                                  params["low_pass_hz"])
+        if len(kept_local) <= np.linalg.matrix_rank(model[kept_local]):
+            raise InputError(
+                f"the regression model has {model.shape[1]} regressors but only {len(kept_local)} frames are kept: "
+                "nothing is left to correlate (lower low_pass_hz's band regressors or scrub less)",
+                path=run.paths["bold"],
+            )
+        return CleaningPlan(first, kept_local + first, regression_operator(model, kept_local), fd, names, confounds)
     operator = cleaning_operator(
         n_frames,
         run.t_r,

@@ -148,6 +148,70 @@ def _split_half_rows(rows):
     return halves
 
 
+@dataclass
+class AnalysisLayout:
+    """Voxels, search region, ROIs and seed of a protocol on one grid (shared by batch and streaming)."""
+
+    voxels: VoxelSet
+    region: np.ndarray
+    region_spheres: np.ndarray
+    region_cols: np.ndarray
+    roi_list: list
+    roi_cols: dict
+    seed_groups: list
+    seed_label: str
+    warnings: list
+
+
+def analysis_layout(protocol, brain, affine, grid, where=None):
+    """Place the protocol's search region, ROIs and seed on the analysis grid.
+
+    Parameters
+    ----------
+    protocol : Protocol
+    brain : ndarray of bool (I, J, K)
+        Brain mask: the analysed voxels.
+    affine : array (4, 4)
+    grid : MniGrid or tmstarget.native.NativeGrid
+        Builds MNI-defined masks on this grid.
+    where : path, optional
+        Named in errors.
+
+    Returns
+    -------
+    AnalysisLayout
+    """
+    warnings = []
+    voxels = VoxelSet(brain, affine)
+    within = brain & grid.grey_matter(protocol["rois"]["gm_threshold"])
+    region_spheres = grid.balls(*roi_defs.region_spec(protocol["search"]["region"]))
+    region = region_spheres & within
+    region_cols = voxels.columns(region)
+    if len(region_cols) == 0:
+        raise InputError(
+            f"search region '{protocol['search']['region']}' is empty: no grey-matter voxel of the brain mask lies "
+            "in it on this grid (check the mask and that the BOLD is in MNI space)",
+            path=where,
+        )
+    roi_list = roi_defs.roi_set(protocol["rois"]["set"], protocol["rois"].get("radius_mm"))
+    roi_cols = {r.name: voxels.columns(grid.balls(r.centre_mni_mm, r.radius_mm) & within) for r in roi_list}
+    empty = [name for name, cols in roi_cols.items() if len(cols) == 0]
+    if empty:
+        warnings.append(f"ROIs empty on this grid/mask and left out of seeds: {', '.join(empty)}")
+    seed_p = protocol["seed"]
+    if "sphere" in seed_p:
+        centre, radius = roi_defs.sphere_spec(seed_p["sphere"])
+        seed_groups = [voxels.columns(grid.balls(centre, radius) & within)]
+        seed_label = f"sphere {seed_p['sphere']} {list(centre)} r={radius:g} mm"
+    else:
+        seed_groups = [roi_cols[r.name] for r in roi_list if r.subsystem == seed_p["subsystem"]]
+        seed_label = f"{seed_p['subsystem']} subsystem of {protocol['rois']['set']} ({len(seed_groups)} ROIs)"
+    if not any(len(g) for g in seed_groups):
+        raise InputError(f"the seed ({seed_label}) is empty on this grid and brain mask", path=where)
+    return AnalysisLayout(voxels, region, region_spheres, region_cols, roi_list, roi_cols, seed_groups, seed_label,
+                          warnings)
+
+
 def plan(selection, protocol, t_r=None, progress=None):
     """Compute an individualized target for one participant.
 
@@ -173,34 +237,12 @@ def plan(selection, protocol, t_r=None, progress=None):
     runs = _load_runs(selection, t_r)
     affine, shape = runs[0].img.affine, runs[0].img.shape[:3]
     brain = _brain_mask(runs, selection.mask, warnings)
-    voxels = VoxelSet(brain, affine)
 
     grid = selection.grid or roi_defs.MniGrid(shape, affine)
-    within = brain & grid.grey_matter(protocol["rois"]["gm_threshold"])
-    region_spheres = grid.balls(*roi_defs.region_spec(protocol["search"]["region"]))
-    region = region_spheres & within
-    region_cols = voxels.columns(region)
-    if len(region_cols) == 0:
-        raise InputError(
-            f"search region '{protocol['search']['region']}' is empty: no grey-matter voxel of the brain mask lies "
-            "in it on this grid (check the mask and that the BOLD is in MNI space)",
-            path=runs[0].paths["bold"],
-        )
-    roi_list = roi_defs.roi_set(protocol["rois"]["set"], protocol["rois"].get("radius_mm"))
-    roi_cols = {r.name: voxels.columns(grid.balls(r.centre_mni_mm, r.radius_mm) & within) for r in roi_list}
-    empty = [name for name, cols in roi_cols.items() if len(cols) == 0]
-    if empty:
-        warnings.append(f"ROIs empty on this grid/mask and left out of seeds: {', '.join(empty)}")
-    seed_p = protocol["seed"]
-    if "sphere" in seed_p:
-        centre, radius = roi_defs.sphere_spec(seed_p["sphere"])
-        seed_groups = [voxels.columns(grid.balls(centre, radius) & within)]
-        seed_label = f"sphere {seed_p['sphere']} {list(centre)} r={radius:g} mm"
-    else:
-        seed_groups = [roi_cols[r.name] for r in roi_list if r.subsystem == seed_p["subsystem"]]
-        seed_label = f"{seed_p['subsystem']} subsystem of {protocol['rois']['set']} ({len(seed_groups)} ROIs)"
-    if not any(len(g) for g in seed_groups):
-        raise InputError(f"the seed ({seed_label}) is empty on this grid and brain mask", path=runs[0].paths["bold"])
+    layout = analysis_layout(protocol, brain, affine, grid, runs[0].paths["bold"])
+    warnings += layout.warnings
+    voxels, region, region_spheres, region_cols = layout.voxels, layout.region, layout.region_spheres, layout.region_cols
+    roi_list, roi_cols, seed_groups, seed_label = layout.roi_list, layout.roi_cols, layout.seed_groups, layout.seed_label
 
     data_blocks, plans, run_qc, tsnr = [], [], [], {}
     for run in runs:
@@ -209,8 +251,9 @@ def plan(selection, protocol, t_r=None, progress=None):
         smoothed, raw = read_voxel_timeseries(
             run.img, voxels, cplan.first_frame, clean_p["smoothing_fwhm_mm"], raw_columns=region_cols
         )
-        operator = cplan.operator.astype(np.float32)
-        data_blocks.append(operator @ smoothed)
+        # float32 halves memory; the regression model computes in float64 so the streaming sums match it to 1e-6
+        dtype = np.float64 if clean_p["filter"] == "cosine" else np.float32
+        data_blocks.append(cplan.operator.astype(dtype) @ smoothed.astype(dtype, copy=False))
         plans.append(cplan)
         raw_mean = raw.mean(axis=0, dtype=np.float64)
         raw_std = raw.std(axis=0, dtype=np.float64)

@@ -83,6 +83,7 @@ SCHEMA = {
         "detrend": (bool, None, True),
         "high_pass_hz": (FLOAT, _range(0.0, 1.0), 0.01),
         "low_pass_hz": (FLOAT, _range(0.0, 10.0), 0.1),
+        "filter": (str, _one_of("butterworth", "cosine"), "butterworth"),
         "scrub": (bool, None, True),
         "fd_threshold_mm": (FLOAT, _range(0.0, 10.0, lo_open=True), 0.5),
         "task_regressors": (str, _one_of("hrf", "boxcar", "none"), "hrf"),

@@ -86,10 +86,39 @@ def read_voxel_timeseries(img, voxels, first_frame=0, fwhm_mm=0.0, raw_columns=N
     smoothed : ndarray, float32, shape (T, len(voxels))
     raw : ndarray or None, shape (T, len(raw_columns))
     """
-    pad = smoothing_radius(voxels.affine, fwhm_mm) if fwhm_mm else [0, 0, 0]
-    box = voxels.bounding_box(pad)
+    box = smoothing_box(voxels, fwhm_mm)
     block = np.asarray(img.dataobj[box + (slice(first_frame, None),)], dtype=np.float32)
     block = np.ascontiguousarray(block.T)  # (t, k, j, i); a view when nibabel returns F order
+    return _smoothed_columns(block, voxels, box, fwhm_mm, raw_columns, img.get_filename(), first_frame)
+
+
+def smoothing_box(voxels, fwhm_mm):
+    """Bounding box of the voxels grown by the smoothing kernel's half-width (see :func:`read_voxel_timeseries`)."""
+    return voxels.bounding_box(smoothing_radius(voxels.affine, fwhm_mm) if fwhm_mm else [0, 0, 0])
+
+
+def smoothed_volume_values(volume, voxels, fwhm_mm, box=None):
+    """One volume's smoothed voxel values, exactly as :func:`read_voxel_timeseries` gives that frame.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (I, J, K)
+    voxels : VoxelSet
+    fwhm_mm : float
+    box : tuple of slice, optional
+        :func:`smoothing_box` (computed when not given).
+
+    Returns
+    -------
+    ndarray, float32, shape (len(voxels),)
+    """
+    box = smoothing_box(voxels, fwhm_mm) if box is None else box
+    block = np.ascontiguousarray(np.asarray(volume[box], dtype=np.float32).T)[None]
+    return _smoothed_columns(block, voxels, box, fwhm_mm)[0][0]
+
+
+def _smoothed_columns(block, voxels, box, fwhm_mm, raw_columns=None, where=None, first_frame=0):
+    """Smooth a ``(t, k, j, i)`` float32 block cut at ``box`` in place; return the voxels' columns."""
     local = voxels.ijk - np.array([s.start for s in box])
     index = (slice(None), local[:, 2], local[:, 1], local[:, 0])
     nonfinite = ~np.isfinite(block)
@@ -99,7 +128,7 @@ def read_voxel_timeseries(img, voxels, first_frame=0, fwhm_mm=0.0, raw_columns=N
             t, col = inside[0]
             raise InputError(
                 f"NaN or infinite value inside the brain mask at voxel {tuple(int(v) for v in voxels.ijk[col])}",
-                path=img.get_filename(), volume=int(t) + first_frame,
+                path=where, volume=int(t) + first_frame,
             )
         block[nonfinite] = 0.0  # outside the mask, as nilearn's smoothing does
     raw = block[(slice(None),) + tuple(local[raw_columns].T[::-1])] if raw_columns is not None else None
