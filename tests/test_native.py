@@ -169,3 +169,85 @@ def test_native_refuses_preprocessed_confounds(tmp_path, capsys):
                  "--t1", str(tmp_path / "t1.nii.gz"), "--protocol", PROTOCOL, "--output", str(tmp_path / "out")])
     assert code == 1
     assert "--rest-confounds" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# The T1 given as DICOM (--t1-dicom): a partial T1 is refused, a whole one gives the NIfTI T1's target
+# ---------------------------------------------------------------------------
+
+SAMPLE_FMRIPREP = Path(__file__).resolve().parents[1] / "sample_data" / "derivatives" / "fmriprep" / "sub-01"
+SAMPLE_T1 = SAMPLE_FMRIPREP / "anat" / "sub-01_space-MNI152NLin2009cAsym_desc-preproc_T1w.nii.gz"
+SAMPLE_REST = SAMPLE_FMRIPREP / "func" / "sub-01_task-rest_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
+
+
+def test_partial_t1_dicom_is_refused_in_one_line(shared_data, tmp_path, capsys):
+    """The shared T1 DICOM holds 8 slices of 1 mm: not a whole head."""
+    sub = shared_data / "pydecnef-sub1" / "dicom"
+    code = main(["plan", "--rest-dicom", str(sub / "func-run1"), "--t1-dicom", str(sub / "t1"), "--participant", "01",
+                 "--protocol", PROTOCOL, "--output", str(tmp_path / "out"), "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert str(sub / "t1") in err and "8.0 mm" in err and "not a whole head" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_small_t1_field_of_view_is_refused(tmp_path, capsys):
+    """Same check on a NIfTI T1: 120 x 120 x 40 mm (20 slices of 2 mm)."""
+    (tmp_path / "in").mkdir()
+    t1 = tmp_path / "in" / "t1.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((60, 60, 20), np.int16), np.diag([2.0, 2.0, 2.0, 1.0])), t1)
+    code = main(["plan", "--native", "--rest-bold", str(SAMPLE_REST), "--t1", str(t1), "--participant", "01",
+                 "--protocol", "rest-dmpfc", "--output", str(tmp_path / "out"), "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "t1.nii.gz" in err and "40.0 mm" in err and "axis k" in err
+
+
+@pytest.fixture(scope="module")
+def t1_dicom_plans(tmp_path_factory):
+    """The sample patient's rest run (taken as raw) planned twice: T1 as NIfTI, and the same T1 as DICOM."""
+    pytest.importorskip("tmstarget.synthetic_dicom")
+    from tmstarget.synthetic_dicom import write_dicom_series
+
+    root = tmp_path_factory.mktemp("t1_dicom")
+    write_dicom_series(nib.load(SAMPLE_T1), root / "t1_dicom", series_number=2, series_description="t1_mprage")
+    docs = {}
+    for name, t1_args in (("nifti", ["--t1", str(SAMPLE_T1)]), ("dicom", ["--t1-dicom", str(root / "t1_dicom")])):
+        code = main(["plan", "--native", "--rest-bold", str(SAMPLE_REST), *t1_args, "--participant", "01",
+                     "--protocol", "rest-dmpfc", "--output", str(root / name), "--navigation", "none", "--quiet"])
+        assert code == 0
+        docs[name] = json.loads((root / name / "target.json").read_text())
+    return root, docs
+
+
+@pytest.mark.slow
+def test_t1_dicom_gives_the_nifti_target(t1_dicom_plans):
+    """Same world geometry, so the same target; the registrations only see the voxels in another order.
+
+    The DICOM writer stores this RAS T1 with its k axis reversed, so the T1 -> MNI registration resamples
+    a differently ordered grid: tolerances of 1 mm (half a voxel of the 2-mm registration grid).
+    """
+    _, docs = t1_dicom_plans
+    nifti, dicom = docs["nifti"]["target"], docs["dicom"]["target"]
+    assert docs["dicom"]["space"] == "T1w"
+    assert dicom["voxel_ijk"] == nifti["voxel_ijk"]
+    np.testing.assert_allclose(dicom["ras_mm"], nifti["ras_mm"], atol=1.0)
+    np.testing.assert_allclose(dicom["mni_mm"], nifti["mni_mm"], atol=1.0)
+    np.testing.assert_allclose(docs["dicom"]["coil"]["centre_ras_mm"], docs["nifti"]["coil"]["centre_ras_mm"],
+                               atol=2.0)
+
+
+@pytest.mark.slow
+def test_t1_dicom_copy_travels_with_the_plan(t1_dicom_plans):
+    """The converted T1 in OUTPUT/anat is the sample T1 (same world voxels), named by its sha256 in target.json."""
+    import hashlib
+
+    root, docs = t1_dicom_plans
+    anatomy = docs["dicom"]["anatomy"]
+    copy_path = root / "dicom" / anatomy["t1"]
+    assert anatomy["t1"] == "anat/sub-01_T1w.nii.gz"
+    assert hashlib.sha256(copy_path.read_bytes()).hexdigest() == anatomy["t1_sha256"]
+    original, copy = nib.as_closest_canonical(nib.load(SAMPLE_T1)), nib.as_closest_canonical(nib.load(copy_path))
+    np.testing.assert_allclose(copy.affine, original.affine, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(copy.dataobj), np.asarray(original.dataobj))

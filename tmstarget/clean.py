@@ -290,6 +290,9 @@ def plan_cleaning(run, params):
     keep = np.ones(n_frames, dtype=bool)
     if params["scrub"]:
         keep &= fd[first:] <= params["fd_threshold_mm"]
+    if run.confounds is not None and "missing_volume" in run.confounds.columns:
+        # a volume the scanner never delivered (real-time gap) holds a placeholder: leave it out, keep its time
+        keep &= run.confounds["missing_volume"].to_numpy()[first:] == 0
     kept_local = np.flatnonzero(keep)
     if len(kept_local) < params["min_volumes"]:
         raise InputError(

@@ -14,6 +14,7 @@ from . import __version__
 from .errors import TmsTargetError
 from .ingest import convert_cli
 from .navigation import cli as navigation_cli
+from .realtime import cli as realtime_cli
 
 log = logging.getLogger("tmstarget")
 
@@ -64,6 +65,11 @@ def _build_plan_parser(sub):
     p.add_argument("--task", default="rumination", help="BIDS task label of the blocks-design task run (default: rumination)")
     p.add_argument("--rest-task", default="rest", help="BIDS task label of the resting-state run (default: rest)")
     p.add_argument("--bids-dir", type=Path, help="raw BIDS dataset holding *_events.tsv")
+    p.add_argument("--space", choices=["T1w", "MNI152NLin2009cAsym"],
+                   help="coordinates of the target and coil for fMRIPrep inputs: T1w = the world of fMRIPrep's "
+                   "native sub-<l>_desc-preproc_T1w, through its own from-T1w_to-MNI152NLin2009cAsym / "
+                   "from-MNI152NLin2009cAsym_to-T1w transforms (no registration; maps stay in MNI space). "
+                   "Default: T1w when that T1w and both transforms exist (and no --t1), else MNI152NLin2009cAsym")
     files = p.add_argument_group("explicit files (instead of, or on top of, a dataset folder)")
     files.add_argument("--rest-bold", type=Path, action="append", default=[], help="resting-state BOLD (repeat per run)")
     files.add_argument("--rest-confounds", type=Path, action="append", default=[], help="confounds TSV per rest run")
@@ -89,6 +95,9 @@ def _build_plan_parser(sub):
                         help="--rest-bold/--task-bold are raw (not preprocessed) NIfTI runs in scanner space")
     native.add_argument("--work-dir", type=Path, help="keep intermediate files (realigned runs, confounds, "
                         "masks, transforms) here (default: a temporary folder, removed)")
+    native.add_argument("--slice-timing", action="store_true",
+                        help="correct slice timing (Fourier interpolation to the middle of the TR) before motion "
+                        "estimation; needs SliceTiming in the DICOM headers or JSON sidecars")
     nav = p.add_argument_group("navigation files (written into OUTPUT/navigation/ when a T1 is known)")
     nav.add_argument("--navigation", action="append", default=None, metavar="FORMAT",
                      help="navigation format to write (repeat; default: all; 'none' to skip)")
@@ -209,7 +218,8 @@ def run_native_plan(args, protocol, participant, progress):
     check_output_dir(args.output, args.force, input_dirs)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="tmstarget-native-"))
     try:
-        session = prepare_native(runs, t1_source, work, participant, t1_series=series, progress=progress)
+        session = prepare_native(runs, t1_source, work, participant, t1_series=series, progress=progress,
+                                 slice_timing=args.slice_timing)
         nav = [lambda staging: _export_navigation(staging, args)] if args.navigation else []
         document = finish_native_plan(session, protocol, args.output, participant, force=args.force,
                                       command=["tmstarget"] + sys.argv[1:], input_dirs=input_dirs, t_r=args.tr,
@@ -221,10 +231,12 @@ def run_native_plan(args, protocol, participant, progress):
 
 
 def run_plan(args):
+    from .errors import InputError
     from .ingest.collect import select_runs
     from .outputs import check_output_dir, write_plan
-    from .ingest.fmriprep import participant_label
-    from .pipeline import place_coils, plan
+    from .ingest.fmriprep import participant_label, resolve_dataset
+    from .native import choose_fmriprep_space, fmriprep_plan_to_t1w
+    from .pipeline import SPACE, place_coils, plan
     from .protocol import load_protocol
 
     progress = Progress(args.quiet)
@@ -232,13 +244,17 @@ def run_plan(args):
     protocol = load_protocol(args.protocol, _overrides(args))
     participant = participant_label(args.participant) if args.participant else "anonymous"
     if _native_requested(args):
+        if args.space == SPACE:
+            raise InputError(f"--space {SPACE}: a plan on raw runs is always in the T1's world (T1w), with the MNI "
+                             "coordinate in target.mni_mm; --space is for fMRIPrep inputs")
         document = run_native_plan(args, protocol, participant, progress)
         _print_summary(document, protocol, args)
         return 0
+    if args.slice_timing:
+        raise InputError("--slice-timing is for raw runs (--rest-dicom/--task-dicom, or --native); preprocessed "
+                         "runs were already slice-timing corrected or not by their pipeline")
     rest, blocks, by_state = _explicit_runs(args)
     if protocol.kind == "connectivity" and args.dataset is None and not (rest or blocks or by_state):
-        from .errors import InputError
-
         raise InputError("give a dataset folder (with --participant) or explicit files (--rest-bold/--task-bold)")
     selection = select_runs(
         protocol.states, dataset=args.dataset, participant=args.participant, rest_task=args.rest_task,
@@ -246,17 +262,26 @@ def run_plan(args):
         explicit_state_runs=by_state, t1=args.t1, mask=args.mask,
     ) if protocol.kind == "connectivity" else _fixed_selection(args)
     check_output_dir(args.output, args.force, selection.input_dirs)
+    fmriprep_dir = resolve_dataset(args.dataset, args.bids_dir)[0] if args.dataset is not None else None
+    anatomy_t1w, space_note = choose_fmriprep_space(
+        fmriprep_dir, args.participant, args.space, mni_t1_path=None if args.t1 else selection.t1,
+        explicit_t1=args.t1 is not None)
     result = plan(selection, protocol, t_r=args.tr, progress=progress)
+    result.qc["space_choice"] = space_note
     coils = anatomy = None
     writers = []
-    if selection.t1 is not None:
+    if anatomy_t1w is not None:
+        progress("mapping the targets MNI -> T1w (fMRIPrep's transforms) and placing the coil on the T1w scalp")
+        result, coils, anatomy = fmriprep_plan_to_t1w(result, anatomy_t1w)
+    elif selection.t1 is not None:
         progress("placing the coil on the scalp")
         _, coils, anatomy = place_coils(result, selection.t1)
-        if args.navigation:
-            writers.append(lambda staging: _export_navigation(staging, args))
+    if coils is not None and args.navigation:
+        writers.append(lambda staging: _export_navigation(staging, args))
     progress("writing outputs")
     document = write_plan(result, args.output, participant, force=args.force, command=["tmstarget"] + sys.argv[1:],
-                          input_dirs=selection.input_dirs, coils=coils, anatomy=anatomy, extra_writers=writers)
+                          input_dirs=selection.input_dirs, coils=coils, anatomy=anatomy, extra_writers=writers,
+                          grid_space=SPACE if anatomy_t1w is not None else None)
     _print_summary(document, protocol, args)
     return 0
 
@@ -268,10 +293,15 @@ def _print_summary(document, protocol, args):
         where = f"MNI {t['ras_mm']} mm" if document["space"].startswith("MNI") else \
             f"{document['space']} {t['ras_mm']} mm (MNI {t['mni_mm']} mm)"
         print(f"target ({protocol.name}): {where}{score}, method {t['method']} -> {args.output}/target.json")
+        choice = document["qc"].get("space_choice") or (
+            "T1w: world of the T1, registered here" if document["space"] == "T1w" else document["space"])
+        print(f"space: {choice}")
         if document["coil"]:
             c = document["coil"]
-            print(f"coil centre on the scalp: {[round(v, 1) for v in c['centre_ras_mm']]} mm, "
-                  f"scalp-to-cortex {c['scalp_to_cortex_mm']:.1f} mm, handle {c['handle_rule']}")
+            depth = f"scalp-to-cortex {c['scalp_to_cortex_mm']:.1f} mm" if c["scalp_to_cortex_mm"] is not None \
+                else f"scalp-to-target {c['scalp_to_target_mm']:.1f} mm (no brain mask)"
+            print(f"coil centre on the scalp: {[round(v, 1) for v in c['centre_ras_mm']]} mm, {depth}, "
+                  f"handle {c['handle_rule']}")
         for warning in document["qc"].get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
 
@@ -365,6 +395,7 @@ def build_parser():
     _build_sample_parser(sub)
     convert_cli.add_subcommand(sub)
     navigation_cli.add_subcommands(sub)
+    realtime_cli.add_subcommands(sub, _add_common, Progress)
     return parser
 
 

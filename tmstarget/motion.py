@@ -473,16 +473,39 @@ def _reslice(data, affine, params, order=1):
     mats = rigid_matrix(_check_motion_params(params))
     if len(mats) != data.shape[3]:
         raise InputError(f"{len(mats)} motion rows for {data.shape[3]} volumes")
-    grid = np.indices(data.shape[:3]).reshape(3, -1).astype(float)
-    ras2vox = np.linalg.inv(affine)
+    grid = _voxel_grid(data.shape[:3])
     out = np.empty(data.shape, dtype=np.float32)
     for t, matrix in enumerate(mats):
-        vox_map = ras2vox @ matrix @ affine
-        ijk = vox_map[:3, :3] @ grid + vox_map[:3, 3:]
-        out[..., t] = ndimage.map_coordinates(
-            data[..., t], ijk, order=order, mode="nearest", prefilter=False
-        ).reshape(data.shape[:3])
+        out[..., t] = _reslice_one(data[..., t], affine, matrix, grid, order)
     return out
+
+
+def _voxel_grid(shape):
+    return np.indices(shape).reshape(3, -1).astype(float)
+
+
+def _reslice_one(vol, affine, matrix, grid, order):
+    vox_map = np.linalg.inv(affine) @ matrix @ affine
+    ijk = vox_map[:3, :3] @ grid + vox_map[:3, 3:]
+    return ndimage.map_coordinates(vol, ijk, order=order, mode="nearest", prefilter=False).reshape(vol.shape)
+
+
+def reslice_volume(vol, affine, params, order=1):
+    """One volume resliced onto the reference grid, exactly as :func:`realign` does it for a run.
+
+    Parameters
+    ----------
+    vol : ndarray (I, J, K)
+    affine : array (4, 4)
+    params : array (6,)
+        This volume's motion parameters (:func:`estimate_motion` row).
+
+    Returns
+    -------
+    ndarray, float32, shape (I, J, K)
+    """
+    matrix = rigid_matrix(_check_motion_params(np.asarray(params)[None, :]))[0]
+    return _reslice_one(np.asarray(vol, dtype=np.float32), affine, matrix, _voxel_grid(vol.shape), order)
 
 
 def realign(bold_img, params):

@@ -145,7 +145,7 @@ def _float_img(array, affine, space):
 
 
 def write_plan(result, out_dir, participant, force=False, command=None, input_dirs=(), coils=None,
-               anatomy=None, extra_inputs=None, extra_writers=()):
+               anatomy=None, extra_inputs=None, extra_writers=(), grid_space=None):
     """Write every output of a plan into ``out_dir`` as one atomic step.
 
     Parameters
@@ -167,6 +167,12 @@ def write_plan(result, out_dir, participant, force=False, command=None, input_di
     extra_writers : sequence of callables
         ``f(staging_dir)`` writing more files once ``target.json`` is in the
         staging folder (navigation exports); they end up in the same atomic step.
+    grid_space : str, optional
+        World space of the analysis grid (``result.affine``: maps, masks,
+        target sphere) when it is not ``result.space``: a plan of fMRIPrep
+        inputs reported in T1w keeps its grid in MNI152NLin2009cAsym. Only an
+        MNI space is accepted then, and the sphere is centred on
+        ``result.mni_mm[0]``. Default: ``result.space``.
 
     Returns
     -------
@@ -174,6 +180,10 @@ def write_plan(result, out_dir, participant, force=False, command=None, input_di
         The ``target.json`` document.
     """
     check_output_dir(out_dir, force, input_dirs)
+    grid_space = result.space if grid_space is None else grid_space
+    if grid_space != result.space and (not grid_space.startswith("MNI") or result.mni_mm is None):
+        raise OutputError(f"an analysis grid in {grid_space} under {result.space} coordinates needs an MNI grid "
+                          "and the candidates' mni_mm", path=out_dir)
     out = Path(out_dir).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
@@ -184,11 +194,12 @@ def write_plan(result, out_dir, participant, force=False, command=None, input_di
         files = {}
         for name, array in result.maps.items():
             files[f"{name}.nii.gz"] = write_nifti_atomic(staging / f"map-{name}.nii.gz",
-                                                         _float_img(array, result.affine, result.space))
+                                                         _float_img(array, result.affine, grid_space))
         if "search_region" in result.masks:
             write_nifti_atomic(staging / "search_region.nii.gz", mask_to_img(result.masks["search_region"], result.affine))
         radius = result.protocol.params["target"]["sphere_radius_mm"] if "target" in result.protocol.params else 5.0
-        sphere = ball_mask(result.shape, result.affine, result.target.ras_mm, radius)
+        centre = result.target.ras_mm if grid_space == result.space else result.mni_mm[0]
+        sphere = ball_mask(result.shape, result.affine, centre, radius)
         write_nifti_atomic(staging / "target_sphere.nii.gz", mask_to_img(sphere, result.affine))
         document["outputs"] = sorted(["target.json", "targets.tsv", "target_sphere.nii.gz", "protocol.toml"]
                                      + [f"map-{n}.nii.gz" for n in result.maps]

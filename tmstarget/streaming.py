@@ -17,8 +17,10 @@ Why it is exact: with ``b = G^+ X'y`` (``G = X'X`` over all kept frames), a
 state's residual cross-product is ``sum_S e_a e_b = A_S - b_a' XB_S - XA_S' b_b
 + b_a' G_S b_b``; sums of residuals use the constant column (``sum_S x =
 G_S[:, 0]``).  Each voxel's values are stored relative to its value in the
-first frame added: the constant regressor absorbs the shift and the running
-sums lose fewer digits.
+first frame added, and each design column minus its first-frame value times
+the constant: the constant regressor absorbs both shifts (the residuals do not
+change) and the running sums lose far fewer digits (normal equations square
+the design's condition number).
 """
 
 import numpy as np
@@ -300,7 +302,11 @@ class StreamingConnectivity:
         y = np.asarray(values, dtype=np.float64)
         if self.offset is None:
             self.offset = y.copy()
+            # design columns minus multiples of the constant: the same span, far better conditioned sums
+            self.x_offset = np.asarray(x, dtype=np.float64).copy()
+            self.x_offset[0] = 0.0
         y = y - self.offset
+        x = x - self.x_offset
         s = float(y @ self.seed_weights)
         r = y @ self.roi_weights
         bucket = int(self.bucket_of[volume])

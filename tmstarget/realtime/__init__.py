@@ -1,0 +1,1 @@
+"""Real-time front end: poll a scanner's export folder (`incoming`) and simulate one (`replay`)."""

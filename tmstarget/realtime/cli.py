@@ -1,0 +1,80 @@
+"""``tmstarget watch`` and ``tmstarget replay`` (argument parsing only; the work is in watch.py and replay.py)."""
+
+import sys
+from pathlib import Path
+
+from . import replay
+
+
+def add_subcommands(sub, add_common, progress_factory):
+    """Register ``watch`` and ``replay`` on the top-level subparsers.
+
+    ``add_common`` and ``progress_factory`` are the main CLI's shared helpers
+    (quiet/verbose options, stage messages).
+    """
+    p = sub.add_parser(
+        "watch",
+        help="follow a scanner's real-time export and update the target after every volume",
+        description="Watch a folder the scanner's real-time export writes DICOM files into (polling; network "
+        "shares work). After every volume: motion correction, FD, the streaming connectivity update, the current "
+        "target and its stability, written atomically to OUTPUT/live.json. At the end (expected volumes, "
+        "--stop-after idle seconds, or Ctrl-C) the same outputs as 'tmstarget plan' go to OUTPUT/plan/. "
+        "Killed and started again on the same OUTPUT, it resumes where it stopped.",
+        epilog="example: tmstarget watch /mnt/rt-export --t1 T1w.nii.gz --protocol sgacc-dlpfc "
+        "--expected-volumes 120 --output watch-out",
+    )
+    p.add_argument("incoming", type=Path, metavar="INCOMING_DIR", help="folder the real-time export writes into")
+    p.add_argument("--output", "-o", type=Path, required=True, help="watch folder (live.json, state/, plan/)")
+    p.add_argument("--protocol", default="rumination-dmpfc", help="protocol name or .toml (default: rumination-dmpfc); "
+                   "its band limits become cosine regressors ([clean] filter = cosine), the streaming model")
+    p.add_argument("--t1", type=Path, required=True, help="the participant's T1 (NIfTI, or a DICOM folder)")
+    p.add_argument("--events", type=Path, help="BIDS events TSV of a blocks-design task run (onsets from the first "
+                   "volume)")
+    p.add_argument("--expected-volumes", type=int, metavar="N", help="volumes of the run (the end of the watch; "
+                   "needed when band limits or HRF task regressors depend on the run length)")
+    p.add_argument("--series", metavar="N", help="SeriesNumber or UID to follow (default: the first series seen)")
+    p.add_argument("--stop-after", type=float, default=60.0, metavar="SECONDS",
+                   help="finish after this many seconds without a new volume, once the scan has started "
+                   "(default: 60; 0 = never, wait for --expected-volumes or Ctrl-C)")
+    p.add_argument("--gap-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="wait this long for a missing volume once a later one is there (default: 10)")
+    p.add_argument("--participant", help="participant label used in the outputs (never read from DICOM)")
+    p.add_argument("--stable-mm", type=float, default=2.0, help="stability threshold (default: 2 mm)")
+    p.add_argument("--stable-minutes", type=float, default=5.0, help="stability window (default: 5 minutes)")
+    p.add_argument("--navigation", action="append", default=None, metavar="FORMAT",
+                   help="navigation format for the final plan (repeat; default: all; 'none' to skip)")
+    p.add_argument("--affine", choices=["qform", "sform"], help="which T1 affine the navigator uses, needed only "
+                   "when they differ")
+    p.add_argument("--force", action="store_true", help="start afresh in a non-empty OUTPUT that holds no watch")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a protocol parameter (recorded in the outputs)")
+    add_common(p)
+    p.set_defaults(handler=lambda args: run_watch(args, progress_factory))
+    replay.add_parser(sub)
+
+
+def run_watch(args, progress_factory):
+    from ..ingest.fmriprep import participant_label
+    from ..protocol import load_protocol
+    from .watch import Watcher, WatchOptions
+
+    from ..cli import _export_navigation
+
+    # the streaming engine's model: band limits as cosine regressors (recorded as an override)
+    protocol = load_protocol(args.protocol, ["clean.filter=cosine"] + list(args.overrides))
+    args.navigation = [] if args.navigation == ["none"] else (args.navigation or "all")
+    series = int(args.series) if args.series is not None and args.series.isdigit() else args.series
+    writers = [lambda staging: _export_navigation(staging, args)] if args.navigation else []
+    opts = WatchOptions(
+        incoming=args.incoming, output=args.output, protocol=protocol, t1=args.t1, events=args.events,
+        expected_volumes=args.expected_volumes, series=series, stop_after_s=args.stop_after or None,
+        gap_timeout_s=args.gap_timeout, participant=participant_label(args.participant) if args.participant
+        else "anonymous", stable_mm=args.stable_mm, stable_minutes=args.stable_minutes, extra_writers=writers,
+        command=["tmstarget"] + sys.argv[1:], force=args.force,
+    )
+    document = Watcher(opts, progress=progress_factory(args.quiet)).run()
+    if not args.quiet and document is not None:
+        t = document["target"]
+        print(f"target ({protocol.name}): T1w {t['ras_mm']} mm (MNI {t['mni_mm']} mm) -> "
+              f"{Path(args.output) / 'plan' / 'target.json'}")
+    return 0

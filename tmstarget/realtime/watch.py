@@ -1,0 +1,656 @@
+"""``tmstarget watch``: the target, its stability and the head motion after every volume.
+
+Per volume, in acquisition order (:class:`~tmstarget.realtime.incoming.IncomingSeries`):
+rigid registration to the reference volume (the series' first) and
+reslicing (:mod:`tmstarget.motion`), FD, WM/CSF means, a committed row in the
+state record (:class:`~tmstarget.realtime.store.RunStore`), the streaming
+engine's update (:class:`~tmstarget.streaming.StreamingConnectivity`) and the
+live readout: target and candidates in T1w and MNI, drift, stability, QC,
+written atomically to ``OUTPUT/live.json``.
+
+Set-up happens once: the T1 -> MNI registration starts as the watcher starts
+(the T1 is acquired first), the EPI -> T1 coregistration when the reference
+volume arrives; the MNI-defined masks are then warped onto the EPI grid as in
+a native plan (:mod:`tmstarget.native`).
+
+At the end (expected volumes, ``stop_after_s`` idle, Ctrl-C or SIGTERM) the
+recorded run goes through :func:`tmstarget.native.finish_native_plan`: the
+same outputs as ``tmstarget plan`` in ``OUTPUT/plan/``, and a self-check of
+the streaming maps against them in ``live.json``.
+
+Output layout::
+
+    OUTPUT/live.json    the live state (rewritten atomically after each volume)
+    OUTPUT/watch.log    the log
+    OUTPUT/state/       what a restarted watcher resumes from
+    OUTPUT/plan/        the final plan
+"""
+
+import json
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError
+from ..fileio import sha256_file, write_json_atomic, write_nifti_atomic, write_text_atomic
+from .store import RunStore
+
+log = logging.getLogger(__name__)
+
+LIVE_SCHEMA = "tmstarget-live/1"
+DRIFT_WINDOWS_MIN = (1, 2, 5)
+
+
+@dataclass
+class WatchOptions:
+    """Everything ``tmstarget watch`` was asked to do.
+
+    Attributes
+    ----------
+    incoming : Path
+        Folder the scanner's real-time export writes into.
+    output : Path
+        Watch folder (``live.json``, ``state/``, ``plan/``).
+    protocol : Protocol
+        Loaded with ``[clean] filter = "cosine"`` (the streaming model).
+    t1 : Path
+        T1 NIfTI, or a DICOM folder.
+    events : Path, optional
+        BIDS events of a blocks-design run (onsets from the series' first volume).
+    expected_volumes : int, optional
+        Volumes of the run; needed when the model depends on the run length.
+    series : int or str, optional
+    stop_after_s : float, optional
+        Finish after this many seconds without a new volume (counted from the first volume: a watcher
+        may be started long before the scan). None: wait for the expected volumes or Ctrl-C.
+    gap_timeout_s : float
+        A missing volume is waited for this long once a later one is there.
+    participant : str
+    stable_mm, stable_minutes : float
+        Verdict "stable": the target moved less than ``stable_mm`` over the last ``stable_minutes``.
+    extra_writers : list of callable
+        Run in the final plan's staging folder (navigation export).
+    command : list of str
+    force : bool
+        Start afresh in a non-empty output folder that is not a watch.
+    poll_s : float
+    """
+
+    incoming: Path
+    output: Path
+    protocol: object
+    t1: Path
+    events: Path | None = None
+    expected_volumes: int | None = None
+    series: object = None
+    stop_after_s: float | None = 60.0
+    gap_timeout_s: float = 10.0
+    participant: str = "anonymous"
+    stable_mm: float = 2.0
+    stable_minutes: float = 5.0
+    extra_writers: list = field(default_factory=list)
+    command: list = field(default_factory=list)
+    force: bool = False
+    poll_s: float = 0.02
+
+
+def _needs_run_length(protocol):
+    clean = protocol["clean"]
+    return bool(clean["high_pass_hz"] or clean["low_pass_hz"]) or clean["task_regressors"] == "hrf"
+
+
+def check_options(opts):
+    """Refuse what the watcher cannot do, before anything is written (one clear line each)."""
+    from ..ingest.runs import load_events
+
+    p = opts.protocol
+    if p.kind != "connectivity":
+        raise InputError(f"protocol '{p.name}' is a fixed target: there is nothing to watch")
+    if p["clean"]["global_signal"]:
+        raise InputError("the watcher has no global signal regressor: use a protocol with [clean] global_signal = "
+                         "false", key="clean.global_signal")
+    states = p.states
+    if states != ["rest"] and opts.events is None:
+        raise InputError(f"protocol '{p.name}' needs the states {states}: give the task's --events (one series is "
+                         "watched; for one run per state, plan the runs afterwards with 'tmstarget plan')")
+    if states == ["rest"] and opts.events is not None:
+        raise InputError(f"protocol '{p.name}' analyses rest: --events does not apply", path=opts.events)
+    if opts.expected_volumes is None and _needs_run_length(p):
+        raise InputError("--expected-volumes is needed: the protocol's band limits (cosine regressors) or HRF task "
+                         "regressors depend on the run length")
+    if opts.expected_volumes is not None and opts.expected_volumes <= p["clean"]["dummy_volumes"] + 1:
+        raise InputError(f"--expected-volumes {opts.expected_volumes} leaves no frame after "
+                         f"{p['clean']['dummy_volumes']} dummy volumes")
+    if not Path(opts.t1).exists():
+        raise InputError("T1 not found", path=opts.t1)
+    if opts.events is not None:
+        events = load_events(opts.events, float("inf"), 1.0)  # checked against the run's end at set-up
+        missing = [s for s in states if s not in set(events["trial_type"])]
+        if missing:
+            raise InputError(f"events have no block of {missing} (trial_type values: "
+                             f"{sorted(set(events['trial_type']))})", path=opts.events, key="trial_type")
+    incoming = Path(opts.incoming).resolve()
+    out = Path(opts.output).resolve()
+    if out == incoming or incoming in out.parents:
+        raise InputError("the output folder may not be inside the incoming folder (the watcher would read its "
+                         f"own files); use e.g. {incoming.parent / (incoming.name + '-watch')}", path=opts.output)
+
+
+def _transform_dict(t):
+    return {"from": t.from_space, "to": t.to_space, "fwd_files": list(t.fwd_files), "fwd_invert": list(t.fwd_invert),
+            "inv_files": list(t.inv_files), "inv_invert": list(t.inv_invert)}
+
+
+def _transform_from(d):
+    from ..registration import Transform
+
+    return Transform(d["from"], d["to"], tuple(d["fwd_files"]), tuple(d["fwd_invert"]), tuple(d["inv_files"]),
+                     tuple(d["inv_invert"]))
+
+
+class Watcher:
+    """Follows one series of a real-time export and keeps the target up to date.
+
+    Parameters
+    ----------
+    opts : WatchOptions
+    progress : callable, optional
+        Called with a short message at each set-up stage and at the end.
+    """
+
+    def __init__(self, opts, progress=None):
+        check_options(opts)
+        self.opts = opts
+        self.progress = progress or (lambda message: None)
+        self.out = Path(opts.output).resolve()
+        self.state_dir = self.out / "state"
+        self.live_path = self.out / "live.json"
+        self.protocol = opts.protocol
+        self.clean = self.protocol["clean"]
+        self.events = None
+        if opts.events is not None:
+            from ..ingest.runs import load_events
+
+            self.events = load_events(opts.events, float("inf"), 1.0)
+        self.protocol_key = _protocol_key(self.protocol)
+        self.setup = None  # set-up record (dict), saved in state/setup.json
+        self.store = None
+        self.stream = None
+        self.history = []  # (volume, t1 ras_mm) of the live target
+        self.live_target = None
+        self.point_cache = {}
+        self.started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.status = "waiting for the first volume"
+        self.finished = None
+        self._t1_future = None
+        self.incoming = None
+        self.perf = []
+
+    # ----------------------------------------------------------------- state
+
+    def _prepare_output(self):
+        """Check the output folder; return the saved set-up of a watch to resume (or None)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        setup_path = self.state_dir / "setup.json"
+        if setup_path.exists():
+            saved = json.loads(setup_path.read_text(encoding="utf-8"))
+            if saved["protocol_key"] != self.protocol_key or saved["incoming"] != str(
+                    Path(self.opts.incoming).resolve()):
+                raise InputError("this output folder holds a watch of another series or protocol; give another "
+                                 "--output (or --force to start afresh)", path=self.out)
+            return saved
+        leftovers = [p.name for p in self.out.iterdir() if p.name not in ("watch.log",)]
+        if leftovers and not self.opts.force:
+            raise InputError(f"output folder is not empty and holds no watch to resume ({', '.join(leftovers[:3])}); "
+                             "use --force to start afresh", path=self.out)
+        if leftovers:
+            import shutil
+
+            for name in leftovers:
+                path = self.out / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return None
+
+    def _start_t1_registration(self):
+        from ..native import load_image
+        from ..registration import register_t1_to_mni
+
+        t1_img, _ = load_image(self.opts.t1, what="T1")
+        if t1_img.ndim != 3:
+            raise InputError(f"the T1 must be a 3-D image; got shape {t1_img.shape}", path=self.opts.t1)
+        self.t1_img = t1_img
+        self.t1_from_dicom = Path(self.opts.t1).is_dir()
+        self.t1_path = Path(self.opts.t1)
+        if self.t1_from_dicom:
+            self.t1_path = write_nifti_atomic(self.state_dir / f"sub-{self.opts.participant}_T1w.nii.gz", t1_img)
+        self.progress("registering the T1 to MNI152NLin2009cAsym (in the background)")
+        pool = ThreadPoolExecutor(max_workers=1)
+        self._t1_future = pool.submit(register_t1_to_mni, t1_img, 2, self.state_dir / "ants")
+        pool.shutdown(wait=False)
+
+    def _set_up(self, volume):
+        """Reference volume -> EPI -> T1 coregistration, masks on the EPI grid, streaming engine."""
+        from ..motion import volume_centre_ras_mm
+        from ..native import EPI_SPACE, T1_SPACE
+        from ..registration import coregister_epi_to_t1, save_transform
+
+        self.status = "setting up (coregistration and masks)"
+        if not volume.t_r_s:
+            raise InputError("the series has no RepetitionTime in its DICOM headers", path=volume.files[0])
+        if self.opts.events is not None and self.opts.expected_volumes is not None:
+            from ..ingest.runs import load_events
+
+            load_events(self.opts.events, self.opts.expected_volumes, volume.t_r_s)  # blocks inside the run
+        # the affine as the recorded run's NIfTI header will hold it (float32), so the final plan smooths with
+        # exactly the kernel the streaming engine used
+        header = nib.Nifti1Header()
+        header.set_sform(volume.affine)
+        affine = header.get_sform()
+        ref_img = nib.Nifti1Image(volume.data.astype(np.float32), affine)
+        ref_path = write_nifti_atomic(self.state_dir / "reference.nii.gz", ref_img)
+        self.progress(f"reference volume {volume.index}: coregistering the EPI to the T1 (rigid)")
+        epi_to_t1 = coregister_epi_to_t1(ref_img, self.t1_img, EPI_SPACE, T1_SPACE, workdir=self.state_dir / "ants")
+        self.progress("waiting for the T1 -> MNI registration")
+        t1_to_mni = self._t1_future.result()
+        xfm = self.state_dir / "xfm"
+        epi_to_t1 = save_transform(epi_to_t1, xfm, "epi_to_t1")
+        t1_to_mni = save_transform(t1_to_mni, xfm, "t1_to_mni")
+        setup = {
+            "protocol_key": self.protocol_key,
+            "incoming": str(Path(self.opts.incoming).resolve()),
+            "reference_volume": volume.index,
+            "t_r_s": float(volume.t_r_s),
+            "shape": list(volume.data.shape),
+            "affine": affine.tolist(),
+            "series_number": volume.series_number,
+            "series_uid": volume.series_uid,
+            "description": volume.description,
+            "epi_to_t1": _transform_dict(epi_to_t1),
+            "t1_to_mni": _transform_dict(t1_to_mni),
+            "t1": str(self.t1_path.resolve()),
+            "t1_from_dicom": self.t1_from_dicom,
+            "centre_ras_mm": volume_centre_ras_mm(affine, volume.data.shape).tolist(),
+            "reference": str(ref_path),
+        }
+        self._build(setup, ref_img)
+        write_json_atomic(self.state_dir / "setup.json", setup)  # written last: a set-up is all or nothing
+        self.setup = setup
+        self.store = RunStore(self.state_dir, setup["shape"], np.array(setup["affine"]), setup["t_r_s"])
+        self.store.open()
+
+    def _build(self, setup, ref_img):
+        """Masks, grid, layout and the streaming engine from a set-up record."""
+        from nilearn import datasets
+
+        from ..motion import prepare_reference
+        from ..native import MASK_RESOLUTION_MM, NativeGrid
+        from ..pipeline import analysis_layout
+        from ..registration import compose, nuisance_masks, warp_image
+        from ..streaming import StreamingConnectivity
+
+        self.epi_to_t1 = _transform_from(setup["epi_to_t1"])
+        self.t1_to_mni = _transform_from(setup["t1_to_mni"])
+        self.t1_path = Path(setup["t1"])
+        self.t1_from_dicom = setup["t1_from_dicom"]
+        epi_to_mni = compose(self.epi_to_t1, self.t1_to_mni)
+        affine = np.array(setup["affine"])
+        brain_mni = datasets.load_mni152_brain_mask(resolution=MASK_RESOLUTION_MM)
+        brain_mni = nib.Nifti1Image((brain_mni.get_fdata() > 0).astype(np.uint8), brain_mni.affine)
+        brain = np.asarray(warp_image(brain_mni, epi_to_mni, ref_img, "inverse", "nearest").dataobj) > 0
+        if not brain.any():
+            raise InputError("the MNI brain mask warped into EPI space is empty: check the EPI -> T1 -> MNI "
+                             "registration")
+        tissue = nuisance_masks(epi_to_mni, ref_img, direction="inverse", resolution_mm=MASK_RESOLUTION_MM)
+        self.wm_mask = np.asarray(tissue["wm"].dataobj) > 0
+        self.csf_mask = np.asarray(tissue["csf"].dataobj) > 0
+        self.mask_path = write_nifti_atomic(self.state_dir / "brain_mask.nii.gz",
+                                            nib.Nifti1Image(brain.astype(np.uint8), affine))
+        self.grid = NativeGrid(ref_img, epi_to_mni)
+        self.layout = analysis_layout(self.protocol, brain, affine, self.grid, self.opts.incoming)
+        self.ref_prep = prepare_reference(np.asarray(ref_img.dataobj, dtype=np.float32), affine)
+        self.affine = affine
+        self.centre = np.array(setup["centre_ras_mm"])
+        n_volumes = self.opts.expected_volumes or 10000
+        run_state = "rest" if self.events is None else None
+        self.stream = StreamingConnectivity(self.layout, self.protocol, setup["t_r_s"], n_volumes,
+                                            events=self.events, run_state=run_state)
+
+    def _restore(self, saved):
+        """Resume: rebuild the engine and feed it the committed volumes again."""
+        self.progress("resuming the watch from its saved state")
+        ref_img = nib.load(saved["reference"])
+        self._build(saved, ref_img)
+        self.setup = saved
+        self.store = RunStore(self.state_dir, saved["shape"], np.array(saved["affine"]), saved["t_r_s"])
+        rows = self.store.open()
+        for row in rows:
+            motion = np.array([row[k] for k in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")])
+            data = None if row["missing"] else self.store.read_volume(row["volume"])
+            self.stream.push(row["volume"], data, motion, [row["white_matter"], row["csf"]], row["fd_power_mm"],
+                             missing=row["missing"])
+            self._track(row["volume"])
+        log.info("resumed after %d committed volumes", len(rows))
+
+    # ------------------------------------------------------------- per volume
+
+    def _process(self, item):
+        from ..motion import fd_jenkinson, fd_power, register_volume, reslice_volume
+        from .incoming import Gap
+
+        picked = time.monotonic()
+        missing = isinstance(item, Gap)
+        if self.setup is None:
+            if missing:
+                log.warning("volume %d never arrived before the reference volume: skipped", item.index)
+                return
+            self._set_up(item)
+        index = item.index
+        expected = len(self.store.rows)
+        if index != expected:
+            raise InputError(f"volume {index} released while volume {expected} was expected", volume=index)
+        previous = self._motion_row(-1) if self.store.rows else None
+        start = time.monotonic()
+        if missing:
+            motion = previous if previous is not None else np.zeros(6)
+            realigned = np.zeros(self.store.shape, dtype=np.float32)
+            wm = csf = float("nan")
+            log.warning("volume %d missing after %.1f s: recorded as a gap (left out of the analysis)",
+                        index, item.waited_s)
+        else:
+            motion = register_volume(self.ref_prep, item.data, init_params=previous)
+            realigned = reslice_volume(item.data, self.affine, motion)
+            wm = float(realigned[self.wm_mask].mean(dtype=np.float64))
+            csf = float(realigned[self.csf_mask].mean(dtype=np.float64))
+        moved = time.monotonic()
+        pair = np.vstack([previous if previous is not None else motion, motion])
+        fd_p = float(fd_power(pair)[1])
+        fd_j = float(fd_jenkinson(pair, self.centre)[1])
+        status = self.stream.push(index, None if missing else realigned, motion, [wm, csf], fd_p, missing=missing)
+        latency = 1000.0 * (time.monotonic() - item.completed_s) if not missing else 0.0
+        row = dict(zip(("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"), map(float, motion)))
+        row.update(missing=missing, fd_power_mm=fd_p, fd_jenkinson_mm=fd_j, white_matter=0.0 if missing else wm,
+                   csf=0.0 if missing else csf, status=status, latency_ms=latency)
+        pushed = time.monotonic()
+        self.store.append(index, realigned, row)
+        stored = time.monotonic()
+        self._track(index)
+        tracked = time.monotonic()
+        self.status = "tracking the target" if self.live_target is not None else "collecting volumes"
+        self.write_live()
+        done = time.monotonic()
+        if not missing:  # milliseconds: file complete -> live.json, and the stages of this volume's processing
+            self.perf.append({"volume": index, "latency_ms": 1000 * (done - item.completed_s),
+                              "processing_ms": 1000 * (done - start), "motion_ms": 1000 * (moved - start),
+                              "stream_ms": 1000 * (pushed - moved), "record_ms": 1000 * (stored - pushed),
+                              "target_ms": 1000 * (tracked - stored), "live_json_ms": 1000 * (done - tracked),
+                              "setup_ms": 1000 * (start - picked)})
+
+    def _motion_row(self, i):
+        row = self.store.rows[i]
+        return np.array([row[k] for k in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")])
+
+    def _track(self, volume):
+        """Live target after this volume (when every state has enough frames)."""
+        from ..targets import pick_targets
+
+        ready, why = self.stream.ready()
+        self.ready_why = why
+        if not ready:
+            self.live_target = None
+            return
+        _, region_score, tables = self.stream.region_maps()
+        full = np.zeros(len(self.layout.voxels))
+        full[self.layout.region_cols] = region_score
+        candidates = pick_targets(full, self.layout.voxels, self.layout.region_cols, self.protocol["target"])
+        points = self._t1_and_mni(candidates)
+        self.live_target = {"candidates": candidates, "points": points, "tables": tables}
+        self.history.append((volume, points[0][0]))
+
+    def _t1_and_mni(self, candidates):
+        """T1w and MNI mm of candidates (EPI voxel centres), mapped as :func:`tmstarget.native.to_t1w` maps them."""
+        from ..registration import map_points
+
+        todo = [c for c in candidates if c.voxel_ijk not in self.point_cache]
+        if todo:
+            epi = np.array([c.ras_mm for c in todo], dtype=float)
+            t1 = np.atleast_2d(map_points(epi, self.epi_to_t1, "forward"))
+            mni = np.atleast_2d(map_points(t1, self.t1_to_mni, "forward"))
+            for c, a, b in zip(todo, t1, mni):
+                self.point_cache[c.voxel_ijk] = (a, b)
+        return [self.point_cache[c.voxel_ijk] for c in candidates]
+
+    # ------------------------------------------------------------------ live
+
+    def _drift(self):
+        """Largest distance (mm) from the current target to the live targets of the last w minutes."""
+        if not self.history:
+            return {f"{w}min": None for w in DRIFT_WINDOWS_MIN}
+        t_r = self.setup["t_r_s"]
+        now_volume, now_xyz = self.history[-1]
+        first_volume = self.history[0][0]
+        drift = {}
+        for w in DRIFT_WINDOWS_MIN:
+            start = now_volume - w * 60.0 / t_r
+            if first_volume > start:  # the target has not existed for w minutes yet
+                drift[f"{w}min"] = None
+                continue
+            moved = [np.linalg.norm(now_xyz - xyz) for v, xyz in self.history if v >= start]
+            drift[f"{w}min"] = round(float(max(moved)), 2)
+        return drift
+
+    def _stability(self):
+        rule = (f"stable when the target moved less than {self.opts.stable_mm:g} mm over the last "
+                f"{self.opts.stable_minutes:g} minutes")
+        if not self.history:
+            return {"verdict": "no target yet", "rule": rule, "drift_mm": self._drift()}
+        t_r = self.setup["t_r_s"]
+        now_volume, now_xyz = self.history[-1]
+        start = now_volume - self.opts.stable_minutes * 60.0 / t_r
+        if self.history[0][0] > start:
+            verdict = "settling"
+        else:
+            moved = max(np.linalg.norm(now_xyz - xyz) for v, xyz in self.history if v >= start)
+            verdict = "stable" if moved < self.opts.stable_mm else "moving"
+        return {"verdict": verdict, "rule": rule, "drift_mm": self._drift()}
+
+    def live_document(self):
+        rows = self.store.rows if self.store is not None else []
+        fd = [round(r["fd_power_mm"], 4) for r in rows]
+        statuses = [r["status"] for r in rows]
+        t_r = self.setup["t_r_s"] if self.setup else None
+        doc = {
+            "schema": LIVE_SCHEMA,
+            "status": self.status,
+            "updated_utc": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "started_utc": self.started_utc,
+            "participant": self.opts.participant,
+            "protocol": self.protocol.name,
+            "series": None if not self.setup else {"number": self.setup["series_number"],
+                                                   "description": self.setup["description"]},
+            "volumes": {
+                "processed": len(rows),
+                "expected": self.opts.expected_volumes,
+                "gaps": [r["volume"] for r in rows if r["missing"]],
+                "duplicates_ignored": len(self.incoming.duplicates) if self.incoming else 0,
+                "files_skipped": len(self.incoming.skipped) if self.incoming else 0,
+            },
+            "last_volume": None,
+            "qc": {
+                "fd_power_mm": fd,
+                "fd_threshold_mm": self.clean["fd_threshold_mm"],
+                "frames_above_threshold": int(sum(1 for s in statuses if s == "scrubbed")),
+                "frames_kept": int(sum(1 for s in statuses if s == "kept")),
+                "usable_minutes": round(sum(1 for s in statuses if s == "kept") * (t_r or 0) / 60.0, 2),
+                "frames_per_state": {s: int(self.stream.region.count[self.stream._state_buckets(s)].sum())
+                                     for s in self.protocol.states} if self.stream else {},
+                "max_abs_translation_mm": round(float(max((max(abs(r[k]) for k in ("trans_x", "trans_y", "trans_z"))
+                                                           for r in rows), default=0.0)), 3),
+                "max_abs_rotation_deg": round(float(np.degrees(max((max(abs(r[k]) for k in ("rot_x", "rot_y", "rot_z"))
+                                                                    for r in rows), default=0.0))), 3),
+            },
+            "target": None,
+            "candidates": [],
+            "waiting_for": None if self.live_target is not None else getattr(self, "ready_why", "the first volume"),
+            "stability": self._stability(),
+            "subsystem_fc": None,
+            "coordinates": {"ras_mm": "T1w world (scanner RAS of the T1)", "mni_mm": "MNI152NLin2009cAsym"},
+            "final": self.finished,
+            "tmstarget_version": __version__,
+        }
+        if rows:
+            r = rows[-1]
+            doc["last_volume"] = {"volume": r["volume"], "status": r["status"],
+                                  "fd_power_mm": round(r["fd_power_mm"], 4), "latency_ms": round(r["latency_ms"], 1)}
+        if self.live_target is not None:
+            entries = []
+            for c, (t1, mni) in zip(self.live_target["candidates"], self.live_target["points"]):
+                entries.append({"rank": c.rank, "ras_mm": [round(float(v), 2) for v in t1],
+                                "mni_mm": [round(float(v), 2) for v in mni], "voxel_ijk": list(c.voxel_ijk),
+                                "score": round(float(c.score), 5)})
+            doc["target"], doc["candidates"] = entries[0], entries
+            doc["subsystem_fc"] = {s: {k: round(v, 5) for k, v in t.items()}
+                                   for s, t in self.live_target["tables"].items()} or None
+        return doc
+
+    def write_live(self):
+        write_json_atomic(self.live_path, self.live_document())
+
+    # ------------------------------------------------------------------ run
+
+    def run(self):
+        """Watch until the run ends; write the final plan. Returns the final ``target.json`` document or None."""
+        from .incoming import IncomingSeries
+
+        saved = self._prepare_output()
+        handler = logging.FileHandler(self.out / "watch.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger("tmstarget")
+        root.addHandler(handler)
+        # the log file gets INFO; consoles keep the level the user chose
+        for console in logging.getLogger().handlers:
+            if console.level == logging.NOTSET:
+                console.setLevel(logging.getLogger().level)
+        if root.level == logging.NOTSET or root.level > logging.INFO:
+            root.setLevel(logging.INFO)
+        previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            if saved is not None:
+                self._restore(saved)
+            else:
+                self._start_t1_registration()
+            start = len(self.store.rows) if self.store else 0
+            self.incoming = IncomingSeries(self.opts.incoming, series=self.opts.series, first_index=start,
+                                           gap_timeout_s=self.opts.gap_timeout_s, poll_s=self.opts.poll_s)
+            self.write_live()
+            reason = self._loop()
+            return self._finish(reason)
+        finally:
+            signal.signal(signal.SIGTERM, previous_term)
+            root.removeHandler(handler)
+            handler.close()
+
+    def _loop(self):
+        last_activity = time.monotonic() if self.store is not None and self.store.rows else None  # idle clock
+        expected = self.opts.expected_volumes
+        try:
+            while True:
+                if expected is not None and self.store is not None and len(self.store.rows) >= expected:
+                    return f"all {expected} expected volumes received"
+                items = self.incoming.poll()
+                for item in items:
+                    if expected is not None and item.index >= expected:
+                        log.warning("volume %d is beyond the %d expected volumes: ignored", item.index, expected)
+                        continue
+                    self._process(item)
+                    last_activity = time.monotonic()
+                if items:
+                    continue
+                idle = 0.0 if last_activity is None else time.monotonic() - last_activity
+                if self.opts.stop_after_s is not None and idle > self.opts.stop_after_s:
+                    return f"no new volume for {self.opts.stop_after_s:g} s"
+                time.sleep(self.opts.poll_s)
+        except KeyboardInterrupt:
+            return "interrupted"
+
+    def _finish(self, reason):
+        """The recorded run through the batch engine: the same outputs as ``tmstarget plan``."""
+        from ..ingest.collect import ExplicitRun, Selection
+        from ..native import NativeSession, confounds_tsv, finish_native_plan
+
+        log.info("finishing: %s", reason)
+        self.progress(f"finishing ({reason})")
+        rows = self.store.rows if self.store else []
+        n_kept = sum(1 for r in rows if r["status"] == "kept")
+        if not rows or n_kept == 0:
+            self.status = f"stopped ({reason}) before any usable volume"
+            self.write_live()
+            raise InputError(f"the watch ended ({reason}) before any usable volume arrived", path=self.opts.incoming)
+        self.status = "writing the final plan"
+        self.write_live()
+        bold = self.store.seal()
+        motion = np.array([[r[k] for k in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")] for r in rows])
+        label = "rest_run-1" if self.events is None else "task_run-1"
+        stem = self.state_dir / f"sub-{self.opts.participant}_{label}"
+        confounds = write_text_atomic(Path(f"{stem}_desc-confounds_timeseries.tsv"), confounds_tsv(
+            motion, self.store.column("fd_power_mm"), self.store.column("fd_jenkinson_mm"),
+            self.store.column("white_matter"), self.store.column("csf"), self.store.column("missing")))
+        sidecar = write_json_atomic(Path(f"{stem}_desc-realigned_bold.json"), {
+            "RepetitionTime": self.setup["t_r_s"], "SkullStripped": False, "MotionCorrected": True,
+            "SeriesNumber": self.setup["series_number"], "SeriesDescription": self.setup["description"]})
+        run = ExplicitRun(bold=bold, confounds=confounds, sidecar=sidecar, events=self.opts.events,
+                          mask=self.mask_path, label=label)
+        state = "rest" if self.events is None else None
+        t1_dir = Path(self.opts.t1) if Path(self.opts.t1).is_dir() else Path(self.opts.t1).parent
+        selection = Selection([(run, state)], self.t1_path, None, [Path(self.opts.incoming), t1_dir], grid=self.grid)
+        qc = {"realtime": {"reason_stopped": reason, "reference_volume": self.setup["reference_volume"],
+                           "volumes": len(rows), "gaps": [r["volume"] for r in rows if r["missing"]],
+                           "latency_ms_p50": _percentile([r["latency_ms"] for r in rows if not r["missing"]], 50),
+                           "latency_ms_p95": _percentile([r["latency_ms"] for r in rows if not r["missing"]], 95),
+                           "incoming_sha256_note": "DICOM files are not hashed one by one; the realigned run is",
+                           "realigned_run_sha256": sha256_file(bold)}}
+        session = NativeSession(selection, self.epi_to_t1, self.t1_to_mni, self.t1_path, self.t1_from_dicom, qc)
+        plan_dir = self.out / "plan"
+        document = finish_native_plan(session, self.protocol, plan_dir, self.opts.participant, force=True,
+                                      command=self.opts.command, input_dirs=selection.input_dirs,
+                                      extra_writers=self.opts.extra_writers, progress=self.progress)
+        self.finished = {"reason": reason, "plan": "plan/target.json",
+                         "max_abs_dz_stream_vs_plan": self._self_check(plan_dir),
+                         "same_target_voxel_as_live": (self.live_target is not None and list(
+                             self.live_target["candidates"][0].voxel_ijk) == document["target"]["voxel_ijk"])}
+        self.status = "finished"
+        self.write_live()
+        return document
+
+    def _self_check(self, plan_dir):
+        """Largest |z difference| between the streaming maps and the final plan's maps (both on the EPI grid)."""
+        z, score = self.stream.brain_maps()
+        ijk = tuple(self.layout.voxels.ijk.T)
+        worst = 0.0
+        for state, values in z.items():
+            written = np.asarray(nib.load(plan_dir / f"map-z_{state}.nii.gz").dataobj)[ijk]
+            worst = max(worst, float(np.abs(values - written).max()))
+        return worst
+
+
+def _protocol_key(protocol):
+    """Identity of a protocol with its overrides: a watch resumes only under the same one."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(protocol.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _percentile(values, q):
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
