@@ -484,3 +484,12 @@ def test_navtarget_is_read_only():
         NavTarget("x", p_ref(), position_ras_mm=[0.0, 0.0, 0.0])
     with pytest.raises(NavigationFormatError):
         NavTarget("x", None)
+
+
+def test_plain_json_null_t1_hash_reads_as_unknown(tmp_path):
+    """`"t1_sha256": null` means the T1 is not identified: None, never the string "none"."""
+    doc = json.loads((FIXTURES / "candidates.json").read_text())
+    doc["tmstarget"]["t1_sha256"] = None
+    path = tmp_path / "candidates.json"
+    path.write_text(json.dumps(doc))
+    assert read_candidates_json(path).t1_sha256 is None

@@ -193,6 +193,8 @@ class StreamingConnectivity:
         self.brain = RunningSums(self.n_regressors, len(voxels), n_b) if full_brain else None
         self.block = block
         self._pending = []  # (bucket, x, y, s) waiting for the whole-brain update
+        self._worker = None
+        self._folds = []
         self.offset = None
         self._box = None
         self.previous_motion = None
@@ -316,17 +318,33 @@ class StreamingConnectivity:
         if self.brain is not None:
             self._pending.append((bucket, x, y, s))
             if len(self._pending) >= self.block:
-                self.flush()
+                self._fold_in_background()
 
-    def flush(self):
-        """Fold the buffered frames into the whole-brain sums."""
+    def _fold_in_background(self):
+        """Hand the buffered frames to one worker thread (BLAS runs without the GIL): no latency spike."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tmstarget-sums")
+        batch, self._pending = self._pending, []
+        self._folds = [f for f in self._folds if not f.done() or f.result() is not None]  # re-raises errors
+        self._folds.append(self._worker.submit(self._fold, batch))
+
+    def _fold(self, batch):
         by_bucket = {}
-        for bucket, x, y, s in self._pending:
+        for bucket, x, y, s in batch:
             by_bucket.setdefault(bucket, []).append((x, y, s))
-        for bucket, rows in by_bucket.items():
+        for bucket, rows in by_bucket.items():  # one worker, in order: the same sums as folding inline
             self.brain.add(bucket, np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
                            np.array([r[2] for r in rows]))
-        self._pending = []
+
+    def flush(self):
+        """Fold every buffered frame into the whole-brain sums (waits for the worker)."""
+        for future in self._folds:
+            future.result()
+        self._folds = []
+        batch, self._pending = self._pending, []
+        self._fold(batch)
 
     @property
     def n_added(self):

@@ -299,5 +299,5 @@ def read_candidates_json(path, **_ignored):
         **_FRAME,
         version=meta.get("version"),
         t1_name=meta.get("t1"),
-        t1_sha256=str(meta.get("t1_sha256", "")).lower() or None,
+        t1_sha256=str(meta.get("t1_sha256") or "").lower() or None,  # null means unknown, not "none"
     )

@@ -163,6 +163,9 @@ class IncomingSeries:
         parse attempts of the same unchanged file (s).
     first_number : int
         Number of the series' first volume (index 0); scanners count from 1.
+    max_files_per_poll : int, optional
+        Read at most this many files per poll (default: all that are ready),
+        so a backlog waits on disk rather than in memory.
     log : logging.Logger, optional
         Where to log (this module's logger by default).
 
@@ -191,6 +194,7 @@ class IncomingSeries:
         gap_timeout_s=10.0,
         poll_s=0.02,
         first_number=1,
+        max_files_per_poll=None,
         log=None,
     ):
         for name, value in (("settle_s", settle_s), ("gap_timeout_s", gap_timeout_s), ("poll_s", poll_s)):
@@ -209,6 +213,7 @@ class IncomingSeries:
         self.gap_timeout_s = float(gap_timeout_s)
         self.poll_s = float(poll_s)
         self.first_number = int(first_number)
+        self.max_files_per_poll = max_files_per_poll
         self.log = log or logging.getLogger(__name__)
         self.skipped = []
         self.duplicates = []
@@ -297,7 +302,8 @@ class IncomingSeries:
                     continue
                 ready.append((name, entry.path, pending))
         # Names usually sort in acquisition order; slice-per-file volumes are judged after the batch.
-        for name, path, pending in sorted(ready, key=lambda item: item[0]):
+        # a cap keeps a backlog on disk instead of in memory (the rest is read at the next polls)
+        for name, path, pending in sorted(ready, key=lambda item: item[0])[:self.max_files_per_poll]:
             self._attempt(name, Path(path), pending, now)
         if self._partial:
             self._close_slice_volumes()

@@ -29,6 +29,7 @@ Output layout::
 import json
 import logging
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 LIVE_SCHEMA = "tmstarget-live/1"
 DRIFT_WINDOWS_MIN = (1, 2, 5)
+#: Files read per poll: a backlog (watcher started late, replay --fast) stays on disk, memory stays flat.
+MAX_FILES_PER_POLL = 64
 
 
 @dataclass
@@ -323,6 +326,7 @@ class Watcher:
         run_state = "rest" if self.events is None else None
         self.stream = StreamingConnectivity(self.layout, self.protocol, setup["t_r_s"], n_volumes,
                                             events=self.events, run_state=run_state)
+        self._map_search_region()
 
     def _restore(self, saved):
         """Resume: rebuild the engine and feed it the committed volumes again."""
@@ -375,7 +379,7 @@ class Watcher:
         fd_p = float(fd_power(pair)[1])
         fd_j = float(fd_jenkinson(pair, self.centre)[1])
         status = self.stream.push(index, None if missing else realigned, motion, [wm, csf], fd_p, missing=missing)
-        latency = 1000.0 * (time.monotonic() - item.completed_s) if not missing else 0.0
+        latency = 1000.0 * (time.monotonic() - item.seen_s) if not missing else 0.0
         row = dict(zip(("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"), map(float, motion)))
         row.update(missing=missing, fd_power_mm=fd_p, fd_jenkinson_mm=fd_j, white_matter=0.0 if missing else wm,
                    csf=0.0 if missing else csf, status=status, latency_ms=latency)
@@ -388,7 +392,8 @@ class Watcher:
         self.write_live()
         done = time.monotonic()
         if not missing:  # milliseconds: file complete -> live.json, and the stages of this volume's processing
-            self.perf.append({"volume": index, "latency_ms": 1000 * (done - item.completed_s),
+            # from the first poll that saw the file at its final size (the settle wait and the read included)
+            self.perf.append({"volume": index, "latency_ms": 1000 * (done - item.seen_s),
                               "processing_ms": 1000 * (done - start), "motion_ms": 1000 * (moved - start),
                               "stream_ms": 1000 * (pushed - moved), "record_ms": 1000 * (stored - pushed),
                               "target_ms": 1000 * (tracked - stored), "live_json_ms": 1000 * (done - tracked),
@@ -415,52 +420,48 @@ class Watcher:
         self.live_target = {"candidates": candidates, "points": points, "tables": tables}
         self.history.append((volume, points[0][0]))
 
-    def _t1_and_mni(self, candidates):
-        """T1w and MNI mm of candidates (EPI voxel centres), mapped as :func:`tmstarget.native.to_t1w` maps them."""
+    def _map_search_region(self):
+        """T1w and MNI mm of every search-region voxel, mapped once (as :func:`tmstarget.native.to_t1w` maps
+        candidates): a pick is then a look-up, not a call into ITK on the latency path."""
         from ..registration import map_points
 
-        todo = [c for c in candidates if c.voxel_ijk not in self.point_cache]
-        if todo:
-            epi = np.array([c.ras_mm for c in todo], dtype=float)
-            t1 = np.atleast_2d(map_points(epi, self.epi_to_t1, "forward"))
-            mni = np.atleast_2d(map_points(t1, self.t1_to_mni, "forward"))
-            for c, a, b in zip(todo, t1, mni):
-                self.point_cache[c.voxel_ijk] = (a, b)
+        cols = self.layout.region_cols
+        epi = self.layout.voxels.ras_mm(cols)
+        t1 = np.atleast_2d(map_points(epi, self.epi_to_t1, "forward"))
+        mni = np.atleast_2d(map_points(t1, self.t1_to_mni, "forward"))
+        ijk = [tuple(int(v) for v in self.layout.voxels.ijk[c]) for c in cols]
+        self.point_cache = {key: (a, b) for key, a, b in zip(ijk, t1, mni)}
+
+    def _t1_and_mni(self, candidates):
+        """T1w and MNI mm of candidates (search-region voxels)."""
         return [self.point_cache[c.voxel_ijk] for c in candidates]
 
     # ------------------------------------------------------------------ live
 
-    def _drift(self):
-        """Largest distance (mm) from the current target to the live targets of the last w minutes."""
-        if not self.history:
-            return {f"{w}min": None for w in DRIFT_WINDOWS_MIN}
-        t_r = self.setup["t_r_s"]
+    def _moved_over(self, minutes):
+        """Largest distance (mm) from the current target to the live targets of the last ``minutes``;
+        None while the target has existed for less than that."""
         now_volume, now_xyz = self.history[-1]
-        first_volume = self.history[0][0]
-        drift = {}
-        for w in DRIFT_WINDOWS_MIN:
-            start = now_volume - w * 60.0 / t_r
-            if first_volume > start:  # the target has not existed for w minutes yet
-                drift[f"{w}min"] = None
-                continue
-            moved = [np.linalg.norm(now_xyz - xyz) for v, xyz in self.history if v >= start]
-            drift[f"{w}min"] = round(float(max(moved)), 2)
-        return drift
+        start = now_volume - minutes * 60.0 / self.setup["t_r_s"]
+        if self.history[0][0] > start:
+            return None
+        moved = 0.0
+        for volume, xyz in reversed(self.history):  # newest first: only the window is visited
+            if volume < start:
+                break
+            moved = max(moved, float(np.linalg.norm(now_xyz - xyz)))
+        return moved
 
     def _stability(self):
         rule = (f"stable when the target moved less than {self.opts.stable_mm:g} mm over the last "
                 f"{self.opts.stable_minutes:g} minutes")
         if not self.history:
-            return {"verdict": "no target yet", "rule": rule, "drift_mm": self._drift()}
-        t_r = self.setup["t_r_s"]
-        now_volume, now_xyz = self.history[-1]
-        start = now_volume - self.opts.stable_minutes * 60.0 / t_r
-        if self.history[0][0] > start:
-            verdict = "settling"
-        else:
-            moved = max(np.linalg.norm(now_xyz - xyz) for v, xyz in self.history if v >= start)
-            verdict = "stable" if moved < self.opts.stable_mm else "moving"
-        return {"verdict": verdict, "rule": rule, "drift_mm": self._drift()}
+            return {"verdict": "no target yet", "rule": rule, "drift_mm": {f"{w}min": None for w in DRIFT_WINDOWS_MIN}}
+        drift = {f"{w}min": self._moved_over(w) for w in DRIFT_WINDOWS_MIN}
+        moved = self._moved_over(self.opts.stable_minutes)
+        verdict = "settling" if moved is None else "stable" if moved < self.opts.stable_mm else "moving"
+        return {"verdict": verdict, "rule": rule,
+                "drift_mm": {k: None if v is None else round(v, 2) for k, v in drift.items()}}
 
     def live_document(self):
         rows = self.store.rows if self.store is not None else []
@@ -541,20 +542,24 @@ class Watcher:
                 console.setLevel(logging.getLogger().level)
         if root.level == logging.NOTSET or root.level > logging.INFO:
             root.setLevel(logging.INFO)
-        previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        in_main = threading.current_thread() is threading.main_thread()  # signals can only be caught there
+        previous_term = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
         try:
             if saved is not None:
                 self._restore(saved)
             else:
                 self._start_t1_registration()
             start = len(self.store.rows) if self.store else 0
+            # settle_s=0: a file is read once its size held across two polls; the parse then proves it complete
             self.incoming = IncomingSeries(self.opts.incoming, series=self.opts.series, first_index=start,
-                                           gap_timeout_s=self.opts.gap_timeout_s, poll_s=self.opts.poll_s)
+                                           settle_s=0.0, gap_timeout_s=self.opts.gap_timeout_s,
+                                           poll_s=self.opts.poll_s, max_files_per_poll=MAX_FILES_PER_POLL)
             self.write_live()
             reason = self._loop()
             return self._finish(reason)
         finally:
-            signal.signal(signal.SIGTERM, previous_term)
+            if in_main:
+                signal.signal(signal.SIGTERM, previous_term)
             root.removeHandler(handler)
             handler.close()
 
@@ -566,13 +571,15 @@ class Watcher:
                 if expected is not None and self.store is not None and len(self.store.rows) >= expected:
                     return f"all {expected} expected volumes received"
                 items = self.incoming.poll()
-                for item in items:
+                busy = bool(items)
+                while items:
+                    item = items.pop(0)  # a processed volume's data is released at once
                     if expected is not None and item.index >= expected:
                         log.warning("volume %d is beyond the %d expected volumes: ignored", item.index, expected)
                         continue
                     self._process(item)
                     last_activity = time.monotonic()
-                if items:
+                if busy:
                     continue
                 idle = 0.0 if last_activity is None else time.monotonic() - last_activity
                 if self.opts.stop_after_s is not None and idle > self.opts.stop_after_s:
