@@ -178,6 +178,9 @@ class IncomingSeries:
     gaps : list of Gap
     n_released : int
         Volumes released so far.
+    n_file_events : int
+        Files first seen (or seen changed) plus reads attempted, so far: a
+        caller that polls again at once while it grows loses no time.
     n_before_first_index : int
         Files dropped because their volume index is below ``first_index``.
     series_uid, series_number, description
@@ -219,6 +222,7 @@ class IncomingSeries:
         self.duplicates = []
         self.gaps = []
         self.n_released = 0
+        self.n_file_events = 0
         self.n_before_first_index = 0
         self.series_uid = None
         self.series_number = None
@@ -281,27 +285,29 @@ class IncomingSeries:
         ready = []
         retry_s = max(self.settle_s, self.poll_s)
         with entries:
-            for entry in entries:
-                name = entry.name
-                if name in self._done or name.startswith("."):
+            fresh = [entry for entry in entries if entry.name not in self._done and not entry.name.startswith(".")]
+        if self.max_files_per_poll is not None and len(fresh) > 2 * self.max_files_per_poll:
+            # with a backlog only the earliest names are looked at (names sort in acquisition order)
+            fresh = sorted(fresh, key=lambda entry: entry.name)[:2 * self.max_files_per_poll]
+        for entry in fresh:
+            name = entry.name
+            try:
+                if not entry.is_file():
                     continue
-                try:
-                    if not entry.is_file():
-                        continue
-                    stat = entry.stat()
-                except FileNotFoundError:
-                    continue
-                signature = (stat.st_size, stat.st_mtime_ns)
-                pending = self._pending.get(name)
-                if pending is None or pending.signature != signature:
-                    self._pending[name] = _PendingFile(signature, now)
-                    continue
-                if signature[0] == 0 or now - pending.changed_s < self.settle_s:
-                    continue
-                if pending.last_attempt_s is not None and now - pending.last_attempt_s < retry_s:
-                    continue
-                ready.append((name, entry.path, pending))
-        # Names usually sort in acquisition order; slice-per-file volumes are judged after the batch.
+                stat = entry.stat()
+            except FileNotFoundError:
+                continue
+            signature = (stat.st_size, stat.st_mtime_ns)
+            pending = self._pending.get(name)
+            if pending is None or pending.signature != signature:
+                self._pending[name] = _PendingFile(signature, now)
+                self.n_file_events += 1
+                continue
+            if signature[0] == 0 or now - pending.changed_s < self.settle_s:
+                continue
+            if pending.last_attempt_s is not None and now - pending.last_attempt_s < retry_s:
+                continue
+            ready.append((name, entry.path, pending))
         # a cap keeps a backlog on disk instead of in memory (the rest is read at the next polls)
         for name, path, pending in sorted(ready, key=lambda item: item[0])[:self.max_files_per_poll]:
             self._attempt(name, Path(path), pending, now)
@@ -310,6 +316,7 @@ class IncomingSeries:
 
     def _attempt(self, name, path, pending, now):
         pending.last_attempt_s = now
+        self.n_file_events += 1
         try:
             header = read_file_header(path)
         except DicomError as exc:

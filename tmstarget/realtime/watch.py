@@ -102,7 +102,7 @@ class WatchOptions:
     extra_writers: list = field(default_factory=list)
     command: list = field(default_factory=list)
     force: bool = False
-    poll_s: float = 0.02
+    poll_s: float = 0.01
 
 
 def _needs_run_length(protocol):
@@ -555,7 +555,12 @@ class Watcher:
                                            settle_s=0.0, gap_timeout_s=self.opts.gap_timeout_s,
                                            poll_s=self.opts.poll_s, max_files_per_poll=MAX_FILES_PER_POLL)
             self.write_live()
-            reason = self._loop()
+            # one BLAS thread each for this loop and the streaming engine's worker: two threads on two cores
+            # instead of four fighting over them (latency spikes)
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=1, user_api="blas"):
+                reason = self._loop()
             return self._finish(reason)
         finally:
             if in_main:
@@ -570,8 +575,9 @@ class Watcher:
             while True:
                 if expected is not None and self.store is not None and len(self.store.rows) >= expected:
                     return f"all {expected} expected volumes received"
+                events = self.incoming.n_file_events
                 items = self.incoming.poll()
-                busy = bool(items)
+                busy = bool(items) or self.incoming.n_file_events != events  # files moving: poll again at once
                 while items:
                     item = items.pop(0)  # a processed volume's data is released at once
                     if expected is not None and item.index >= expected:
