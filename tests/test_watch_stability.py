@@ -43,3 +43,20 @@ def test_windows_count_minutes_not_volumes():
     assert _watcher(history, t_r=2.0)._stability()["verdict"] == "stable"
     # at TR 0.5 s the 301 volumes are 2.5 minutes: too short to judge
     assert _watcher(history, t_r=0.5)._stability()["verdict"] == "settling"
+
+
+def test_watch_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from tmstarget.cli import main
+
+    out = tmp_path / "watch-out"
+    code = main(["watch", str(tmp_path / "incoming"), "--t1", str(tmp_path / "missing_T1w.nii.gz"),
+                 "--protocol", "sgacc-dlpfc", "--expected-volumes", "100", "--output", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and "T1 not found" in err[0] and "missing_T1w.nii.gz" in err[0]
+    assert not out.exists()
+    code = main(["watch", str(tmp_path / "incoming"), "--t1", str(tmp_path), "--protocol", "rumination-dmpfc",
+                 "--output", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "--events" in err[0]
+    assert not out.exists()

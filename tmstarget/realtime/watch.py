@@ -40,7 +40,7 @@ import nibabel as nib
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import InputError, TmsTargetError
 from ..fileio import sha256_file, write_json_atomic, write_nifti_atomic, write_text_atomic
 from .store import RunStore
 
@@ -562,6 +562,10 @@ class Watcher:
             with threadpool_limits(limits=1, user_api="blas"):
                 reason = self._loop()
             return self._finish(reason)
+        except TmsTargetError as exc:
+            self.status = f"failed: {exc}"  # readers of live.json learn why the updates stopped
+            self.write_live()
+            raise
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous_term)
