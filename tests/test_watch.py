@@ -106,6 +106,16 @@ def test_streaming_maps_equal_the_final_plan(real_watch):
     assert real_watch["live"]["target"]["voxel_ijk"] == doc["target"]["voxel_ijk"]
 
 
+def test_live_maps_equal_the_final_plan_maps(real_watch):
+    """The live whole-brain map files (rewritten every 10 volumes, last at the end) are the plan's maps."""
+    out = real_watch["out"]
+    assert real_watch["live"]["live_maps"]["after_volume"] == 119
+    live = nib.load(out / "live_map-z_rest.nii.gz")
+    final = nib.load(out / "plan" / "map-z_rest.nii.gz")
+    assert np.allclose(live.affine, final.affine, atol=1e-4)  # both on the EPI grid in T1w world
+    assert np.abs(live.get_fdata() - final.get_fdata()).max() < 1e-6
+
+
 def test_faults_are_recorded_not_shifted(real_watch):
     """Dropped (50) and corrupt (70) volumes are gaps at their own index; the duplicate (60) is ignored."""
     live = real_watch["live"]

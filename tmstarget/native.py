@@ -416,7 +416,7 @@ def write_transforms(session, out_dir, participant):
     return copies
 
 
-def _rigid_matrix_ras(transform, affine, shape):
+def rigid_matrix_ras(transform, affine, shape):
     """4x4 RAS matrix of a rigid point map ``from_space -> to_space``, fitted on the grid's corners.
 
     Raises if the map is not affine on the grid (residual > 1e-3 mm).
@@ -458,7 +458,7 @@ def to_t1w(result, epi_to_t1, t1_to_mni):
     epi_pts = np.array([c.ras_mm for c in result.candidates], dtype=float)
     t1_pts = np.atleast_2d(map_points(epi_pts, epi_to_t1, "forward"))
     mni_pts = np.atleast_2d(map_points(t1_pts, t1_to_mni, "forward"))
-    epi2t1 = _rigid_matrix_ras(epi_to_t1, result.affine, result.shape)
+    epi2t1 = rigid_matrix_ras(epi_to_t1, result.affine, result.shape)
     candidates = [dataclasses.replace(c, ras_mm=p) for c, p in zip(result.candidates, t1_pts)]
     qc = {**result.qc, "coordinates": {
         "ras_mm": "T1w world (scanner RAS of the T1 file, see anatomy.t1)",

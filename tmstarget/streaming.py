@@ -320,15 +320,32 @@ class StreamingConnectivity:
             if len(self._pending) >= self.block:
                 self._fold_in_background()
 
-    def _fold_in_background(self):
-        """Hand the buffered frames to one worker thread (BLAS runs without the GIL): no latency spike."""
+    def _submit(self, job, *args):
+        """Run a job on the one worker thread (BLAS runs without the GIL), after every job handed in before."""
         from concurrent.futures import ThreadPoolExecutor
 
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tmstarget-sums")
-        batch, self._pending = self._pending, []
         self._folds = [f for f in self._folds if not f.done() or f.result() is not None]  # re-raises errors
-        self._folds.append(self._worker.submit(self._fold, batch))
+        self._folds.append(self._worker.submit(job, *args))
+
+    def _fold_in_background(self):
+        """Hand the buffered frames to the worker: the whole-brain update adds no latency."""
+        batch, self._pending = self._pending, []
+        self._submit(self._fold, batch)
+
+    def brain_maps_in_background(self, callback):
+        """Compute the whole-brain maps of the frames added so far on the worker and call ``callback(z, score)``
+        there (for live map files); the caller's loop does not wait."""
+        if self.brain is None:
+            raise InputError("whole-brain sums were not kept (full_brain=False)")
+        self._fold_in_background()
+
+        def job():
+            z, _ = self.readout(self.brain)
+            callback(z, self.score(z))
+
+        self._submit(job)
 
     def _fold(self, batch):
         by_bucket = {}

@@ -41,6 +41,8 @@ def add_subcommands(sub, add_common, progress_factory):
     p.add_argument("--participant", help="participant label used in the outputs (never read from DICOM)")
     p.add_argument("--stable-mm", type=float, default=2.0, help="stability threshold (default: 2 mm)")
     p.add_argument("--stable-minutes", type=float, default=5.0, help="stability window (default: 5 minutes)")
+    p.add_argument("--map-every", type=int, default=10, metavar="N", help="rewrite the live whole-brain maps "
+                   "OUTPUT/live_map-*.nii.gz every N volumes (default: 10; 0: only at the end)")
     p.add_argument("--navigation", action="append", default=None, metavar="FORMAT",
                    help="navigation format for the final plan (repeat; default: all; 'none' to skip)")
     p.add_argument("--affine", choices=["qform", "sform"], help="which T1 affine the navigator uses, needed only "
@@ -69,7 +71,8 @@ def run_watch(args, progress_factory):
         incoming=args.incoming, output=args.output, protocol=protocol, t1=args.t1, events=args.events,
         expected_volumes=args.expected_volumes, series=series, stop_after_s=args.stop_after or None,
         gap_timeout_s=args.gap_timeout, participant=participant_label(args.participant) if args.participant
-        else "anonymous", stable_mm=args.stable_mm, stable_minutes=args.stable_minutes, extra_writers=writers,
+        else "anonymous", stable_mm=args.stable_mm, stable_minutes=args.stable_minutes, map_every=args.map_every,
+        extra_writers=writers,
         command=["tmstarget"] + sys.argv[1:], force=args.force,
     )
     document = Watcher(opts, progress=progress_factory(args.quiet)).run()

@@ -79,6 +79,8 @@ class WatchOptions:
     participant : str
     stable_mm, stable_minutes : float
         Verdict "stable": the target moved less than ``stable_mm`` over the last ``stable_minutes``.
+    map_every : int
+        Write the live whole-brain maps (``live_map-*.nii.gz``) every this many volumes (0: never).
     extra_writers : list of callable
         Run in the final plan's staging folder (navigation export).
     command : list of str
@@ -99,6 +101,7 @@ class WatchOptions:
     participant: str = "anonymous"
     stable_mm: float = 2.0
     stable_minutes: float = 5.0
+    map_every: int = 10
     extra_writers: list = field(default_factory=list)
     command: list = field(default_factory=list)
     force: bool = False
@@ -196,6 +199,7 @@ class Watcher:
         self._t1_future = None
         self.incoming = None
         self.perf = []
+        self.live_maps = None
 
     # ----------------------------------------------------------------- state
 
@@ -327,6 +331,9 @@ class Watcher:
         self.stream = StreamingConnectivity(self.layout, self.protocol, setup["t_r_s"], n_volumes,
                                             events=self.events, run_state=run_state)
         self._map_search_region()
+        from ..native import rigid_matrix_ras
+
+        self.t1w_affine = rigid_matrix_ras(self.epi_to_t1, affine, tuple(setup["shape"])) @ affine
 
     def _restore(self, saved):
         """Resume: rebuild the engine and feed it the committed volumes again."""
@@ -384,6 +391,8 @@ class Watcher:
         row.update(missing=missing, fd_power_mm=fd_p, fd_jenkinson_mm=fd_j, white_matter=0.0 if missing else wm,
                    csf=0.0 if missing else csf, status=status, latency_ms=latency)
         pushed = time.monotonic()
+        if self.live_target is not None and self.opts.map_every and (index + 1) % self.opts.map_every == 0:
+            self.stream.brain_maps_in_background(lambda z, score, v=index: self._write_live_maps(v, z, score))
         self.store.append(index, realigned, row)
         stored = time.monotonic()
         self._track(index)
@@ -419,6 +428,16 @@ class Watcher:
         points = self._t1_and_mni(candidates)
         self.live_target = {"candidates": candidates, "points": points, "tables": tables}
         self.history.append((volume, points[0][0]))
+
+    def _write_live_maps(self, volume, z, score):
+        """Live whole-brain maps (Fisher z per state, and the score), on the EPI grid placed in T1w world."""
+        for name, values in [(f"z_{s}", v) for s, v in z.items()] + ([("delta", score)] if "contrast" in
+                                                                       self.protocol["connectivity"] else []):
+            img = nib.Nifti1Image(self.layout.voxels.to_volume(values), self.t1w_affine)
+            img.header["descrip"] = f"tmstarget live map after volume {volume}".encode()[:79]
+            write_nifti_atomic(self.out / f"live_map-{name}.nii.gz", img)
+        self.live_maps = {"after_volume": volume, "files": sorted(p.name for p in self.out.glob("live_map-*.nii.gz")),
+                          "world": "T1w (the EPI grid moved by the rigid coregistration)"}
 
     def _map_search_region(self):
         """T1w and MNI mm of every search-region voxel, mapped once (as :func:`tmstarget.native.to_t1w` maps
@@ -504,6 +523,7 @@ class Watcher:
             "stability": self._stability(),
             "subsystem_fc": None,
             "coordinates": {"ras_mm": "T1w world (scanner RAS of the T1)", "mni_mm": "MNI152NLin2009cAsym"},
+            "live_maps": self.live_maps,
             "final": self.finished,
             "tmstarget_version": __version__,
         }
@@ -650,6 +670,7 @@ class Watcher:
     def _self_check(self, plan_dir):
         """Largest |z difference| between the streaming maps and the final plan's maps (both on the EPI grid)."""
         z, score = self.stream.brain_maps()
+        self._write_live_maps(len(self.store.rows) - 1, z, score)
         ijk = tuple(self.layout.voxels.ijk.T)
         worst = 0.0
         for state, values in z.items():
