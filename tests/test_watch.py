@@ -166,13 +166,16 @@ def test_no_patient_identifier_in_any_output(real_watch, shared_data):
 
 
 def test_restart_after_kill_loses_and_repeats_nothing(real_watch, shared_data, tmp_path):
-    """kill -9 mid-run, start again: every volume exactly once, and the streaming sums still equal plan."""
+    """kill -9 mid-run, start again: every volume exactly once, and the streaming sums still equal plan.
+
+    The last volume never arrives: after --stop-after idle seconds it is recorded as a gap, so the run keeps
+    its planned 120 volumes."""
     incoming = tmp_path / "incoming"
-    replay(shared_data / REAL_RUN, incoming, speed=math.inf, drop=[30])
+    replay(shared_data / REAL_RUN, incoming, speed=math.inf, drop=[30, 120])  # 120: no later volume ever comes
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "tmstarget.cli", "watch", str(incoming), "--t1", str(shared_data / REAL_T1),
            "--protocol", "sgacc-dlpfc", "--expected-volumes", "120", "--output", str(out), "--participant", "rt01",
-           "--navigation", "none", "--gap-timeout", "1", "-q"]
+           "--navigation", "none", "--gap-timeout", "1", "--stop-after", "3", "-q"]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     processed = 0
@@ -191,7 +194,7 @@ def test_restart_after_kill_loses_and_repeats_nothing(real_watch, shared_data, t
     assert result.returncode == 0, result.stderr
     rows = pd.read_csv(out / "state" / "frames.tsv", sep="\t")
     assert rows["volume"].tolist() == list(range(120))
-    assert rows["missing"].tolist() == [1 if v == 29 else 0 for v in range(120)]
+    assert rows["missing"].tolist() == [1 if v in (29, 119) else 0 for v in range(120)]
     assert nib.load(out / "state" / "realigned.nii").shape[3] == 120
     live = json.loads((out / "live.json").read_text())
     assert live["final"]["max_abs_dz_stream_vs_plan"] < 1e-6

@@ -613,10 +613,24 @@ class Watcher:
                     continue
                 idle = 0.0 if last_activity is None else time.monotonic() - last_activity
                 if self.opts.stop_after_s is not None and idle > self.opts.stop_after_s:
+                    self._record_missing_tail(idle)
                     return f"no new volume for {self.opts.stop_after_s:g} s"
                 time.sleep(self.opts.poll_s)
         except KeyboardInterrupt:
             return "interrupted"
+
+    def _record_missing_tail(self, idle_s):
+        """The scan has stopped short of ``expected_volumes``: the volumes that never came are gaps.
+
+        A missing last volume has no later volume to start the gap wait; recording the tail keeps the run its
+        planned length, so the final plan's model (cosine regressors of N volumes) is the streaming one.
+        """
+        from .incoming import Gap
+
+        if self.store is None or self.opts.expected_volumes is None:
+            return
+        for index in range(len(self.store.rows), self.opts.expected_volumes):
+            self._process(Gap(index, index + 1, idle_s))
 
     def _finish(self, reason):
         """The recorded run through the batch engine: the same outputs as ``tmstarget plan``."""
