@@ -245,3 +245,12 @@ def test_synthetic_blocks_run_finds_the_planted_spot(synthetic_watch):
     found = np.array(synthetic_watch["doc"]["target"]["mni_mm"])
     assert np.linalg.norm(found - truth) <= 8.0  # two 4-mm voxels, through a real EPI -> T1 -> MNI registration
     assert set(live["qc"]["frames_per_state"]) == {"rumination", "distraction"}
+
+
+def test_a_partial_t1_is_refused_before_the_scan(shared_data, tmp_path):
+    """The shared T1 DICOM holds 8 slices: refused at start (one clear error), nothing written."""
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="not a whole head"):
+        Watcher(WatchOptions(incoming=tmp_path / "in", output=out, protocol=load_protocol("sgacc-dlpfc"),
+                             t1=shared_data / "pydecnef-sub1" / "dicom" / "t1", expected_volumes=120))
+    assert not out.exists()

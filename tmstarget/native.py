@@ -301,7 +301,7 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
     t1_img, _ = load_image(t1, t1_series, what="T1")
     if t1_img.ndim != 3:
         raise InputError(f"the T1 must be a 3-D image; got shape {t1_img.shape}", path=t1)
-    _check_whole_head(t1_img, t1)
+    check_whole_head(t1_img, t1)
     t1_from_dicom = _is_dicom_source(t1)
     t1_path = Path(t1)
     if t1_from_dicom:
@@ -825,7 +825,7 @@ def choose_fmriprep_space(fmriprep_dir, participant, requested=None, mni_t1_path
 MIN_T1_EXTENT_MM = 100.0
 
 
-def _check_whole_head(t1_img, source):
+def check_whole_head(t1_img, source):
     """Refuse a T1 that cannot hold a whole head (field of view below :data:`MIN_T1_EXTENT_MM`)."""
     zooms = np.sqrt((np.asarray(t1_img.affine)[:3, :3] ** 2).sum(axis=0))
     extent_mm = np.asarray(t1_img.shape[:3]) * zooms

@@ -173,7 +173,15 @@ class Watcher:
     """
 
     def __init__(self, opts, progress=None):
+        from ..native import check_whole_head, load_image
+
         check_options(opts)
+        # the T1 is read and checked now: a wrong T1 is refused before the scan starts, not at its first volume
+        t1_img, _ = load_image(opts.t1, what="T1")
+        if t1_img.ndim != 3:
+            raise InputError(f"the T1 must be a 3-D image; got shape {t1_img.shape}", path=opts.t1)
+        check_whole_head(t1_img, opts.t1)
+        self.t1_img = t1_img
         self.opts = opts
         self.progress = progress or (lambda message: None)
         self.out = Path(opts.output).resolve()
@@ -228,13 +236,9 @@ class Watcher:
         return None
 
     def _start_t1_registration(self):
-        from ..native import load_image
         from ..registration import register_t1_to_mni
 
-        t1_img, _ = load_image(self.opts.t1, what="T1")
-        if t1_img.ndim != 3:
-            raise InputError(f"the T1 must be a 3-D image; got shape {t1_img.shape}", path=self.opts.t1)
-        self.t1_img = t1_img
+        t1_img = self.t1_img
         self.t1_from_dicom = Path(self.opts.t1).is_dir()
         self.t1_path = Path(self.opts.t1)
         if self.t1_from_dicom:
