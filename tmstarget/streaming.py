@@ -195,6 +195,7 @@ class StreamingConnectivity:
         self._pending = []  # (bucket, x, y, s) waiting for the whole-brain update
         self._worker = None
         self._folds = []
+        self._inverse_cache = (None, None)
         self.offset = None
         self._box = None
         self.previous_motion = None
@@ -372,21 +373,31 @@ class StreamingConnectivity:
 
     def ready(self):
         """Whether every state has enough frames beyond the model's regressors; and why not."""
-        total = self.region.state_arrays(range(len(self.bucket_states)))
-        _, rank = _pseudo_inverse(total["xx"]) if total["count"] else (None, 0)
         need = self.params["min_volumes"]
-        for state in self.states:
+        for state in self.states:  # the cheap test first
             n = int(self.region.count[self._state_buckets(state)].sum())
             if n < need:
                 return False, f"state '{state}' has {n} of the {need} frames needed"
+        total = self.region.state_arrays(range(len(self.bucket_states)))
+        _, rank = self._inverse(self.region, total)
         if total["count"] <= rank + 2:
             return False, f"{total['count']} frames for a model of rank {rank}"
         return True, ""
 
+    def _inverse(self, sums, total):
+        """``G^+`` and rank of a set of sums, computed once per frame count (ready() and the readout share it)."""
+        key = (id(sums), int(total["count"]))
+        cached = self._inverse_cache  # one read: the worker thread may replace it meanwhile
+        if cached[0] == key:
+            return cached[1]
+        result = _pseudo_inverse(total["xx"])
+        self._inverse_cache = (key, result)
+        return result
+
     def readout(self, sums, columns=None):
         """Fisher-z per state (and the ROI table) from a set of sums."""
         total = sums.state_arrays(range(len(self.bucket_states)))
-        inv, _ = _pseudo_inverse(total["xx"])
+        inv, _ = self._inverse(sums, total)
         z, tables = {}, {}
         for state in self.states:
             st = sums.state_arrays(self._state_buckets(state))
