@@ -3,6 +3,9 @@
 Real data lives in ``../shared/data`` beside the repository (never copied in);
 tests that need it use the ``shared_data`` fixture and skip with a reason when
 it is absent.  ``TMSTARGET_SHARED_DATA`` overrides the location.
+
+With ``TMSTARGET_REQUIRE_SHARED_DATA=1`` (set by ``.ci/run``) an absent
+``../shared/data`` is a failure, not a skip: a green CI means those tests ran.
 """
 
 import os
@@ -24,7 +27,10 @@ def shared_data():
     """Path to ``../shared/data``; skips the test when it is absent."""
     path = _shared_data_dir()
     if not (path / "README.md").is_file():
-        pytest.skip(f"shared test data not found at {path} (set TMSTARGET_SHARED_DATA)")
+        reason = f"shared test data not found at {path} (set TMSTARGET_SHARED_DATA)"
+        if os.environ.get("TMSTARGET_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(f"{reason}; TMSTARGET_REQUIRE_SHARED_DATA=1 forbids skipping", pytrace=False)
+        pytest.skip(reason)
     return path
 
 

@@ -207,7 +207,6 @@ def test_small_t1_field_of_view_is_refused(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def t1_dicom_plans(tmp_path_factory):
     """The sample patient's rest run (taken as raw) planned twice: T1 as NIfTI, and the same T1 as DICOM."""
-    pytest.importorskip("tmstarget.synthetic_dicom")
     from tmstarget.synthetic_dicom import write_dicom_series
 
     root = tmp_path_factory.mktemp("t1_dicom")

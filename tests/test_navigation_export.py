@@ -11,7 +11,7 @@ import pytest
 
 from tmstarget.errors import InputError, NavigationFormatError, OrientationError, OutputError
 from tmstarget.navigation import read_navigation_file
-from tmstarget.navigation._testing import (
+from navigation_fixtures import (
     REFERENCE_AFFINE,
     coil_block,
     make_reference_t1,

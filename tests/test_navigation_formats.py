@@ -32,7 +32,7 @@ from tmstarget.navigation import (
     write_localite,
     write_simnibs_csv,
 )
-from tmstarget.navigation._testing import (
+from navigation_fixtures import (
     FILE_NAMES,
     REFERENCE_AFFINE,
     make_reference_t1,

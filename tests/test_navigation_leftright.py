@@ -18,7 +18,7 @@ import pytest
 
 from tmstarget.errors import NavigationFormatError
 from tmstarget.navigation import NavTarget, load_t1_reference
-from tmstarget.navigation._testing import FILE_NAMES, REFERENCE_AFFINE, p_ref
+from navigation_fixtures import FILE_NAMES, REFERENCE_AFFINE, p_ref
 from tmstarget.navigation.formats import FORMATS
 from tmstarget.spaces import D
 

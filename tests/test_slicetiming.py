@@ -128,13 +128,13 @@ def test_prepare_native_needs_slice_timing_in_the_sidecar(tmp_path):
 
 def test_sidecar_slice_encoding_direction_reversed():
     """BIDS: with SliceEncodingDirection k- the first SliceTiming entry is the last slice."""
-    from tmstarget.native import _slice_time_run
+    from tmstarget.slicetiming import sidecar_slice_timing
 
     data = sampled().astype(np.float32)
-    img = nib.Nifti1Image(data, np.eye(4))
-    run = NativeRun(Path("bold.nii.gz"), "rest", "rest_run-1")
     meta = {"RepetitionTime": TR_S, "SliceTiming": list(SLICE_TIMES_S[::-1]), "SliceEncodingDirection": "k-"}
-    corrected = _slice_time_run(data, img, meta, run)
+    times, axis = sidecar_slice_timing(meta)
+    assert axis == 2 and times == list(SLICE_TIMES_S)
+    corrected = slice_time_correct(data, times, TR_S, slice_axis=axis)
     assert error_by_volume(corrected, TR_S / 2)[10:-10].max() < INTERIOR_TOL[0.05]
 
 

@@ -9,7 +9,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from tmstarget.errors import OrientationError
-from tmstarget.navigation._testing import REFERENCE_AFFINE, S, p_ref, random_poses
+from navigation_fixtures import REFERENCE_AFFINE, S, p_ref, random_poses
 from tmstarget.spaces import (
     COIL_AXES,
     D,

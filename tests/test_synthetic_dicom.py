@@ -1,4 +1,9 @@
-"""Synthetic DICOM writer checked against dcm2niix, nibabel reorientation and pydicom."""
+"""Synthetic DICOM writer checked against dcm2niix, nibabel reorientation and pydicom.
+
+The MOSAIC writer's geometry is checked end to end (three readers, a real
+scanner file) in test_mosaic_geometry.py; here its headers, CSA values and
+tile layout, read with pydicom and nibabel's CSA reader.
+"""
 
 import subprocess
 from pathlib import Path
@@ -11,7 +16,12 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from tmstarget.errors import InputError, OrientationError
 from tmstarget.ingest.dicom import load_series
-from tmstarget.synthetic_dicom import rescale_tolerance, write_dicom_series
+from tmstarget.synthetic_dicom import (
+    DISTINCTIVE_PATIENT_FIELDS,
+    rescale_tolerance,
+    write_dicom_series,
+    write_mosaic_series,
+)
 
 AFFINE_ATOL_MM = 1e-4
 SHAPE = (7, 8, 9, 4)  # unequal sides: swapped axes fail
@@ -162,3 +172,82 @@ def test_bad_inputs(rng, tmp_path):
     with pytest.raises(InputError, match="slice_times_s"):
         write_dicom_series(img, tmp_path / "c", t_r_s=2.0, slice_times_s=[0.0] * 8 + [2.5])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_patient_fields_are_written_when_asked(rng, tmp_path):
+    img = _image("LAS", rng)
+    plain = pydicom.dcmread(write_dicom_series(img, tmp_path / "plain")[0], stop_before_pixels=True)
+    assert plain.PatientID == "SYNTH0000" and "InstitutionName" not in plain and "AccessionNumber" not in plain
+    for writer in (write_dicom_series, write_mosaic_series):
+        files = writer(img, tmp_path / writer.__name__, patient_fields=DISTINCTIVE_PATIENT_FIELDS)
+        for path in (files[0], files[-1]):
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            for keyword, value in DISTINCTIVE_PATIENT_FIELDS.items():
+                assert str(ds[keyword].value) == value, (writer.__name__, keyword)
+    with pytest.raises(InputError, match="patient_fields"):
+        write_mosaic_series(img, tmp_path / "bad", patient_fields={"ImagePositionPatient": "0\\0\\0"})
+    with pytest.raises(InputError, match="phase_encoding"):
+        write_mosaic_series(img, tmp_path / "bad", phase_encoding="SLICE")
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.filterwarnings("ignore:The DICOM readers are highly experimental")
+def test_mosaic_headers_csa_and_tile_layout(rng, tmp_path):
+    """One file per volume; tile k at (k // n, k % n) holds voxel (c, n_j - 1 - r, k); CSA read by nibabel."""
+    from nibabel.nicom import csareader
+    from nibabel.nicom.dicomwrappers import wrapper_from_data
+
+    affine = np.diag([-2.5, 3.5, 4.0, 1.0])  # LAS, non-square pixels
+    affine[:3, 3] = [40.0, -30.0, 12.0]
+    turn = np.eye(4)
+    turn[:3, :3] = _rotation([10.0, 5.0, -15.0])
+    affine = turn @ affine
+    n_i, n_j, n_k, n_t = 6, 4, 5, 2  # tiles of 6 columns x 4 rows on a 3 x 3 grid, 4 tiles empty
+    data = rng.integers(1, 30000, (n_i, n_j, n_k, n_t)).astype(np.int16)
+    times_s = [0.0, 0.8, 0.2, 1.0, 0.4]
+    files = write_mosaic_series(nib.Nifti1Image(data, affine), tmp_path, series_number=3, t_r_s=1.2,
+                                slice_times_s=times_s, phase_encoding="ROW", phase_encoding_positive=False)
+    assert [f.name for f in files] == ["001_000003_000001.dcm", "001_000003_000002.dcm"]
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    for t, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        assert list(ds.ImageType)[-1] == "MOSAIC" and ds.Manufacturer == "SIEMENS"
+        assert int(ds.AcquisitionNumber) == int(ds.InstanceNumber) == t + 1
+        assert ds.InPlanePhaseEncodingDirection == "ROW"
+        assert (ds.Rows, ds.Columns) == (3 * n_j, 3 * n_i)
+        np.testing.assert_allclose([float(v) for v in ds.PixelSpacing], [3.5, 2.5])
+        np.testing.assert_allclose(float(ds.SpacingBetweenSlices), 4.0)
+        mosaic = ds.pixel_array
+        for k in range(9):
+            tile = mosaic[(k // 3) * n_j:(k // 3 + 1) * n_j, (k % 3) * n_i:(k % 3 + 1) * n_i]
+            if k >= n_k:
+                assert not tile.any()
+                continue
+            for r in range(n_j):
+                for c in range(n_i):
+                    assert tile[r, c] == data[c, n_j - 1 - r, k, t]
+        csa = csareader.get_csa_header(ds)
+        assert csareader.get_n_mosaic(csa) == n_k
+        np.testing.assert_allclose(csareader.get_slice_normal(csa), lps[:3, 2] / 4.0, atol=1e-8)
+        np.testing.assert_allclose(csa["tags"]["MosaicRefAcqTimes"]["items"], np.multiply(times_s, 1000.0))
+        assert csa["tags"]["PhaseEncodingDirectionPositive"]["items"] == [0]
+        assert csareader.get_acq_mat_txt(csa) == f"{n_i}*{n_j}"  # ROW: phase lines = columns first
+        # nibabel's Siemens convention: the mosaic corner in ImagePositionPatient -> the first tile's first pixel
+        wrapper = wrapper_from_data(ds)
+        np.testing.assert_allclose(wrapper.image_position, (lps @ [0.0, n_j - 1.0, 0.0, 1.0])[:3], atol=1e-6)
+    first, second = (pydicom.dcmread(f, stop_before_pixels=True) for f in files)
+    seconds = [float(h.AcquisitionTime[4:]) + 60 * int(h.AcquisitionTime[2:4]) for h in (first, second)]
+    assert seconds[1] - seconds[0] == pytest.approx(1.2)
+
+
+def test_mosaic_float_data_within_rescale_tolerance(rng, tmp_path):
+    """Non-integer data go through one RescaleSlope/Intercept in the mosaic too (dcm2niix and load_series)."""
+    img = _image("LAS", rng)  # float data, 9 slices: a full 3 x 3 mosaic
+    write_mosaic_series(img, tmp_path / "dicom", t_r_s=2.0)
+    tolerance = rescale_tolerance(img)
+    assert 0 < tolerance < 0.02
+    for name, converted in (("ours", load_series(tmp_path / "dicom")[0]),
+                            ("dcm2niix", _dcm2niix(tmp_path / "dicom", tmp_path / "ref"))):
+        assert converted.shape == SHAPE, name
+        np.testing.assert_allclose(converted.affine, img.affine, atol=AFFINE_ATOL_MM, err_msg=name)
+        np.testing.assert_allclose(converted.get_fdata(), img.get_fdata(), rtol=0, atol=tolerance, err_msg=name)

@@ -840,25 +840,15 @@ def check_whole_head(t1_img, source):
 
 
 def _slice_time_run(data, img, meta, run):
-    """Slice-timing corrected copy of one run (float32), from its sidecar's SliceTiming.
+    """Slice-timing corrected copy of one run (float32), from its sidecar (:func:`sidecar_slice_timing`).
 
-    The slice axis is k unless the sidecar's ``SliceEncodingDirection`` says
-    otherwise (``i``/``j``/``k``; with ``-`` the times are listed from the last
-    slice, as BIDS defines). TR: ``RepetitionTime``, else the NIfTI header.
+    TR: ``RepetitionTime``, else the NIfTI header.
     """
     from .ingest.runs import header_tr
-    from .slicetiming import slice_time_correct
+    from .slicetiming import sidecar_slice_timing, slice_time_correct
 
-    times = meta.get("SliceTiming")
-    if not times:
-        raise InputError(f"slice-timing correction needs the slice acquisition times of run {run.label}: its "
-                         "DICOM header or JSON sidecar has no SliceTiming", path=run.source, key="SliceTiming")
-    direction = str(meta.get("SliceEncodingDirection", "k"))
-    if direction not in ("i", "j", "k", "i-", "j-", "k-"):
-        raise InputError(f"SliceEncodingDirection must be i, j or k (optionally with -); got {direction!r}",
-                         path=run.source, key="SliceEncodingDirection")
-    times = list(times)[::-1] if direction.endswith("-") else list(times)
+    times, axis = sidecar_slice_timing(meta, source=run.source, label=run.label)
     t_r_s = meta.get("RepetitionTime") or header_tr(img)
     if t_r_s is None:
         raise InputError(f"no repetition time for run {run.label} (sidecar or NIfTI header)", path=run.source)
-    return slice_time_correct(data, times, float(t_r_s), slice_axis="ijk".index(direction[0]))
+    return slice_time_correct(data, times, float(t_r_s), slice_axis=axis)

@@ -389,7 +389,8 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None):
 
     params = result.protocol.params.get("coil", {"handle": "auto", "scalp_method": "normal"})
     handle = params["handle_angle_deg"] if params["handle"] == "angle" else _HANDLE_RULES[params["handle"]]
-    mesh = scalp_surface(nib.load(t1_path))
+    t1_img = nib.load(t1_path)
+    mesh = scalp_surface(t1_img)
     brain = None
     if "brain" in result.masks:
         brain = nib.Nifti1Image(result.masks["brain"].astype(np.uint8), result.affine)
@@ -399,4 +400,19 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None):
                                brain_mask_img=brain, head_axes_ras=head_axes_ras, midline_ras_mm=midline_ras_mm)
         blocks.append(placement.to_dict())
     anatomy = {"t1": str(Path(t1_path).resolve()), "t1_sha256": sha256_file(t1_path), "space": result.space}
+    xform = _xform_used(t1_img)
+    if xform is not None:  # navigation export refuses an --affine naming the other one (qform != sform)
+        anatomy["xform"] = xform
     return blocks[0], blocks, anatomy
+
+
+def _xform_used(img):
+    """The NIfTI transform behind ``img.affine``, so behind the scalp and coil: nibabel takes the sform when
+    its code is > 0, else the qform. ``"qform=sform"`` when both are set and agree; None without a NIfTI header."""
+    header = img.header
+    if not hasattr(header, "get_sform"):
+        return None
+    qcode, scode = int(header["qform_code"]), int(header["sform_code"])
+    if qcode > 0 and scode > 0 and np.allclose(header.get_qform(), header.get_sform(), rtol=1e-5, atol=1e-6):
+        return "qform=sform"
+    return "sform" if scode > 0 else ("qform" if qcode > 0 else None)

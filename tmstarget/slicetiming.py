@@ -148,3 +148,42 @@ def slice_time_correct(data, slice_times_s, t_r_s, reference_s=None, slice_axis=
     log.debug("slice timing: %d slices shifted to %.3f s (shifts %.3f .. %.3f volumes)",
               len(times), reference, shifts.min(), shifts.max())
     return np.moveaxis(out, 0, slice_axis)
+
+
+def sidecar_slice_timing(meta, source=None, label="run"):
+    """Slice acquisition times and slice axis of a run, from its BIDS metadata.
+
+    Parameters
+    ----------
+    meta : mapping
+        The run's JSON sidecar (or DICOM-derived metadata): ``SliceTiming``
+        (s) and optionally ``SliceEncodingDirection`` (``i``, ``j`` or ``k``,
+        default ``k``; with ``-`` the times are listed from the last slice, as
+        BIDS defines).
+    source : path, optional
+        Named in error messages.
+    label : str
+        Run label named in error messages.
+
+    Returns
+    -------
+    times_s : list of float
+        Acquisition time of slice 0, 1, ... in storage order along the slice axis.
+    slice_axis : int
+        0, 1 or 2.
+
+    Raises
+    ------
+    InputError
+        No ``SliceTiming``, or an invalid ``SliceEncodingDirection``.
+    """
+    times = meta.get("SliceTiming")
+    if not times:
+        raise InputError(f"slice-timing correction needs the slice acquisition times of run {label}: its "
+                         "DICOM header or JSON sidecar has no SliceTiming", path=source, key="SliceTiming")
+    direction = str(meta.get("SliceEncodingDirection", "k"))
+    if direction not in ("i", "j", "k", "i-", "j-", "k-"):
+        raise InputError(f"SliceEncodingDirection must be i, j or k (optionally with -); got {direction!r}",
+                         path=source, key="SliceEncodingDirection")
+    times = [float(t) for t in times]
+    return (times[::-1] if direction.endswith("-") else times), "ijk".index(direction[0])

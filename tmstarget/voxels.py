@@ -89,6 +89,8 @@ def read_voxel_timeseries(img, voxels, first_frame=0, fwhm_mm=0.0, raw_columns=N
     box = smoothing_box(voxels, fwhm_mm)
     block = np.asarray(img.dataobj[box + (slice(first_frame, None),)], dtype=np.float32)
     block = np.ascontiguousarray(block.T)  # (t, k, j, i); a view when nibabel returns F order
+    if not block.flags.writeable:  # the whole image of a float32 file: a view of nibabel's read-only buffer
+        block = block.copy()
     return _smoothed_columns(block, voxels, box, fwhm_mm, raw_columns, img.get_filename(), first_frame)
 
 

@@ -461,30 +461,9 @@ class Watcher:
 
     # ------------------------------------------------------------------ live
 
-    def _moved_over(self, minutes):
-        """Largest distance (mm) from the current target to the live targets of the last ``minutes``;
-        None while the target has existed for less than that."""
-        now_volume, now_xyz = self.history[-1]
-        start = now_volume - minutes * 60.0 / self.setup["t_r_s"]
-        if self.history[0][0] > start:
-            return None
-        moved = 0.0
-        for volume, xyz in reversed(self.history):  # newest first: only the window is visited
-            if volume < start:
-                break
-            moved = max(moved, float(np.linalg.norm(now_xyz - xyz)))
-        return moved
-
     def _stability(self):
-        rule = (f"stable when the target moved less than {self.opts.stable_mm:g} mm over the last "
-                f"{self.opts.stable_minutes:g} minutes")
-        if not self.history:
-            return {"verdict": "no target yet", "rule": rule, "drift_mm": {f"{w}min": None for w in DRIFT_WINDOWS_MIN}}
-        drift = {f"{w}min": self._moved_over(w) for w in DRIFT_WINDOWS_MIN}
-        moved = self._moved_over(self.opts.stable_minutes)
-        verdict = "settling" if moved is None else "stable" if moved < self.opts.stable_mm else "moving"
-        return {"verdict": verdict, "rule": rule,
-                "drift_mm": {k: None if v is None else round(v, 2) for k, v in drift.items()}}
+        t_r_s = self.setup["t_r_s"] if self.history else None  # no set-up before the first target
+        return target_stability(self.history, t_r_s, self.opts.stable_mm, self.opts.stable_minutes)
 
     def live_document(self):
         rows = self.store.rows if self.store is not None else []
@@ -695,6 +674,53 @@ class Watcher:
             written = np.asarray(nib.load(plan_dir / f"map-z_{state}.nii.gz").dataobj)[ijk]
             worst = max(worst, float(np.abs(values - written).max()))
         return worst
+
+
+def _moved_over(history, t_r_s, minutes):
+    """Largest distance (mm) from the newest target to the targets of the last ``minutes``;
+    None while the target has existed for less than that."""
+    now_volume, now_xyz = history[-1]
+    start = now_volume - minutes * 60.0 / t_r_s
+    if history[0][0] > start:
+        return None
+    moved = 0.0
+    for volume, xyz in reversed(history):  # newest first: only the window is visited
+        if volume < start:
+            break
+        moved = max(moved, float(np.linalg.norm(np.asarray(now_xyz, float) - np.asarray(xyz, float))))
+    return moved
+
+
+def target_stability(history, t_r_s, stable_mm, stable_minutes):
+    """The live stability verdict of a target history.
+
+    Parameters
+    ----------
+    history : sequence of (int, array-like of 3 floats)
+        ``(volume index, target mm)`` of every live target so far, oldest first.
+    t_r_s : float
+        Repetition time (s): the windows count minutes, not volumes (unused for an empty history).
+    stable_mm : float
+        The target is stable when it moved less than this ...
+    stable_minutes : float
+        ... over this many minutes.
+
+    Returns
+    -------
+    dict
+        ``verdict`` ("no target yet", "settling" while the target has existed
+        for less than ``stable_minutes``, "stable" or "moving"), the ``rule``
+        in words and ``drift_mm`` over the last 1, 2 and 5 minutes (None for a
+        window longer than the history).
+    """
+    rule = f"stable when the target moved less than {stable_mm:g} mm over the last {stable_minutes:g} minutes"
+    if not history:
+        return {"verdict": "no target yet", "rule": rule, "drift_mm": {f"{w}min": None for w in DRIFT_WINDOWS_MIN}}
+    drift = {f"{w}min": _moved_over(history, t_r_s, w) for w in DRIFT_WINDOWS_MIN}
+    moved = _moved_over(history, t_r_s, stable_minutes)
+    verdict = "settling" if moved is None else "stable" if moved < stable_mm else "moving"
+    return {"verdict": verdict, "rule": rule,
+            "drift_mm": {k: None if v is None else round(v, 2) for k, v in drift.items()}}
 
 
 def _protocol_key(protocol):

@@ -1,18 +1,18 @@
 """Synthetic data for navigation tests (spec §7): P_ref, the reference T1, plans.
 
-Kept in the package (like nilearn's ``_utils/data_gen``) so tests of other
-stages can build the same geometry.
+Test helpers only: hand-written from the spec, sharing no code with tmstarget
+(hashes with hashlib), so the navigation tests compare against an independent
+reference.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
 
 import numpy as np
-
-from ..fileio import sha256_file
 
 S = 1.0 / math.sqrt(2.0)
 #: Reference T1 affine (spec §7): 1 mm, radiological (L,A,S) storage.
@@ -144,7 +144,7 @@ def write_plan(
         ],
         "anatomy": {
             "t1": str(t1_path.relative_to(plan_dir)) if relative_t1 else str(t1_path),
-            "t1_sha256": t1_sha256 or sha256_file(t1_path),
+            "t1_sha256": t1_sha256 or hashlib.sha256(Path(t1_path).read_bytes()).hexdigest(),
         },
         "provenance": {"tmstarget_version": "0.1.0"},
     }
