@@ -80,8 +80,13 @@ BUGS = (
 )
 
 
-def _copy_tree(dest):
-    """Copy the working tree (tracked and new files, no .git, no caches) to ``dest``."""
+def _copy_tree(dest, ref=None):
+    """Copy the working tree (tracked and new files, no .git, no caches), or commit ``ref``, to ``dest``."""
+    if ref is not None:
+        dest.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", ref], cwd=REPO, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        return
     ignore = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", "*.egg-info", "build", ".pytest_cache")
     shutil.copytree(REPO, dest, ignore=ignore)
 
@@ -96,11 +101,11 @@ def _plant(root, bug):
         path.write_text(text.replace(old, new))
 
 
-def run_bug(bug, verbose=False):
+def run_bug(bug, verbose=False, ref=None):
     """Plant ``bug`` in a scratch copy and run its tests; returns (failed test ids, seconds)."""
     with tempfile.TemporaryDirectory(prefix=f"planted-{bug.name}-") as tmp:
         root = Path(tmp) / "repo"
-        _copy_tree(root)
+        _copy_tree(root, ref)
         _plant(root, bug)
         # the copy lies elsewhere: point it at this checkout's ../shared/data, and never skip those tests
         shared = os.environ.get("TMSTARGET_SHARED_DATA", str(REPO.parent / "shared" / "data"))
@@ -125,6 +130,7 @@ def main(argv=None):
     parser.add_argument("bugs", nargs="*", help="names of the bugs to plant (default: all)")
     parser.add_argument("--list", action="store_true", help="list the bugs and exit")
     parser.add_argument("--verbose", action="store_true", help="show pytest's output")
+    parser.add_argument("--ref", help="plant into this commit (git archive) instead of the working tree")
     args = parser.parse_args(argv)
     if args.list:
         for bug in BUGS:
@@ -138,7 +144,7 @@ def main(argv=None):
     print("| planted bug | caught by (failing tests) | run |")
     print("|---|---|---|")
     for bug in chosen:
-        failed, seconds = run_bug(bug, args.verbose)
+        failed, seconds = run_bug(bug, args.verbose, args.ref)
         if not failed:
             missed.append(bug.name)
         caught = "<br>".join(failed) if failed else "**NOT CAUGHT**"

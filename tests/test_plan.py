@@ -71,13 +71,34 @@ def test_rumination_subsystem_pattern_and_qc(sample_plans):
     delta = doc["qc"]["subsystem_fc"]["rumination-minus-distraction"]
     assert delta["core-dmpfc"] < 0 < delta["core-mtl"]
     run = doc["qc"]["runs"][0]
-    spikes = truth()["runs"]["rumination"]["spike_frames"]
-    # each planted motion spike moves the head twice (in and out): both frames exceed 0.5 mm
-    assert run["frames_scrubbed"] >= len([s for s in spikes if s >= 5])
-    assert run["dummy_volumes_dropped"] == 5
     assert 5 < run["tsnr_search_region_median"] < 500
-    assert doc["qc"]["frames_per_state"]["rumination"] >= 50
     assert len(doc["candidates"]) == 5 and doc["candidates"][0]["rank"] == 1
+
+
+def test_task_frame_counts_are_exact(sample_plans):
+    """Scrubbed and per-state frame counts equal those derived here from the confounds and the events.
+
+    Each planted motion spike moves the head twice (in and out), so frames s and s+1 exceed 0.5 mm; the
+    blocks (50 s) shifted by the 4-s haemodynamic delay, minus their first 4 s, hold 23 frames each
+    (22 in the first block after the 5 dummies, 21 in the last distraction block cut by the run's end).
+    """
+    _, doc = sample_plans["rumination-dmpfc"]
+    conf = ref.read_confounds(TASK_CONF)
+    spikes = truth()["runs"]["rumination"]["spike_frames"]
+    scrubbed = np.flatnonzero(ref.fd_power(conf)[5:] > 0.5) + 5
+    assert list(scrubbed) == sorted(s + d for s in spikes for d in (0, 1))
+    run = doc["qc"]["runs"][0]
+    assert (run["volumes"], run["dummy_volumes_dropped"], run["frames_scrubbed"], run["frames_kept"]) == \
+        (200, 5, 8, 187)
+    kept = ref.kept_frames(conf)
+    counts = {s: int(ref.block_frames(EVENTS, kept, 2.0, s).sum()) for s in ("rumination", "distraction")}
+    assert counts == {"rumination": 22 + 3 * 23 - 8, "distraction": 3 * 23 + 21}
+    assert doc["qc"]["frames_per_state"] == counts
+    # the counts can see the mistakes the map tolerance is there for
+    for wrong in (ref.block_frames(EVENTS, kept, 2.0, "rumination", delay=0.0),
+                  ref.block_frames(EVENTS, kept + 1, 2.0, "rumination"),
+                  ref.block_frames(EVENTS, kept - 1, 2.0, "rumination")):
+        assert int(wrong.sum()) != counts["rumination"]
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +122,12 @@ def test_maps_equal_plain_nilearn(sample_plans, nilearn_task):
     for name, values in expected.items():
         ours = nib.load(out / f"map-{name}.nii.gz").get_fdata()[mask]
         assert np.abs(ours - values).max() < 1e-5, name
+    # the tolerance sees a frame selection without the haemodynamic delay, or one volume off, by far
+    delta = nib.load(out / "map-delta.nii.gz").get_fdata()[mask]
+    for shifted, delay in ((frames, 0.0), (frames + 1, 4.0), (frames - 1, 4.0)):
+        z = {s: ref.zmap(cleaned[sel], seed[sel]) for s in ("rumination", "distraction")
+             for sel in [ref.block_frames(EVENTS, shifted, 2.0, s, delay=delay)]}
+        assert np.abs(delta - (z["rumination"] - z["distraction"])).max() > 1e-2
 
 
 def test_wrong_implementations_would_miss(tmp_path, nilearn_task):

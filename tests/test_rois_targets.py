@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
+from scipy import ndimage
 
+import nilearn_reference as ref
 from tmstarget.connectivity import correlation_with_seed, fisher_z, state_frames, subsystem_table
 from tmstarget.errors import InputError
 from tmstarget.rois import ball_mask, region_mask
@@ -66,7 +68,124 @@ def test_cluster_picker_centroid_within_2mm(rng):
     best = pick_cluster_targets(values, voxels, np.arange(len(voxels)), "negative", 0.10, 3)[0]
     assert np.linalg.norm(np.array(best.extra["centroid_ras_mm"]) - (-42, 44, 30)) <= 2.0
     assert np.linalg.norm(best.ras_mm - (-42, 44, 30)) <= 2.0
-    assert best.extra["cluster_size"] > 50
+    reference = ref.cluster_pick(voxels.to_volume(values, dtype=float), voxels.mask, MNI2)[0]
+    assert best.voxel_ijk == reference["ijk"] and best.extra["cluster_size"] == reference["size"] > 50
+
+
+# --- the cluster picker against nilearn_reference.cluster_pick (written from the published rule) -------------
+
+def _cluster_both(values, region, affine, direction="negative", fraction=0.10, analysed=None, n=5):
+    """tmstarget's picker (on a VoxelSet of ``analysed``) and the reference, on the same 3-D map and region."""
+    voxels = VoxelSet(region if analysed is None else analysed, affine)
+    ours = pick_cluster_targets(values[tuple(voxels.ijk.T)], voxels, voxels.columns(region), direction, fraction, n)
+    return ours, ref.cluster_pick(values, region, affine, fraction, direction, n)
+
+
+def _same(ours, theirs, values, unique=True):
+    assert len(ours) == len(theirs)
+    for o, t in zip(ours, theirs):
+        if unique:
+            assert len(t["ties"]) == 1, "test map must not leave the snap ambiguous"
+        assert o.voxel_ijk in t["ties"]
+        assert o.extra["cluster_size"] == t["size"]
+        assert_allclose(o.extra["centroid_ras_mm"], t["centroid_mm"], atol=1e-9)
+        assert o.extra["cluster_mean"] == pytest.approx(t["mean"], abs=1e-12)
+        assert o.score == values[o.voxel_ijk]
+
+
+def _box(shape=(12, 12, 12), background=1.0):
+    return np.full(shape, background), np.ones(shape, dtype=bool)
+
+
+ISO2 = np.array([[2, 0, 0, -40], [0, 2, 0, 10], [0, 0, 2, 20], [0, 0, 0, 1]], dtype=float)
+
+
+def test_cluster_picker_joins_voxels_touching_at_a_corner():
+    """26-connectivity: two cubes meeting at one corner are one cluster (35 voxels), larger than a 33-voxel slab;
+    with 6- or 18-connectivity the slab would win."""
+    values, region = _box()
+    values[1:3, 1:3, 1:3] = -1.0  # 8 voxels
+    values[3:6, 3:6, 3:6] = -1.0  # 27 voxels; (2,2,2) and (3,3,3) share only a corner
+    values[7:11, 7:11, 7:9] = -1.0  # 32 voxels, face-connected
+    values[11, 7, 7] = -1.0  # 33
+    ours, theirs = _cluster_both(values, region, ISO2)
+    _same(ours, theirs, values)
+    assert [c.extra["cluster_size"] for c in ours] == [35, 33]
+    assert ours[0].voxel_ijk == (3, 3, 3)  # centroid index (3.43, 3.43, 3.43)
+    for structure in (ndimage.generate_binary_structure(3, 1), ndimage.generate_binary_structure(3, 2)):
+        assert ndimage.label(values < 0, structure=structure)[1] == 3  # the corner splits them otherwise
+
+
+def test_cluster_picker_ranks_by_size_then_by_mean():
+    values, region = _box()
+    values[1:3, 1:3, 1:3] = -1.0
+    values[1, 1, 3] = -1.0  # 9 voxels, mean -1
+    values[6:8, 1:3, 1:3] = -2.0
+    values[6, 1, 3] = -2.0  # 9 voxels, mean -2: same size, more extreme -> first
+    values[1:3, 7:9, 7:9] = -5.0
+    values[2, 8, 8], values[1, 7, 9] = 1.0, -5.0  # 8 voxels (a cube with one corner moved), most extreme, last
+    ours, theirs = _cluster_both(values, region, ISO2)
+    _same(ours, theirs, values)
+    assert [(c.extra["cluster_size"], c.extra["cluster_mean"]) for c in ours] == [(9, -2.0), (9, -1.0), (8, -5.0)]
+    # positive direction on the mirrored map gives the same clusters
+    flipped, flipped_ref = _cluster_both(-values, region, ISO2, direction="positive")
+    _same(flipped, flipped_ref, -values)
+    assert [c.voxel_ijk for c in flipped] == [c.voxel_ijk for c in ours]
+
+
+def test_cluster_picker_snaps_in_mm_on_anisotropic_flipped_grid():
+    """The centroid falls in a hole of the search region; the nearest region voxel in mm (x voxels 3.5 mm,
+    stored flipped) is not the nearest in voxel index."""
+    affine = np.array([[-3.5, 0, 0, 40], [0, 2, 0, -20], [0, 0, 2, 10], [0, 0, 0, 1]])
+    values, region = _box((9, 9, 9))
+    ring = [(3, 4, 3), (3, 4, 4), (3, 4, 5), (4, 4, 3), (4, 4, 5), (5, 4, 3), (5, 4, 4), (5, 4, 5), (6, 4, 5)]
+    for v in ring:
+        values[v] = -1.0
+    region[4, 4, 4] = False
+    ours, theirs = _cluster_both(values, region, affine)
+    _same(ours, theirs, values)
+    assert ours[0].voxel_ijk == (4, 4, 5)  # centroid index (4.22, 4, 4.11): (5, 4, 4) is nearer in index
+    assert_allclose(ours[0].ras_mm, affine[:3, :3] @ (4, 4, 5) + affine[:3, 3])
+
+
+def test_cluster_picker_keeps_ties_at_the_threshold_and_only_the_wanted_sign():
+    rng = np.random.default_rng(11)
+    region = ref.balls(SHAPE2, MNI2, ref.DLPFC_CENTRES, 20.0)
+    smooth = ndimage.gaussian_filter(rng.standard_normal(SHAPE2), 2.0)
+    values = np.round(smooth / smooth[region].std() * 4) / 4  # coarse steps: many voxels tie at the threshold
+    ordered = np.sort(values[region])
+    last = int(np.floor(0.10 * (len(ordered) - 1)))
+    # the test is about ties: the voxels tied with the last of the 10 % add many more than the 10 %
+    assert (values[region] <= ordered[last]).sum() > last + 1 + 50
+    ours, theirs = _cluster_both(values, region, MNI2)
+    _same(ours, theirs, values, unique=False)
+    # few negative values: the "10 %" can only take those
+    shifted = values + 1.5
+    assert 0 < (shifted[region] < 0).sum() < 0.10 * region.sum()
+    ours, theirs = _cluster_both(shifted, region, MNI2)
+    _same(ours, theirs, shifted, unique=False)
+    labels, _ = ndimage.label(region & (shifted < 0), structure=np.ones((3, 3, 3)))
+    assert sorted(c.extra["cluster_size"] for c in ours) == sorted(np.bincount(labels.ravel())[1:])[-len(ours):]
+    # no value of the wanted sign: an error, not a target
+    with pytest.raises(InputError, match="no negative values"):
+        _cluster_both(np.abs(values) + 0.1, region, MNI2)
+    assert ref.cluster_pick(np.abs(values) + 0.1, region, MNI2) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("direction,fraction", [("negative", 0.10), ("positive", 0.10), ("negative", 0.05),
+                                                ("negative", 0.25)])
+def test_cluster_picker_equals_reference_on_smooth_random_maps(seed, direction, fraction):
+    """Smooth noise in the left-DLPFC spheres (2-mm MNI grid and a flipped 3-mm DPABI grid), inside a larger
+    analysed set: same clusters, sizes, centroids and snapped voxels for every candidate (up to five)."""
+    rng = np.random.default_rng(seed)
+    for shape, affine in ((SHAPE2, MNI2), ((61, 73, 61), DPABI3)):
+        region = ref.balls(shape, affine, ref.DLPFC_CENTRES, 20.0)
+        analysed = ndimage.binary_dilation(region, iterations=2)
+        values = ndimage.gaussian_filter(rng.standard_normal(shape), 1.5)
+        ours, theirs = _cluster_both(values, region, affine, direction, fraction, analysed=analysed)
+        _same(ours, theirs, values, unique=False)
+        assert len(ours) >= 3
 
 
 def test_empty_region_is_an_error(rng):

@@ -1,4 +1,12 @@
-"""The streaming engine (running sums) against the batch engine (`plan`) and independent references."""
+"""The streaming engine (running sums) against the batch engine (`plan`) and a direct computation.
+
+The direct computation (``nilearn_reference``) shares no code with either engine: the design is built
+from its definitions (constant, trend in frame time, DCT-II cosines outside 0.01-0.1 Hz, Friston-24 and
+WM/CSF from the confounds, SPM-HRF block regressors from nilearn), the data smoothed by nilearn, the
+frames scrubbed by FD_Power and split into states by the published block rule, and the Fisher-z maps
+come from one ``numpy.linalg.lstsq`` fit and Pearson r.  Runs are read with nibabel and pandas; only
+public tmstarget functions are called.
+"""
 
 import warnings
 from pathlib import Path
@@ -9,18 +17,19 @@ import pandas as pd
 import pytest
 from nilearn import signal
 
-from tmstarget import rois as roi_defs
+import nilearn_reference as ref
 from tmstarget.clean import cosine_band_regressors, regression_design, regression_operator
 from tmstarget.ingest.collect import ExplicitRun, Selection
-from tmstarget.ingest.runs import confound_column, motion_params
-from tmstarget.motion import fd_power
-from tmstarget.pipeline import _brain_mask, _load_runs, analysis_layout, plan
+from tmstarget.pipeline import analysis_layout, plan
 from tmstarget.protocol import load_protocol
+from tmstarget.rois import MniGrid
 from tmstarget.streaming import StreamingConnectivity
+from tmstarget.targets import pick_targets
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 FUNC = SAMPLE / "derivatives" / "fmriprep" / "sub-01" / "func"
 SPACE = "space-MNI152NLin2009cAsym"
+DIRECT_TOLERANCE = 1e-6  # z; float64 sums vs one lstsq (measured below 1e-9)
 
 
 def _run_files(task):
@@ -33,30 +42,79 @@ def _run_files(task):
     )
 
 
-def _stream(selection, protocol, until=None):
-    """Feed a run volume by volume into the streaming engine, as the watcher does."""
-    runs = _load_runs(selection, None)
-    run = runs[0]
-    brain = _brain_mask(runs, selection.mask, [])
-    layout = analysis_layout(protocol, brain, run.img.affine, roi_defs.MniGrid(brain.shape, run.img.affine))
-    stream = StreamingConnectivity(layout, protocol, run.t_r, run.n_volumes,
-                                   events=run.events if run.state is None else None, run_state=run.state)
-    motion = motion_params(run.confounds, None)
-    nuisance = np.column_stack([confound_column(run.confounds, c, None, "") for c in ("white_matter", "csf")])
-    fd = fd_power(motion)
-    data = np.asarray(run.img.dataobj, dtype=np.float32)
-    for v in range(run.n_volumes if until is None else until):
+def _stream(files, protocol, until=None):
+    """Feed a run volume by volume into the streaming engine, as the watcher does (inputs read here)."""
+    img = nib.load(files.bold)
+    brain = np.asarray(nib.load(files.mask).dataobj) > 0
+    layout = analysis_layout(protocol, brain, img.affine, MniGrid(brain.shape, img.affine))
+    events = pd.read_csv(files.events, sep="\t") if files.events is not None else None
+    stream = StreamingConnectivity(layout, protocol, ref.repetition_time(files.bold), img.shape[3], events=events,
+                                   run_state=None if events is not None else "rest")
+    conf = ref.read_confounds(files.confounds)
+    motion = conf[ref.MOTION_COLUMNS].to_numpy(dtype=float)
+    nuisance = conf[["white_matter", "csf"]].to_numpy(dtype=float)
+    fd = ref.fd_power(conf)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    for v in range(img.shape[3] if until is None else until):
         stream.push(v, data[..., v], motion[v], nuisance[v], fd[v])
     return stream, layout
 
 
-@pytest.mark.parametrize("name,task", [("rumination-dmpfc", "rumination"), ("sgacc-dlpfc", "rest")])
-def test_stream_equals_plan_at_the_last_volume(name, task):
-    protocol = load_protocol(name, ["clean.filter=cosine"])
-    state = None if task != "rest" else "rest"
-    selection = Selection([(_run_files(task), state)], None, None, [])
-    batch = plan(selection, protocol)
-    stream, layout = _stream(selection, protocol)
+def _direct(files, dummies=5):
+    """Fisher-z maps (3-D) per state from the regression model computed directly, and the frames per state."""
+    img = nib.load(files.bold)
+    mask = np.asarray(nib.load(files.mask).dataobj) > 0
+    t_r = ref.repetition_time(files.bold)
+    conf = ref.read_confounds(files.confounds)
+    design = ref.regression_model_design(conf, img.shape[3], t_r, files.events, dummies)
+    kept = ref.kept_frames(conf, dummies)
+    residuals = ref.regression_residuals(design[kept - dummies], ref.smoothed_masked(files.bold, mask)[kept])
+    gm = ref.grey_matter(img)
+    if files.events is None:
+        seed = ref.sphere_seed(residuals, img, mask, gm, ref.SGACC, 10.0)
+        states = {"rest": np.ones(len(kept), dtype=bool)}
+    else:
+        seed = ref.core_seed(residuals, img, mask, gm)
+        states = {s: ref.block_frames(files.events, kept, t_r, s) for s in ("rumination", "distraction")}
+    maps = {}
+    for state, sel in states.items():
+        maps[state] = np.zeros(mask.shape)
+        maps[state][mask] = ref.zmap(residuals[sel], seed[sel])
+    return maps, {s: int(sel.sum()) for s, sel in states.items()}, kept
+
+
+CASES = {"rumination-dmpfc": "rumination", "sgacc-dlpfc": "rest"}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    """A protocol in the regression model and its sample run."""
+    return request.param, _run_files(CASES[request.param]), load_protocol(request.param, ["clean.filter=cosine"])
+
+
+@pytest.fixture(scope="module")
+def batch(case):
+    _, files, protocol = case
+    return plan(Selection([(files, "rest" if files.events is None else None)], None, None, []), protocol)
+
+
+@pytest.fixture(scope="module")
+def streamed(case):
+    """The stream fed every volume of the run, and its layout."""
+    _, files, protocol = case
+    return _stream(files, protocol)
+
+
+@pytest.fixture(scope="module")
+def direct(case):
+    """The direct computation: maps, frames per state, kept frames."""
+    return _direct(case[1])
+
+
+@pytest.mark.slow
+def test_stream_equals_plan_at_the_last_volume(case, batch, streamed):
+    protocol = case[2]
+    stream, layout = streamed
     z, score = stream.brain_maps()
     ijk = tuple(layout.voxels.ijk.T)
     for s in z:
@@ -66,8 +124,6 @@ def test_stream_equals_plan_at_the_last_volume(name, task):
     # the live (search-region) readout: same numbers, same target voxel
     _, region_score, tables = stream.region_maps()
     assert np.abs(region_score - score[layout.region_cols]).max() < 1e-6
-    from tmstarget.targets import pick_targets
-
     full = np.zeros(len(layout.voxels))
     full[layout.region_cols] = region_score
     assert pick_targets(full, layout.voxels, layout.region_cols, protocol["target"])[0].voxel_ijk == \
@@ -75,6 +131,36 @@ def test_stream_equals_plan_at_the_last_volume(name, task):
     for s, table in tables.items():
         for key, value in table.items():
             assert value == pytest.approx(batch.qc["subsystem_fc"][s][key], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_stream_equals_direct_regression(case, streamed, direct):
+    """Independently of `plan`: the stream's maps are the direct lstsq computation's (every voxel, every state)."""
+    (stream, layout), (maps, _, kept) = streamed, direct
+    z, score = stream.brain_maps()
+    ijk = tuple(layout.voxels.ijk.T)
+    assert set(z) == set(maps)
+    for state, values in z.items():
+        assert np.abs(values - maps[state][ijk]).max() < DIRECT_TOLERANCE, state
+        assert np.abs(maps[state][ijk]).max() > 0.5  # not a trivially small map
+    if case[0] == "rumination-dmpfc":
+        assert np.abs(score - (maps["rumination"] - maps["distraction"])[ijk]).max() < DIRECT_TOLERANCE
+    # every kept frame was added once, in order; dummies and scrubbed frames were not
+    assert stream.frames_added == list(kept)
+
+
+@pytest.mark.slow
+def test_plan_regression_model_equals_direct_regression(case, batch, direct):
+    maps, counts, _ = direct
+    mask = batch.masks["brain"]
+    for state, values in maps.items():
+        assert np.abs(batch.maps[f"z_{state}"][mask] - values[mask]).max() < DIRECT_TOLERANCE, state
+    if "delta" in batch.maps:
+        delta = maps["rumination"] - maps["distraction"]
+        assert np.abs(batch.maps["delta"][mask] - delta[mask]).max() < DIRECT_TOLERANCE
+    assert batch.qc["frames_per_state"] == counts
+    expected = {"rumination-dmpfc": {"rumination": 83, "distraction": 90}, "sgacc-dlpfc": {"rest": 137}}
+    assert counts == expected[case[0]]
 
 
 def _truncated_run(tmp_path, files, n):
@@ -95,6 +181,7 @@ def _truncated_run(tmp_path, files, n):
                        mask=files.mask, label=files.label)
 
 
+@pytest.mark.slow
 def test_readout_mid_run_equals_plan_on_the_volumes_so_far(tmp_path):
     """Without band regressors the model does not depend on the run length: after volume k the stream is plan on k."""
     protocol = load_protocol("rumination-dmpfc", ["clean.filter=cosine", "clean.high_pass_hz=0",
@@ -102,7 +189,7 @@ def test_readout_mid_run_equals_plan_on_the_volumes_so_far(tmp_path):
     files = _run_files("rumination")
     k = 170
     batch = plan(Selection([(_truncated_run(tmp_path, files, k), None)], None, None, []), protocol)
-    stream, layout = _stream(Selection([(files, None)], None, None, []), protocol, until=k)
+    stream, layout = _stream(files, protocol, until=k)
     z, _ = stream.brain_maps()
     ijk = tuple(layout.voxels.ijk.T)
     for s in z:
@@ -118,9 +205,9 @@ def test_regression_model_equals_nilearn_cosine_filter():
     ours = regression_operator(regression_design(n, t_r, confounds, True, 0.01, None)) @ data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = signal.clean(data, detrend=True, standardize=None, confounds=confounds, filter="cosine",
-                           high_pass=0.01, t_r=t_r)
-    assert np.abs(ours - ref).max() < 1e-8
+        expected = signal.clean(data, detrend=True, standardize=None, confounds=confounds, filter="cosine",
+                                high_pass=0.01, t_r=t_r)
+    assert np.abs(ours - expected).max() < 1e-8
 
 
 def test_low_pass_regressors_remove_exactly_the_frequencies_above_the_band():
