@@ -22,7 +22,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from tmstarget.ingest.dicom import convert, load_series
+from tmstarget.ingest.dicom.series import convert, load_series
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "pydecnef-sub1" / "dicom" / "func-run1"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench_convert import DEFAULT_DIR, dcm2niix_binary, time_dcm2niix, time_ours
 
-from tmstarget.cli import main as cli_main
+from tmstarget.cli.main import main as cli_main
 
 DEFAULT_T1 = DEFAULT_DIR.parents[1] / "anat" / "T1w.nii.gz"
 
@@ -47,7 +47,7 @@ def main(argv=None):
     parser.add_argument("--protocol", default="sgacc-dlpfc")
     args = parser.parse_args(argv)
 
-    import tmstarget.cli as cli
+    import tmstarget.cli.main as cli
 
     clock = StageClock()
     original = cli.Progress

@@ -39,7 +39,7 @@ def patient_dir(voxel_mm, volumes):
 def ensure_patient(voxel_mm, volumes):
     out = patient_dir(voxel_mm, volumes)
     if not (out / "ground_truth.json").is_file():
-        from tmstarget.synthetic import SyntheticConfig, make_patient
+        from tmstarget.testing.patient import SyntheticConfig, make_patient
 
         make_patient(out, SyntheticConfig(voxel_mm=voxel_mm, n_rest=volumes, n_task=volumes, block_s=60.0))
     return out
@@ -61,7 +61,7 @@ def run_path(path, patient, protocol):
     bold, conf, mask, events = _files(patient, task)
     start = time.perf_counter()
     if path == "tmstarget":
-        from tmstarget.cli import main as cli_main
+        from tmstarget.cli.main import main as cli_main
 
         start = T0
         out_dir = HERE / "results" / "plan-out"
@@ -69,7 +69,7 @@ def run_path(path, patient, protocol):
                   "--force", "--quiet"])
     elif path == "engine":
         from tmstarget.ingest.collect import select_runs
-        from tmstarget.pipeline import plan
+        from tmstarget.analysis.engine import plan
         from tmstarget.protocol import load_protocol
 
         proto = load_protocol(protocol)

@@ -104,7 +104,7 @@ def run_case(shared, work, name, overrides, speed, repeat):
 
     # the reference path: the batch engine on the recorded run, timed here
     from tmstarget.ingest.collect import ExplicitRun, Selection
-    from tmstarget.pipeline import plan
+    from tmstarget.analysis.engine import plan
 
     state = root / "out" / "state"
     run = ExplicitRun(bold=state / "realigned.nii", confounds=next(state.glob("*_desc-confounds_timeseries.tsv")),

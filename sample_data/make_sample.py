@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tmstarget.synthetic import SyntheticConfig, make_patient
+from tmstarget.testing.patient import SyntheticConfig, make_patient
 
 HERE = Path(__file__).resolve().parent
 GENERATED = ("dataset_description.json", "ground_truth.json", "sub-01", "derivatives")

@@ -5,9 +5,9 @@ import numpy as np
 from nilearn import image, signal
 from numpy.testing import assert_allclose
 
-from tmstarget.clean import cleaning_operator, task_regressors
-from tmstarget.motion import fd_power, friston24
-from tmstarget.voxels import VoxelSet, read_voxel_timeseries
+from tmstarget.analysis.clean import cleaning_operator, task_regressors
+from tmstarget.anatomy.motion import fd_power, friston24
+from tmstarget.analysis.voxels import VoxelSet, read_voxel_timeseries
 
 
 def test_fd_power_matches_science_fixture():

@@ -10,9 +10,9 @@ import pydicom
 import pytest
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
-from tmstarget.cli import main as convert_main
-from tmstarget.ingest.dicom import convert, find_series, load_series
-from tmstarget.ingest.dicom_csa import parse_csa_header
+from tmstarget.cli.main import main as convert_main
+from tmstarget.ingest.dicom.series import convert, find_series, load_series
+from tmstarget.ingest.dicom.csa import parse_csa_header
 
 # (DICOM folder, reference stem) relative to shared/data.
 CASES = {

@@ -12,7 +12,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGLSLossless
 
 from tmstarget.errors import DicomError
-from tmstarget.ingest.dicom import convert, find_series, load_series
+from tmstarget.ingest.dicom.series import convert, find_series, load_series
 
 FUNC = "pydecnef-sub1/dicom/func-run1"
 GE = "dcm-qa-other/ge_epirt_singleframe/dicom"

@@ -26,8 +26,8 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from tmstarget.cli import main
-from tmstarget.native import choose_fmriprep_space, find_fmriprep_anatomy
+from tmstarget.cli.main import main
+from tmstarget.workflows.native import choose_fmriprep_space, find_fmriprep_anatomy
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 MNI = "MNI152NLin2009cAsym"

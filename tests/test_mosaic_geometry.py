@@ -1,7 +1,7 @@
 """Siemens MOSAIC geometry with non-square pixels and non-square tiles (issue 20, item 2a).
 
 A known NIfTI image (known voxels, known oblique affine) is written as a
-MOSAIC series by `tmstarget.synthetic_dicom.write_mosaic_series`, then read
+MOSAIC series by `tmstarget.testing.dicom.write_mosaic_series`, then read
 back by three readers that must all give the known image:
 
 * tmstarget's `load_series` (the reader under test),
@@ -38,8 +38,8 @@ import pydicom
 import pytest
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
-from tmstarget.ingest.dicom import load_series
-from tmstarget.synthetic_dicom import write_mosaic_series
+from tmstarget.ingest.dicom.series import load_series
+from tmstarget.testing.dicom import write_mosaic_series
 
 AFFINE_ATOL_MM = 1e-4
 TR_S = 2.0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tmstarget.errors import InputError
-from tmstarget.motion import (
+from tmstarget.anatomy.motion import (
     estimate_motion,
     fd_jenkinson,
     fd_power,

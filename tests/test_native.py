@@ -4,7 +4,7 @@ One real-data plan (``pydecnef-sub1``: 120 Siemens mosaic volumes, TR 2 s, and
 its T1) is computed once per module through the CLI and checked against
 references computed here independently: the atlas file read with tomllib,
 the saved ANTs transforms applied with antspyx directly (our LPS flip not
-used), a head mask thresholded here (Otsu, no code of tmstarget.scalp), and
+used), a head mask thresholded here (Otsu, no code of tmstarget.anatomy.scalp), and
 the DICOM patient fields read with pydicom.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from tmstarget.cli import main
+from tmstarget.cli.main import main
 
 ATLAS = Path(__file__).resolve().parents[1] / "tmstarget" / "data" / "atlas.toml"
 PROTOCOL = "sgacc-dlpfc"
@@ -207,7 +207,7 @@ def test_small_t1_field_of_view_is_refused(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def t1_dicom_plans(tmp_path_factory):
     """The sample patient's rest run (taken as raw) planned twice: T1 as NIfTI, and the same T1 as DICOM."""
-    from tmstarget.synthetic_dicom import write_dicom_series
+    from tmstarget.testing.dicom import write_dicom_series
 
     root = tmp_path_factory.mktemp("t1_dicom")
     write_dicom_series(nib.load(SAMPLE_T1), root / "t1_dicom", series_number=2, series_description="t1_mprage")

@@ -29,7 +29,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from tmstarget.cli import main
+from tmstarget.cli.main import main
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 FMRIPREP = SAMPLE / "derivatives" / "fmriprep" / "sub-01"
@@ -171,7 +171,7 @@ def test_a_wrong_way_coregistration_would_fail_the_tolerances():
 def test_a_float32_run_whose_brain_fills_the_grid_is_read_and_smoothed(tmp_path):
     """The realigned runs of the native path are float32; with the mask's box (+ kernel) = the whole grid,
     nibabel hands back a read-only buffer, which smoothing in place must not hit (found by the fixture above)."""
-    from tmstarget.voxels import VoxelSet, read_voxel_timeseries
+    from tmstarget.analysis.voxels import VoxelSet, read_voxel_timeseries
 
     rng = np.random.default_rng(0)
     data = rng.normal(100.0, 5.0, (9, 10, 11, 6)).astype(np.float32)

@@ -18,7 +18,7 @@ from navigation_fixtures import (
     p_ref,
     write_plan,
 )
-from tmstarget.navigation.cli import add_subcommands
+from tmstarget.cli.navigation import add_subcommands
 from tmstarget.navigation.compare import compare_recorded
 from tmstarget.navigation.export import export_plan, load_plan
 from tmstarget.navigation.formats import FORMATS

@@ -11,8 +11,8 @@ import pytest
 from nilearn import image
 
 import nilearn_reference as ref
-from tmstarget.cli import main
-from tmstarget.synthetic import SyntheticConfig, make_patient
+from tmstarget.cli.main import main
+from tmstarget.testing.patient import SyntheticConfig, make_patient
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 FUNC = SAMPLE / "derivatives" / "fmriprep" / "sub-01" / "func"

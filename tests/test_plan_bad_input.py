@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from test_plan import EVENTS, REST_BOLD, REST_CONF, REST_MASK, SAMPLE, TASK_BOLD, TASK_CONF, TASK_MASK
-from tmstarget.cli import main
+from tmstarget.cli.main import main
 
 
 def fails(capsys, tmp_path, argv, *expected):

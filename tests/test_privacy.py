@@ -36,7 +36,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tmstarget.synthetic_dicom import write_dicom_series, write_mosaic_series
+from tmstarget.testing.dicom import write_dicom_series, write_mosaic_series
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "derivatives" / "fmriprep" / "sub-01"
 REST = SAMPLE / "func" / "sub-01_task-rest_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
@@ -61,7 +61,7 @@ REST_DESCRIPTION = "ep2d_rest QUIXWORTH"  # the family name typed into the proto
 CLEAN = ["--set", "clean.min_volumes=20", "--set", "clean.dummy_volumes=0"]  # a 40-volume run
 # Runs the CLI with every logger at DEBUG on stderr (main's own basicConfig then keeps it).
 CLI = ("import logging, sys; logging.basicConfig(level=logging.DEBUG, "
-       "format='%(levelname)s %(name)s: %(message)s'); from tmstarget.cli import main; sys.exit(main(sys.argv[1:]))")
+       "format='%(levelname)s %(name)s: %(message)s'); from tmstarget.cli.main import main; sys.exit(main(sys.argv[1:]))")
 NIFTI_TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tmstarget.cli import main
+from tmstarget.cli.main import main
 from tmstarget.errors import ProtocolError
 from tmstarget.protocol import builtin_protocol_names, load_protocol
 

@@ -18,11 +18,11 @@ import pydicom
 import pytest
 
 from tmstarget.errors import InputError
-from tmstarget.ingest.dicom import load_series
+from tmstarget.ingest.dicom.series import load_series
 from tmstarget.realtime import incoming as incoming_module
 from tmstarget.realtime.incoming import Gap, IncomingSeries, Volume
 from tmstarget.realtime.replay import add_parser, replay, run
-from tmstarget.synthetic_dicom import rescale_tolerance, write_dicom_series
+from tmstarget.testing.dicom import rescale_tolerance, write_dicom_series
 
 N_SYNTHETIC = 10
 TIMEOUT_S = 60.0  # whole-replay deadline: generous for a loaded 2-core machine

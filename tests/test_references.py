@@ -17,7 +17,7 @@ import pytest
 from nilearn import image
 
 import nilearn_reference as ref
-from tmstarget.cli import main
+from tmstarget.cli.main import main
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 FUNC = SAMPLE / "derivatives" / "fmriprep" / "sub-01" / "func"

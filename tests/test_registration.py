@@ -9,7 +9,7 @@ import pytest
 ants = pytest.importorskip("ants")
 
 from tmstarget.errors import InputError  # noqa: E402
-from tmstarget.registration import (  # noqa: E402
+from tmstarget.anatomy.registration import (  # noqa: E402
     MNI_SPACE,
     Transform,
     compose,

@@ -1,6 +1,6 @@
 """Scalp surface, scalp point, coil pose (SimNIBS axes) and depth.
 
-References are independent of ``tmstarget.scalp``: an analytic ellipsoid head
+References are independent of ``tmstarget.anatomy.scalp``: an analytic ellipsoid head
 stored with an oblique LAS affine and unequal voxels (so a wrong axis order, a
 lost flip or a missing affine moves every answer by centimetres), hand-written
 handle directions from navigation-formats.md §2 and §7 (P_ref), and, on real
@@ -14,7 +14,7 @@ from nibabel.affines import apply_affine
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from tmstarget import scalp
+from tmstarget.anatomy import scalp
 from tmstarget.errors import InputError, OrientationError
 
 S = 1 / np.sqrt(2)

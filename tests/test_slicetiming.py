@@ -7,10 +7,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tmstarget.cli import main
+from tmstarget.cli.main import main
 from tmstarget.errors import InputError
-from tmstarget.native import NativeRun, prepare_native
-from tmstarget.slicetiming import slice_time_correct
+from tmstarget.workflows.native import NativeRun, prepare_native
+from tmstarget.anatomy.slicetiming import slice_time_correct
 
 TR_S = 2.0
 N_SLICES = 24
@@ -128,7 +128,7 @@ def test_prepare_native_needs_slice_timing_in_the_sidecar(tmp_path):
 
 def test_sidecar_slice_encoding_direction_reversed():
     """BIDS: with SliceEncodingDirection k- the first SliceTiming entry is the last slice."""
-    from tmstarget.slicetiming import sidecar_slice_timing
+    from tmstarget.anatomy.slicetiming import sidecar_slice_timing
 
     data = sampled().astype(np.float32)
     meta = {"RepetitionTime": TR_S, "SliceTiming": list(SLICE_TIMES_S[::-1]), "SliceEncodingDirection": "k-"}

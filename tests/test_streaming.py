@@ -18,13 +18,13 @@ import pytest
 from nilearn import signal
 
 import nilearn_reference as ref
-from tmstarget.clean import cosine_band_regressors, regression_design, regression_operator
+from tmstarget.analysis.clean import cosine_band_regressors, regression_design, regression_operator
 from tmstarget.ingest.collect import ExplicitRun, Selection
-from tmstarget.pipeline import analysis_layout, plan
+from tmstarget.analysis.engine import analysis_layout, plan
 from tmstarget.protocol import load_protocol
-from tmstarget.rois import MniGrid
-from tmstarget.streaming import StreamingConnectivity
-from tmstarget.targets import pick_targets
+from tmstarget.analysis.rois import MniGrid
+from tmstarget.analysis.streaming import StreamingConnectivity
+from tmstarget.analysis.targets import pick_targets
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 FUNC = SAMPLE / "derivatives" / "fmriprep" / "sub-01" / "func"

@@ -15,8 +15,8 @@ import pytest
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
 from tmstarget.errors import InputError, OrientationError
-from tmstarget.ingest.dicom import load_series
-from tmstarget.synthetic_dicom import (
+from tmstarget.ingest.dicom.series import load_series
+from tmstarget.testing.dicom import (
     DISTINCTIVE_PATIENT_FIELDS,
     rescale_tolerance,
     write_dicom_series,

@@ -34,7 +34,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from tmstarget.cli import main
+from tmstarget.cli.main import main
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 SAMPLE_T1 = SAMPLE / "derivatives" / "fmriprep" / "sub-01" / "anat" / \

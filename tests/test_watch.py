@@ -133,8 +133,8 @@ def test_faults_are_recorded_not_shifted(real_watch):
 
 def test_realigned_volumes_follow_the_batch_motion_path(real_watch, shared_data):
     """Each recorded volume is the source volume of the same index, realigned as the batch path does it."""
-    from tmstarget.ingest.dicom import load_series
-    from tmstarget.motion import estimate_motion, reslice_volume
+    from tmstarget.ingest.dicom.series import load_series
+    from tmstarget.anatomy.motion import estimate_motion, reslice_volume
 
     img, _ = load_series(shared_data / REAL_RUN)
     batch = estimate_motion(img)
@@ -173,7 +173,7 @@ def test_restart_after_kill_loses_and_repeats_nothing(real_watch, shared_data, t
     incoming = tmp_path / "incoming"
     replay(shared_data / REAL_RUN, incoming, speed=math.inf, drop=[30, 120])  # 120: no later volume ever comes
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "tmstarget.cli", "watch", str(incoming), "--t1", str(shared_data / REAL_T1),
+    cmd = [sys.executable, "-m", "tmstarget.cli.main", "watch", str(incoming), "--t1", str(shared_data / REAL_T1),
            "--protocol", "sgacc-dlpfc", "--expected-volumes", "120", "--output", str(out), "--participant", "rt01",
            "--navigation", "none", "--gap-timeout", "1", "--stop-after", "3", "-q"]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -222,7 +222,7 @@ def test_bad_requests_fail_before_anything_is_written(tmp_path):
 @pytest.fixture(scope="module")
 def synthetic_watch(tmp_path_factory):
     """The sample patient's task run written as scanner DICOM (one slice per file), watched with its events."""
-    from tmstarget.synthetic_dicom import write_dicom_series
+    from tmstarget.testing.dicom import write_dicom_series
 
     root = tmp_path_factory.mktemp("synthetic-watch")
     func = SAMPLE / "derivatives" / "fmriprep" / "sub-01" / "func"

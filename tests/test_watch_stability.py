@@ -42,7 +42,7 @@ def test_windows_count_minutes_not_volumes():
 
 
 def test_watch_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
-    from tmstarget.cli import main
+    from tmstarget.cli.main import main
 
     out = tmp_path / "watch-out"
     code = main(["watch", str(tmp_path / "incoming"), "--t1", str(tmp_path / "missing_T1w.nii.gz"),

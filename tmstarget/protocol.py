@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .errors import ProtocolError
-from .rois import load_atlas
+from tmstarget.errors import ProtocolError
+from tmstarget.analysis.rois import load_atlas
 
 PROTOCOL_PACKAGE = "tmstarget.protocols"
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import OrientationError
+from tmstarget.errors import OrientationError
 
 __all__ = [
     "D",

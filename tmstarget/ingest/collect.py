@@ -13,8 +13,8 @@ The state ``rest`` always means the resting-state run(s) (``--rest-task``).
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
-from .fmriprep import find_runs, find_t1, participant_label, resolve_dataset
+from tmstarget.errors import InputError
+from tmstarget.ingest.fmriprep import find_runs, find_t1, participant_label, resolve_dataset
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Selection:
     """Runs to analyse: ``(files, state)`` pairs; ``state`` None = states from events blocks.
 
     ``grid`` builds the MNI-defined masks on the runs' grid; None means the runs
-    are in MNI space (:class:`tmstarget.rois.MniGrid`).
+    are in MNI space (:class:`tmstarget.analysis.rois.MniGrid`).
     """
 
     runs: list

@@ -6,23 +6,23 @@ handle = -y; RAS world; mm), and is converted only at the file boundary
 (``shared/specs/navigation-formats.md``).
 """
 
-from ._common import NavFile, NavTarget, T1Reference, load_t1_reference
-from .ant import read_ant, write_ant
-from .bids import read_bids_markers, write_bids_markers
-from .brainsight import read_brainsight, write_brainsight
-from .compare import compare_recorded
-from .export import ExportResult, export_plan, load_plan
-from .fcsv import read_fcsv, write_fcsv
-from .formats import FORMATS, detect_format, read_navigation_file
-from .localite import localite_marker_filename, read_localite, write_localite
-from .plain import (
+from tmstarget.navigation._common import NavFile, NavTarget, T1Reference, load_t1_reference
+from tmstarget.navigation.ant import read_ant, write_ant
+from tmstarget.navigation.bids import read_bids_markers, write_bids_markers
+from tmstarget.navigation.brainsight import read_brainsight, write_brainsight
+from tmstarget.navigation.compare import compare_recorded
+from tmstarget.navigation.export import ExportResult, export_plan, load_plan
+from tmstarget.navigation.fcsv import read_fcsv, write_fcsv
+from tmstarget.navigation.formats import FORMATS, detect_format, read_navigation_file
+from tmstarget.navigation.localite import localite_marker_filename, read_localite, write_localite
+from tmstarget.navigation.plain import (
     read_candidates_csv,
     read_candidates_json,
     write_candidates_csv,
     write_candidates_json,
 )
-from .simnibs import read_simnibs_csv, write_simnibs_csv
-from .slicer import read_slicer_json, write_slicer_json
+from tmstarget.navigation.simnibs import read_simnibs_csv, write_simnibs_csv
+from tmstarget.navigation.slicer import read_slicer_json, write_slicer_json
 
 __all__ = [
     "ExportResult",

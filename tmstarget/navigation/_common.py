@@ -29,10 +29,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .. import __version__
-from ..errors import NavigationFormatError, OutputError
-from ..fileio import sha256_file
-from ..spaces import (
+from tmstarget import __version__
+from tmstarget.errors import NavigationFormatError, OutputError
+from tmstarget._fileio import sha256_file
+from tmstarget.spaces import (
     XFORM_NAMES,
     XformCheck,
     check_qform_sform,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import NavigationFormatError
-from ._common import (
+from tmstarget import __version__
+from tmstarget.errors import NavigationFormatError
+from tmstarget.navigation._common import (
     NavTarget,
     WarningCollector,
     begin_write,

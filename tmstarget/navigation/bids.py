@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NavigationFormatError
-from ..spaces import angle_between_deg
-from ._common import (
+from tmstarget.errors import NavigationFormatError
+from tmstarget.spaces import angle_between_deg
+from tmstarget.navigation._common import (
     SIMNIBS_AXES_TEXT,
     WarningCollector,
     begin_write,

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import NavigationFormatError
-from ..spaces import XFORM_NAMES, pose_from_file, pose_to_file
-from ._common import (
+from tmstarget import __version__
+from tmstarget.errors import NavigationFormatError
+from tmstarget.spaces import XFORM_NAMES, pose_from_file, pose_to_file
+from tmstarget.navigation._common import (
     NavTarget,
     WarningCollector,
     begin_write,

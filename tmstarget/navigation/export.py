@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, NavigationFormatError, OrientationError, OutputError
-from ..fileio import sha256_file
-from ..spaces import angle_between_deg, validate_pose
-from ._common import NavTarget, load_t1_reference
-from .bids import bids_sidecar_paths
-from .formats import FORMATS, normalize_formats
-from .localite import localite_marker_filename
+from tmstarget.errors import InputError, NavigationFormatError, OrientationError, OutputError
+from tmstarget._fileio import sha256_file
+from tmstarget.spaces import angle_between_deg, validate_pose
+from tmstarget.navigation._common import NavTarget, load_t1_reference
+from tmstarget.navigation.bids import bids_sidecar_paths
+from tmstarget.navigation.formats import FORMATS, normalize_formats
+from tmstarget.navigation.localite import localite_marker_filename
 
 __all__ = [
     "export_plan",

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import NavigationFormatError
-from ..spaces import D3
-from ._common import (
+from tmstarget import __version__
+from tmstarget.errors import NavigationFormatError
+from tmstarget.spaces import D3
+from tmstarget.navigation._common import (
     NavTarget,
     WarningCollector,
     begin_write,

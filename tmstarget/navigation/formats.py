@@ -7,20 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import NavigationFormatError
-from .ant import read_ant, write_ant
-from .bids import read_bids_markers, write_bids_markers
-from .brainsight import read_brainsight, write_brainsight
-from .fcsv import read_fcsv, write_fcsv
-from .localite import read_localite, write_localite
-from .plain import (
+from tmstarget.errors import NavigationFormatError
+from tmstarget.navigation.ant import read_ant, write_ant
+from tmstarget.navigation.bids import read_bids_markers, write_bids_markers
+from tmstarget.navigation.brainsight import read_brainsight, write_brainsight
+from tmstarget.navigation.fcsv import read_fcsv, write_fcsv
+from tmstarget.navigation.localite import read_localite, write_localite
+from tmstarget.navigation.plain import (
     read_candidates_csv,
     read_candidates_json,
     write_candidates_csv,
     write_candidates_json,
 )
-from .simnibs import read_simnibs_csv, write_simnibs_csv
-from .slicer import read_slicer_json, write_slicer_json
+from tmstarget.navigation.simnibs import read_simnibs_csv, write_simnibs_csv
+from tmstarget.navigation.slicer import read_slicer_json, write_slicer_json
 
 __all__ = ["FORMATS", "FormatSpec", "detect_format", "read_navigation_file", "normalize_formats"]
 

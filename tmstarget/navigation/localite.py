@@ -19,9 +19,9 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
-from ..errors import NavigationFormatError
-from ..spaces import D, pose_from_file, pose_to_file
-from ._common import (
+from tmstarget.errors import NavigationFormatError
+from tmstarget.spaces import D, pose_from_file, pose_to_file
+from tmstarget.navigation._common import (
     NavTarget,
     WarningCollector,
     begin_write,

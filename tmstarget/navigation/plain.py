@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NavigationFormatError
-from ._common import (
+from tmstarget.errors import NavigationFormatError
+from tmstarget.navigation._common import (
     SIMNIBS_AXES_TEXT,
     WarningCollector,
     begin_write,

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NavigationFormatError
-from ..spaces import D3
-from ._common import (
+from tmstarget.errors import NavigationFormatError
+from tmstarget.spaces import D3
+from tmstarget.navigation._common import (
     SIMNIBS_AXES_TEXT,
     WarningCollector,
     begin_write,

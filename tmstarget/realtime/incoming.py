@@ -32,7 +32,7 @@ Rules
   A series of a single slice-per-file volume without ImagesInAcquisition is
   therefore never released.
 * **Geometry.**  Each volume is planned and assembled by
-  `tmstarget.ingest.dicom_assemble` (the same code as `load_series`), so
+  `tmstarget.ingest.dicom.assemble` (the same code as `load_series`), so
   its voxels are oriented as the whole-series image; every volume carries the
   affine of the first volume released and a volume whose geometry differs
   from it by more than 0.01 mm is skipped.
@@ -61,9 +61,9 @@ import numpy as np
 import pydicom
 
 from tmstarget.errors import DicomError, InputError
-from tmstarget.ingest.dicom_assemble import POSITION_TOLERANCE_MM, assemble_image, plan_series
-from tmstarget.ingest.dicom_headers import SkippedFile, read_file_header
-from tmstarget.ingest.dicom_sidecar import redact
+from tmstarget.ingest.dicom.assemble import POSITION_TOLERANCE_MM, assemble_image, plan_series
+from tmstarget.ingest.dicom.headers import SkippedFile, read_file_header
+from tmstarget.ingest.dicom.sidecar import redact
 
 __all__ = ["Gap", "IncomingSeries", "Volume"]
 
@@ -87,7 +87,7 @@ class Volume:
         The scanner's volume number (see module docstring).
     data : numpy.ndarray
         float32, shape (i, j, k): rescaled values, voxel axes of
-        `tmstarget.ingest.dicom.load_series` for the whole series.
+        `tmstarget.ingest.dicom.series.load_series` for the whole series.
     affine : numpy.ndarray
         (4, 4) voxel -> RAS+ mm, that of the first volume released.
     t_r_s : float or None

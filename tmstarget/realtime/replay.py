@@ -26,7 +26,7 @@ the second pass on, InstanceNumber, AcquisitionNumber (and
 TemporalPositionIdentifier) are shifted with pydicom so that volume numbers
 keep increasing, SOPInstanceUIDs are new (deterministic), and file names are
 renumbered (``001_000005_000121.dcm`` for Siemens exports,
-``IM_0001_000121_0001.dcm`` for `tmstarget.synthetic_dicom`, else a
+``IM_0001_000121_0001.dcm`` for `tmstarget.testing.dicom`, else a
 ``_rep<N>`` suffix).  AcquisitionTime is left as is.
 """
 
@@ -43,9 +43,9 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from tmstarget.errors import InputError
-from tmstarget.ingest.dicom import find_series
-from tmstarget.ingest.dicom_assemble import plan_series
-from tmstarget.ingest.dicom_headers import read_file_header
+from tmstarget.ingest.dicom.series import find_series
+from tmstarget.ingest.dicom.assemble import plan_series
+from tmstarget.ingest.dicom.headers import read_file_header
 
 __all__ = ["add_parser", "replay", "run"]
 
@@ -201,7 +201,7 @@ def run(args):
     Returns
     -------
     int
-        0 on success (errors raise `InputError`, printed by `tmstarget.cli.main`).
+        0 on success (errors raise `InputError`, printed by `tmstarget.cli.main.main`).
     """
     written = replay(
         args.source_dir,

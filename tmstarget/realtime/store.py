@@ -15,7 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..errors import InputError
+from tmstarget.errors import InputError
 
 #: Columns of ``frames.tsv`` after ``volume``.
 FRAME_COLUMNS = ("missing", "trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",

@@ -2,19 +2,19 @@
 
 Per volume, in acquisition order (:class:`~tmstarget.realtime.incoming.IncomingSeries`):
 rigid registration to the reference volume (the series' first) and
-reslicing (:mod:`tmstarget.motion`), FD, WM/CSF means, a committed row in the
+reslicing (:mod:`tmstarget.anatomy.motion`), FD, WM/CSF means, a committed row in the
 state record (:class:`~tmstarget.realtime.store.RunStore`), the streaming
-engine's update (:class:`~tmstarget.streaming.StreamingConnectivity`) and the
+engine's update (:class:`~tmstarget.analysis.streaming.StreamingConnectivity`) and the
 live readout: target and candidates in T1w and MNI, drift, stability, QC,
 written atomically to ``OUTPUT/live.json``.
 
 Set-up happens once: the T1 -> MNI registration starts as the watcher starts
 (the T1 is acquired first), the EPI -> T1 coregistration when the reference
 volume arrives; the MNI-defined masks are then warped onto the EPI grid as in
-a native plan (:mod:`tmstarget.native`).
+a native plan (:mod:`tmstarget.workflows.native`).
 
 At the end (expected volumes, ``stop_after_s`` idle, Ctrl-C or SIGTERM) the
-recorded run goes through :func:`tmstarget.native.finish_native_plan`: the
+recorded run goes through :func:`tmstarget.workflows.native.finish_native_plan`: the
 same outputs as ``tmstarget plan`` in ``OUTPUT/plan/``, and a self-check of
 the streaming maps against them in ``live.json``.
 
@@ -39,10 +39,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .. import __version__
-from ..errors import InputError, TmsTargetError
-from ..fileio import sha256_file, write_json_atomic, write_nifti_atomic, write_text_atomic
-from .store import RunStore
+from tmstarget import __version__
+from tmstarget.errors import InputError, TmsTargetError
+from tmstarget._fileio import sha256_file, write_json_atomic, write_nifti_atomic, write_text_atomic
+from tmstarget.realtime.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _needs_run_length(protocol):
 
 def check_options(opts):
     """Refuse what the watcher cannot do, before anything is written (one clear line each)."""
-    from ..ingest.runs import load_events
+    from tmstarget.ingest.runs import load_events
 
     p = opts.protocol
     if p.kind != "connectivity":
@@ -156,7 +156,7 @@ def _transform_dict(t):
 
 
 def _transform_from(d):
-    from ..registration import Transform
+    from tmstarget.anatomy.registration import Transform
 
     return Transform(d["from"], d["to"], tuple(d["fwd_files"]), tuple(d["fwd_invert"]), tuple(d["inv_files"]),
                      tuple(d["inv_invert"]))
@@ -173,7 +173,7 @@ class Watcher:
     """
 
     def __init__(self, opts, progress=None):
-        from ..native import check_whole_head, load_image
+        from tmstarget.workflows.native import check_whole_head, load_image
 
         check_options(opts)
         # the T1 is read and checked now: a wrong T1 is refused before the scan starts, not at its first volume
@@ -191,7 +191,7 @@ class Watcher:
         self.clean = self.protocol["clean"]
         self.events = None
         if opts.events is not None:
-            from ..ingest.runs import load_events
+            from tmstarget.ingest.runs import load_events
 
             self.events = load_events(opts.events, float("inf"), 1.0)
         self.protocol_key = _protocol_key(self.protocol)
@@ -236,7 +236,7 @@ class Watcher:
         return None
 
     def _start_t1_registration(self):
-        from ..registration import register_t1_to_mni
+        from tmstarget.anatomy.registration import register_t1_to_mni
 
         t1_img = self.t1_img
         self.t1_from_dicom = Path(self.opts.t1).is_dir()
@@ -250,15 +250,15 @@ class Watcher:
 
     def _set_up(self, volume):
         """Reference volume -> EPI -> T1 coregistration, masks on the EPI grid, streaming engine."""
-        from ..motion import volume_centre_ras_mm
-        from ..native import EPI_SPACE, T1_SPACE
-        from ..registration import coregister_epi_to_t1, save_transform
+        from tmstarget.anatomy.motion import volume_centre_ras_mm
+        from tmstarget.workflows.native import EPI_SPACE, T1_SPACE
+        from tmstarget.anatomy.registration import coregister_epi_to_t1, save_transform
 
         self.status = "setting up (coregistration and masks)"
         if not volume.t_r_s:
             raise InputError("the series has no RepetitionTime in its DICOM headers", path=volume.files[0])
         if self.opts.events is not None and self.opts.expected_volumes is not None:
-            from ..ingest.runs import load_events
+            from tmstarget.ingest.runs import load_events
 
             load_events(self.opts.events, self.opts.expected_volumes, volume.t_r_s)  # blocks inside the run
         # the affine as the recorded run's NIfTI header will hold it (float32), so the final plan smooths with
@@ -302,11 +302,11 @@ class Watcher:
         """Masks, grid, layout and the streaming engine from a set-up record."""
         from nilearn import datasets
 
-        from ..motion import prepare_reference
-        from ..native import MASK_RESOLUTION_MM, NativeGrid
-        from ..pipeline import analysis_layout
-        from ..registration import compose, nuisance_masks, warp_image
-        from ..streaming import StreamingConnectivity
+        from tmstarget.anatomy.motion import prepare_reference
+        from tmstarget.workflows.native import MASK_RESOLUTION_MM, NativeGrid
+        from tmstarget.analysis.engine import analysis_layout
+        from tmstarget.anatomy.registration import compose, nuisance_masks, warp_image
+        from tmstarget.analysis.streaming import StreamingConnectivity
 
         self.epi_to_t1 = _transform_from(setup["epi_to_t1"])
         self.t1_to_mni = _transform_from(setup["t1_to_mni"])
@@ -335,7 +335,7 @@ class Watcher:
         self.stream = StreamingConnectivity(self.layout, self.protocol, setup["t_r_s"], n_volumes,
                                             events=self.events, run_state=run_state)
         self._map_search_region()
-        from ..native import rigid_matrix_ras
+        from tmstarget.workflows.native import rigid_matrix_ras
 
         self.t1w_affine = rigid_matrix_ras(self.epi_to_t1, affine, tuple(setup["shape"])) @ affine
 
@@ -358,8 +358,8 @@ class Watcher:
     # ------------------------------------------------------------- per volume
 
     def _process(self, item):
-        from ..motion import fd_jenkinson, fd_power, register_volume, reslice_volume
-        from .incoming import Gap
+        from tmstarget.anatomy.motion import fd_jenkinson, fd_power, register_volume, reslice_volume
+        from tmstarget.realtime.incoming import Gap
 
         picked = time.monotonic()
         missing = isinstance(item, Gap)
@@ -418,7 +418,7 @@ class Watcher:
 
     def _track(self, volume):
         """Live target after this volume (when every state has enough frames)."""
-        from ..targets import pick_targets
+        from tmstarget.analysis.targets import pick_targets
 
         ready, why = self.stream.ready()
         self.ready_why = why
@@ -444,9 +444,9 @@ class Watcher:
                           "world": "T1w (the EPI grid moved by the rigid coregistration)"}
 
     def _map_search_region(self):
-        """T1w and MNI mm of every search-region voxel, mapped once (as :func:`tmstarget.native.to_t1w` maps
+        """T1w and MNI mm of every search-region voxel, mapped once (as :func:`tmstarget.workflows.native.to_t1w` maps
         candidates): a pick is then a look-up, not a call into ITK on the latency path."""
-        from ..registration import map_points
+        from tmstarget.anatomy.registration import map_points
 
         cols = self.layout.region_cols
         epi = self.layout.voxels.ras_mm(cols)
@@ -532,7 +532,7 @@ class Watcher:
 
     def run(self):
         """Watch until the run ends; write the final plan. Returns the final ``target.json`` document or None."""
-        from .incoming import IncomingSeries
+        from tmstarget.realtime.incoming import IncomingSeries
 
         saved = self._prepare_output()
         handler = logging.FileHandler(self.out / "watch.log", encoding="utf-8")
@@ -608,7 +608,7 @@ class Watcher:
         A missing last volume has no later volume to start the gap wait; recording the tail keeps the run its
         planned length, so the final plan's model (cosine regressors of N volumes) is the streaming one.
         """
-        from .incoming import Gap
+        from tmstarget.realtime.incoming import Gap
 
         if self.store is None or self.opts.expected_volumes is None:
             return
@@ -617,8 +617,8 @@ class Watcher:
 
     def _finish(self, reason):
         """The recorded run through the batch engine: the same outputs as ``tmstarget plan``."""
-        from ..ingest.collect import ExplicitRun, Selection
-        from ..native import NativeSession, confounds_tsv, finish_native_plan
+        from tmstarget.ingest.collect import ExplicitRun, Selection
+        from tmstarget.workflows.native import NativeSession, confounds_tsv, finish_native_plan
 
         log.info("finishing: %s", reason)
         self.progress(f"finishing ({reason})")

@@ -14,7 +14,7 @@ from importlib import resources
 import nibabel as nib
 import numpy as np
 
-from .errors import InputError
+from tmstarget.errors import InputError
 
 SUBSYSTEMS = ("core", "dmpfc", "mtl")
 

@@ -15,7 +15,7 @@ import logging
 
 import numpy as np
 
-from .errors import InputError
+from tmstarget.errors import InputError
 
 log = logging.getLogger(__name__)
 

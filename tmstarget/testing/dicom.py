@@ -13,7 +13,7 @@ Geometry (DICOM patient frame LPS, mm; the image affine is RAS+):
   j axis, so pixel ``(row r, column c)`` of slice k is voxel
   ``(c, n_j - 1 - r, k)`` and ImagePositionPatient is the LPS centre of voxel
   ``(0, n_j - 1, k)``.  This is the voxel order of dcm2niix and
-  `tmstarget.ingest.dicom.load_series`, so an image whose affine has a
+  `tmstarget.ingest.dicom.series.load_series`, so an image whose affine has a
   negative determinant (e.g. LAS) is read back voxel for voxel; a positive
   one (e.g. RAS) comes back with its k axis reversed, same world geometry.
 
@@ -60,7 +60,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRIm
 from pydicom.valuerep import DSfloat
 
 from tmstarget.errors import InputError, OrientationError
-from tmstarget.fileio import write_bytes_atomic
+from tmstarget._fileio import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -381,7 +381,7 @@ def write_mosaic_series(
 def _csa2_header(tags):
     """A Siemens CSA2 (``SV10``) header from (name, vr, syngo type, vm, item texts) tuples.
 
-    Layout: see `tmstarget.ingest.dicom_csa`.  Items are NUL-terminated text
+    Layout: see `tmstarget.ingest.dicom.csa`.  Items are NUL-terminated text
     padded to 4 bytes; as Siemens does, a tag holds at least 6 items (empty
     ones marked 205), and a list (vm 0) two empty items more than values.
     """

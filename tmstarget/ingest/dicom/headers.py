@@ -29,8 +29,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from tmstarget.errors import DicomError
-from tmstarget.ingest.dicom_csa import parse_csa_header
-from tmstarget.ingest.dicom_sidecar import fields_from_dataset
+from tmstarget.ingest.dicom.csa import parse_csa_header
+from tmstarget.ingest.dicom.sidecar import fields_from_dataset
 
 UNCOMPRESSED_SYNTAXES = {
     "1.2.840.10008.1.2": ("<", True),  # Implicit VR Little Endian

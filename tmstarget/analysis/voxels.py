@@ -7,8 +7,8 @@ that layout (no copy) and order voxels the same way: i fastest.
 
 import numpy as np
 
-from .clean import smooth_volumes, smoothing_radius
-from .errors import InputError
+from tmstarget.analysis.clean import smooth_volumes, smoothing_radius
+from tmstarget.errors import InputError
 
 
 class VoxelSet:

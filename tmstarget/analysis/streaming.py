@@ -1,7 +1,7 @@
 """Seed connectivity from running sums: the engine's regression model, one frame at a time.
 
 With ``[clean] filter = "cosine"`` a run is cleaned by one least-squares
-regression over its kept frames (:func:`tmstarget.clean.regression_operator`)
+regression over its kept frames (:func:`tmstarget.analysis.clean.regression_operator`)
 on a design whose every row is known when its frame arrives: constant, trend
 and cosine band regressors (functions of the frame index and the run length),
 task regressors (from ``events.tsv``), Friston-24 (this frame's and the
@@ -9,7 +9,7 @@ previous frame's motion) and the WM/CSF means.  The residuals' covariances
 over any set of frames then follow from sums over those frames of ``x x'``,
 ``x y'``, ``y^2``, ``y s`` and ``x s`` (``x`` design row, ``y`` voxel values,
 ``s`` seed value), so the Fisher-z map of every state can be read after any
-frame, and after the last frame it equals :func:`tmstarget.pipeline.plan` on
+frame, and after the last frame it equals :func:`tmstarget.analysis.engine.plan` on
 the whole run.  Sums are kept per *bucket*: frames that belong to the same
 states.
 
@@ -25,9 +25,9 @@ the design's condition number).
 
 import numpy as np
 
-from .clean import RANK_RTOL
-from .connectivity import fisher_z, subsystem_table
-from .errors import InputError
+from tmstarget.analysis.clean import RANK_RTOL
+from tmstarget.analysis.connectivity import fisher_z, subsystem_table
+from tmstarget.errors import InputError
 
 
 def _pseudo_inverse(gram):
@@ -132,7 +132,7 @@ class StreamingConnectivity:
 
     Parameters
     ----------
-    layout : tmstarget.pipeline.AnalysisLayout
+    layout : tmstarget.analysis.engine.AnalysisLayout
         Voxels, region, ROIs and seed on the analysis grid.
     protocol : Protocol
         Must use ``[clean] filter = "cosine"`` (or no band limits at all).
@@ -153,7 +153,7 @@ class StreamingConnectivity:
     """
 
     def __init__(self, layout, protocol, t_r, n_volumes, events=None, run_state=None, full_brain=True, block=8):
-        from .clean import regression_design, task_regressors
+        from tmstarget.analysis.clean import regression_design, task_regressors
 
         clean = protocol["clean"]
         if clean["filter"] != "cosine" and (clean["high_pass_hz"] or clean["low_pass_hz"]):
@@ -202,7 +202,7 @@ class StreamingConnectivity:
         self.frames_added = []
 
     def _buckets(self, events, run_state, conn):
-        from .connectivity import state_frames
+        from tmstarget.analysis.connectivity import state_frames
 
         frames = np.arange(self.n_volumes)
         if events is not None:
@@ -225,7 +225,7 @@ class StreamingConnectivity:
         nuisance : sequence of float
             WM, CSF (if ``wm_csf``) and global signal (if ``global_signal``), in that order.
         """
-        from .motion import friston24
+        from tmstarget.anatomy.motion import friston24
 
         frame = volume - self.first
         parts = [self.fixed[frame]]
@@ -267,7 +267,7 @@ class StreamingConnectivity:
         str
             ``"dummy"``, ``"missing"``, ``"scrubbed"`` or ``"kept"``.
         """
-        from .voxels import smoothed_volume_values
+        from tmstarget.analysis.voxels import smoothed_volume_values
 
         try:
             if volume < self.first:
@@ -277,7 +277,7 @@ class StreamingConnectivity:
             if self.params["scrub"] and fd_mm > self.params["fd_threshold_mm"]:
                 return "scrubbed"
             if self._box is None:
-                from .voxels import smoothing_box
+                from tmstarget.analysis.voxels import smoothing_box
 
                 self._box = smoothing_box(self.layout.voxels, self.params["smoothing_fwhm_mm"])
             values = smoothed_volume_values(data, self.layout.voxels, self.params["smoothing_fwhm_mm"], self._box)

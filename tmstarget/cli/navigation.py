@@ -13,7 +13,7 @@ import math
 import sys
 import warnings
 
-from .formats import FORMATS
+from tmstarget.navigation.formats import FORMATS
 
 __all__ = ["add_subcommands", "run_export", "run_import", "run_compare"]
 
@@ -110,7 +110,7 @@ def _out(stream=None):
 
 def run_export(args, stdout=None):
     """Handler of ``tmstarget export``; returns 0 or raises a tmstarget error."""
-    from .export import export_plan
+    from tmstarget.navigation.export import export_plan
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported below, once, as 'warning:' lines
@@ -149,8 +149,8 @@ def _f(value, nd=2):
 
 
 def run_import(args, stdout=None):
-    from ._common import load_t1_reference
-    from .formats import read_navigation_file
+    from tmstarget.navigation._common import load_t1_reference
+    from tmstarget.navigation.formats import read_navigation_file
 
     t1 = load_t1_reference(args.t1, args.affine) if args.t1 else None
     with warnings.catch_warnings():
@@ -187,7 +187,7 @@ def run_import(args, stdout=None):
 
 
 def run_compare(args, stdout=None):
-    from .compare import COMPARE_COLUMNS, compare_recorded
+    from tmstarget.navigation.compare import COMPARE_COLUMNS, compare_recorded
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
+from tmstarget.errors import InputError
 
 
 @dataclass
@@ -59,7 +59,7 @@ def pick_peak_targets(values, voxels, region_columns, direction="negative", n_ca
     ----------
     values : ndarray (V,)
         Score per voxel of ``voxels``.
-    voxels : tmstarget.voxels.VoxelSet
+    voxels : tmstarget.analysis.voxels.VoxelSet
     region_columns : ndarray of int
         Columns of the search-region voxels.
     direction : {'negative', 'positive'}

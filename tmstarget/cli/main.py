@@ -10,11 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .errors import TmsTargetError
-from .ingest import convert_cli
-from .navigation import cli as navigation_cli
-from .realtime import cli as realtime_cli
+from tmstarget import __version__
+from tmstarget.errors import TmsTargetError
+from tmstarget.cli import convert as convert_cli
+from tmstarget.cli import navigation as navigation_cli
+from tmstarget.cli import realtime as realtime_cli
 
 log = logging.getLogger("tmstarget")
 
@@ -131,8 +131,8 @@ def _overrides(args):
 
 
 def _explicit_runs(args):
-    from .errors import InputError
-    from .ingest.collect import ExplicitRun
+    from tmstarget.errors import InputError
+    from tmstarget.ingest.collect import ExplicitRun
 
     if args.rest_confounds and len(args.rest_confounds) != len(args.rest_bold):
         raise InputError(f"{len(args.rest_confounds)} --rest-confounds for {len(args.rest_bold)} --rest-bold")
@@ -162,9 +162,9 @@ def _native_requested(args):
 
 def _native_runs(args, protocol):
     """NativeRun list (checked against the protocol's states) from --rest-dicom/--task-dicom or raw NIfTI runs."""
-    from .errors import InputError
-    from .ingest.collect import ExplicitRun, select_runs
-    from .native import NativeRun
+    from tmstarget.errors import InputError
+    from tmstarget.ingest.collect import ExplicitRun, select_runs
+    from tmstarget.workflows.native import NativeRun
 
     series = int(args.series) if args.series is not None and args.series.isdigit() else args.series
     for flag in ("rest_confounds", "task_confounds"):
@@ -204,11 +204,11 @@ def run_native_plan(args, protocol, participant, progress):
     import shutil
     import tempfile
 
-    from .native import finish_native_plan, prepare_native
-    from .outputs import check_output_dir
+    from tmstarget.workflows.native import finish_native_plan, prepare_native
+    from tmstarget.outputs.plan_folder import check_output_dir
 
     if protocol.kind != "connectivity":
-        from .errors import InputError
+        from tmstarget.errors import InputError
 
         raise InputError(f"protocol '{protocol.name}' is a fixed target: native raw runs are not needed")
     runs, series = _native_runs(args, protocol)
@@ -231,13 +231,13 @@ def run_native_plan(args, protocol, participant, progress):
 
 
 def run_plan(args):
-    from .errors import InputError
-    from .ingest.collect import select_runs
-    from .outputs import check_output_dir, write_plan
-    from .ingest.fmriprep import participant_label, resolve_dataset
-    from .native import choose_fmriprep_space, fmriprep_plan_to_t1w
-    from .pipeline import SPACE, place_coils, plan
-    from .protocol import load_protocol
+    from tmstarget.errors import InputError
+    from tmstarget.ingest.collect import select_runs
+    from tmstarget.outputs.plan_folder import check_output_dir, write_plan
+    from tmstarget.ingest.fmriprep import participant_label, resolve_dataset
+    from tmstarget.workflows.native import choose_fmriprep_space, fmriprep_plan_to_t1w
+    from tmstarget.analysis.engine import SPACE, place_coils, plan
+    from tmstarget.protocol import load_protocol
 
     progress = Progress(args.quiet)
     args.navigation = [] if args.navigation == ["none"] else (args.navigation or "all")
@@ -308,8 +308,8 @@ def _print_summary(document, protocol, args):
 
 def _export_navigation(plan_dir, args):
     """Navigation files into the plan; by default ('all') a T1 the navigators disagree on is skipped, not fatal."""
-    from .errors import OrientationError
-    from .navigation.export import export_plan
+    from tmstarget.errors import OrientationError
+    from tmstarget.navigation.export import export_plan
 
     try:
         export_plan(plan_dir, args.navigation, t1_choice=args.affine)
@@ -321,8 +321,8 @@ def _export_navigation(plan_dir, args):
 
 
 def _fixed_selection(args):
-    from .ingest.collect import Selection
-    from .ingest.fmriprep import find_t1, resolve_dataset
+    from tmstarget.ingest.collect import Selection
+    from tmstarget.ingest.fmriprep import find_t1, resolve_dataset
 
     t1 = args.t1
     dirs = []
@@ -342,7 +342,7 @@ def _build_protocols_parser(sub):
 
 
 def run_protocols(args):
-    from .protocol import builtin_protocol_names, load_protocol
+    from tmstarget.protocol import builtin_protocol_names, load_protocol
 
     if args.show:
         protocol = load_protocol(args.show)
@@ -370,8 +370,8 @@ def _build_sample_parser(sub):
 
 
 def run_sample(args):
-    from .outputs import check_output_dir
-    from .synthetic import SyntheticConfig, make_patient
+    from tmstarget.outputs.plan_folder import check_output_dir
+    from tmstarget.testing.patient import SyntheticConfig, make_patient
 
     check_output_dir(args.output, args.force)
     cfg = SyntheticConfig(voxel_mm=args.voxel_mm, n_rest=args.rest_volumes, n_task=args.task_volumes,

@@ -2,7 +2,7 @@
 
 Order of operations (issue 3 §2):
 
-1. load every functional run (DICOM series via :func:`~tmstarget.ingest.dicom.load_series`,
+1. load every functional run (DICOM series via :func:`~tmstarget.ingest.dicom.series.load_series`,
    or a raw NIfTI with its BIDS sidecar) and the T1;
 2. estimate rigid head motion of every volume of every run against one
    reference volume (volume 0 of the first run) and realign (trilinear) onto
@@ -14,11 +14,11 @@ Order of operations (issue 3 §2):
    an fMRIPrep-like confounds TSV (``trans_*`` mm, ``rot_*`` rad,
    ``framewise_displacement`` Power, ``white_matter``, ``csf``) and the mask;
 5. return a :class:`~tmstarget.ingest.collect.Selection` whose ``grid`` is a
-   :class:`NativeGrid`, so :func:`tmstarget.pipeline.plan` runs unchanged on
+   :class:`NativeGrid`, so :func:`tmstarget.analysis.engine.plan` runs unchanged on
    the EPI grid; :func:`to_t1w` then re-expresses its result in the T1's world
    with MNI coordinates from the registration.
 
-Transforms follow :mod:`tmstarget.registration` (ITK/ANTs conventions, RAS mm
+Transforms follow :mod:`tmstarget.anatomy.registration` (ITK/ANTs conventions, RAS mm
 at the interface). No DICOM patient field is read into any file name or output:
 files are named from the participant label.
 """
@@ -33,15 +33,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .errors import InputError
-from .fileio import write_json_atomic, write_nifti_atomic, write_text_atomic
-from .ingest.collect import ExplicitRun, Selection
-from .motion import estimate_motion, fd_jenkinson, fd_power, realign, volume_centre_ras_mm
-from .registration import (
+from tmstarget.errors import InputError
+from tmstarget._fileio import write_json_atomic, write_nifti_atomic, write_text_atomic
+from tmstarget.ingest.collect import ExplicitRun, Selection
+from tmstarget.anatomy.motion import estimate_motion, fd_jenkinson, fd_power, realign, volume_centre_ras_mm
+from tmstarget.anatomy.registration import (
     MNI_SPACE, compose, coregister_epi_to_t1, map_points, mni_template, nuisance_masks,
     register_t1_to_mni, save_transform, template_tissue_probabilities, warp_image,
 )
-from .rois import ball_mask
+from tmstarget.analysis.rois import ball_mask
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def load_image(source, series=None, sidecar=None, what="functional run"):
     -------
     (nibabel.Nifti1Image, dict)
     """
-    from .ingest.dicom import find_series, load_series
+    from tmstarget.ingest.dicom.series import find_series, load_series
 
     source = Path(source)
     if not source.exists():
@@ -161,7 +161,7 @@ def load_image(source, series=None, sidecar=None, what="functional run"):
 class NativeGrid:
     """MNI-defined masks on a native EPI grid, built in MNI space and warped in.
 
-    Implements the two methods :func:`tmstarget.pipeline.plan` asks its grid
+    Implements the two methods :func:`tmstarget.analysis.engine.plan` asks its grid
     for. Masks are built on the 2-mm MNI template grid and resampled onto the
     EPI grid through the EPI -> MNI transform: nearest neighbour for binary
     masks, linear then threshold for the grey-matter probability.
@@ -273,7 +273,7 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
     progress : callable, optional
         Called with a message at the start of each stage.
     slice_timing : bool
-        Correct slice timing (:func:`tmstarget.slicetiming.slice_time_correct`,
+        Correct slice timing (:func:`tmstarget.anatomy.slicetiming.slice_time_correct`,
         to the middle of the TR) before motion estimation; every run needs
         ``SliceTiming`` in its sidecar (DICOM header or BIDS JSON).
 
@@ -390,7 +390,7 @@ def write_transforms(session, out_dir, participant):
 
     Files: ``sub-<label>_from-boldref_to-T1w_{fwd,inv}0.mat`` and
     ``sub-<label>_from-T1w_to-MNI152NLin2009cAsym_{fwd,inv}{0,1}.*``; the
-    lists and invert flags are in :class:`~tmstarget.registration.Transform`
+    lists and invert flags are in :class:`~tmstarget.anatomy.registration.Transform`
     terms (``fwd`` resamples ``from`` images onto the ``to`` grid, so as a
     point map it goes ``to -> from``).
 
@@ -447,7 +447,7 @@ def to_t1w(result, epi_to_t1, t1_to_mni):
     Parameters
     ----------
     result : PlanResult
-        From :func:`tmstarget.pipeline.plan` on the EPI grid.
+        From :func:`tmstarget.analysis.engine.plan` on the EPI grid.
     epi_to_t1, t1_to_mni : Transform
 
     Returns
@@ -501,7 +501,7 @@ def finish_native_plan(session, protocol, output, participant, force=False, comm
     session : NativeSession
     protocol : Protocol
     output : Path
-        Plan folder (written atomically by :func:`tmstarget.outputs.write_plan`).
+        Plan folder (written atomically by :func:`tmstarget.outputs.plan_folder.write_plan`).
     participant : str
     extra_writers : sequence of callable
         Called with the staging folder after the plan files (e.g. navigation export).
@@ -511,9 +511,9 @@ def finish_native_plan(session, protocol, output, participant, force=False, comm
     dict
         The ``target.json`` document.
     """
-    from .fileio import write_bytes_atomic
-    from .outputs import write_plan
-    from .pipeline import place_coils, plan
+    from tmstarget._fileio import write_bytes_atomic
+    from tmstarget.outputs.plan_folder import write_plan
+    from tmstarget.analysis.engine import place_coils, plan
 
     def say(message):
         if progress is not None:
@@ -588,8 +588,8 @@ def find_fmriprep_anatomy(fmriprep_dir, participant):
         None and why it is not usable (nothing found, a transform missing,
         several complete candidates).
     """
-    from .ingest.fmriprep import parse_entities, participant_label
-    from .registration import read_fmriprep_transforms
+    from tmstarget.ingest.fmriprep import parse_entities, participant_label
+    from tmstarget.anatomy.registration import read_fmriprep_transforms
 
     label = participant_label(participant)
     sub_dir = Path(fmriprep_dir) / f"sub-{label}"
@@ -650,7 +650,7 @@ def check_fmriprep_transforms(anatomy, mni_t1_path):
     InputError
         The swapped use fits the MNI T1w at least as well as the named one.
     """
-    from .registration import Transform
+    from tmstarget.anatomy.registration import Transform
 
     mni_t1 = nib.load(mni_t1_path)
     reference = mni_t1.slicer[..., 0] if mni_t1.ndim == 4 else mni_t1
@@ -725,10 +725,10 @@ def place_coils_t1w(result, anatomy):
     Returns
     -------
     (dict, list of dict, dict)
-        As :func:`tmstarget.pipeline.place_coils`: target coil, one coil per
+        As :func:`tmstarget.analysis.engine.place_coils`: target coil, one coil per
         candidate, anatomy block (``space: "T1w"``, the T1w file and sha256).
     """
-    from .pipeline import place_coils
+    from tmstarget.analysis.engine import place_coils
 
     t1_img = nib.load(anatomy.t1_path)
     masks = {}
@@ -844,8 +844,8 @@ def _slice_time_run(data, img, meta, run):
 
     TR: ``RepetitionTime``, else the NIfTI header.
     """
-    from .ingest.runs import header_tr
-    from .slicetiming import sidecar_slice_timing, slice_time_correct
+    from tmstarget.ingest.runs import header_tr
+    from tmstarget.anatomy.slicetiming import sidecar_slice_timing, slice_time_correct
 
     times, axis = sidecar_slice_timing(meta, source=run.source, label=run.label)
     t_r_s = meta.get("RepetitionTime") or header_tr(img)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
+from tmstarget.errors import InputError
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import nibabel as nib
 import numpy as np
 
 from tmstarget.errors import DicomError
-from tmstarget.ingest.dicom_headers import ACQUISITION_KEYS
-from tmstarget.ingest.dicom_pixels import read_frames
-from tmstarget.ingest.dicom_sidecar import build_sidecar
+from tmstarget.ingest.dicom.headers import ACQUISITION_KEYS
+from tmstarget.ingest.dicom.pixels import read_frames
+from tmstarget.ingest.dicom.sidecar import build_sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def assemble_image(plan):
         (scanner); stored values with ``scl_slope``/``scl_inter`` when the
         DICOM rescale is the same for every frame, float32 otherwise.
     sidecar : dict
-        BIDS-style fields (see `tmstarget.ingest.dicom_sidecar`).
+        BIDS-style fields (see `tmstarget.ingest.dicom.sidecar`).
     """
     uniform = bool(np.all(plan.rescale == plan.rescale[0]))
     blocks = None

@@ -16,10 +16,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from . import __version__
-from .errors import OutputError
-from .fileio import publish_mode, sha256_file, write_bytes_atomic, write_json_atomic, write_nifti_atomic, write_text_atomic
-from .rois import ball_mask, mask_to_img
+from tmstarget import __version__
+from tmstarget.errors import OutputError
+from tmstarget._fileio import publish_mode, sha256_file, write_bytes_atomic, write_json_atomic, write_nifti_atomic, write_text_atomic
+from tmstarget.analysis.rois import ball_mask, mask_to_img
 
 
 def check_output_dir(out_dir, force=False, input_dirs=()):
@@ -150,7 +150,7 @@ def write_plan(result, out_dir, participant, force=False, command=None, input_di
 
     Parameters
     ----------
-    result : tmstarget.pipeline.PlanResult
+    result : tmstarget.analysis.engine.PlanResult
     out_dir : Path
     participant : str
         Label used in the outputs (never a DICOM patient field).

@@ -2,7 +2,7 @@
 
 ``plan`` is the one function every front end calls (CLI, real-time watcher
 at the end of a scan, viewer, research mode).  It reads, checks and computes;
-it writes nothing (see :mod:`tmstarget.outputs`).
+it writes nothing (see :mod:`tmstarget.outputs.plan_folder`).
 """
 
 import logging
@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from . import rois as roi_defs
-from .clean import plan_cleaning
-from .connectivity import correlation_with_seed, fisher_z, seed_signal, state_frames, subsystem_fc
-from .errors import InputError
-from .ingest.runs import load_mask, load_run
-from .targets import fixed_target, pick_targets
-from .voxels import VoxelSet, read_voxel_timeseries
+from tmstarget.analysis import rois as roi_defs
+from tmstarget.analysis.clean import plan_cleaning
+from tmstarget.analysis.connectivity import correlation_with_seed, fisher_z, seed_signal, state_frames, subsystem_fc
+from tmstarget.errors import InputError
+from tmstarget.ingest.runs import load_mask, load_run
+from tmstarget.analysis.targets import fixed_target, pick_targets
+from tmstarget.analysis.voxels import VoxelSet, read_voxel_timeseries
 
 log = logging.getLogger(__name__)
 SPACE = "MNI152NLin2009cAsym"
@@ -26,14 +26,14 @@ SPACE = "MNI152NLin2009cAsym"
 
 @dataclass
 class PlanResult:
-    """What ``plan`` computed; :mod:`tmstarget.outputs` turns it into files.
+    """What ``plan`` computed; :mod:`tmstarget.outputs.plan_folder` turns it into files.
 
     Attributes
     ----------
     protocol : tmstarget.protocol.Protocol
     space : str
     affine, shape : grid of the analysis image (world = ``space``)
-    candidates : list of tmstarget.targets.Candidate
+    candidates : list of tmstarget.analysis.targets.Candidate
         Ranked; ``candidates[0]`` is the target.
     maps : dict
         ``name -> 3-D float32 array`` (Fisher z maps per state, ``delta``).
@@ -44,7 +44,7 @@ class PlanResult:
         ``role -> Path`` of every file read.
     mni_mm : ndarray (N, 3) or None
         MNI152NLin2009cAsym mm of each candidate when ``space`` is not MNI
-        (native plans, :func:`tmstarget.native.to_t1w`); None when world = MNI.
+        (native plans, :func:`tmstarget.workflows.native.to_t1w`); None when world = MNI.
     """
 
     protocol: object
@@ -172,7 +172,7 @@ def analysis_layout(protocol, brain, affine, grid, where=None):
     brain : ndarray of bool (I, J, K)
         Brain mask: the analysed voxels.
     affine : array (4, 4)
-    grid : MniGrid or tmstarget.native.NativeGrid
+    grid : MniGrid or tmstarget.workflows.native.NativeGrid
         Builds MNI-defined masks on this grid.
     where : path, optional
         Named in errors.
@@ -378,14 +378,14 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None):
     The T1 must be in the same world space as the plan (MNI, or the T1w world
     of a native plan).  ``head_axes_ras``/``midline_ras_mm`` give the head frame
     for the handle rules when the T1 world is not MNI-aligned (see
-    :func:`tmstarget.scalp.handle_direction`; :func:`tmstarget.native.head_frame`).
+    :func:`tmstarget.anatomy.scalp.handle_direction`; :func:`tmstarget.workflows.native.head_frame`).
     Returns ``(coil_block, per_candidate_blocks, anatomy_block)``; each block
     is the ``coil`` dict of ``target.json`` (SimNIBS axes, RAS mm).
     """
     import nibabel as nib
 
-    from .fileio import sha256_file
-    from .scalp import place_coil, scalp_surface
+    from tmstarget._fileio import sha256_file
+    from tmstarget.anatomy.scalp import place_coil, scalp_surface
 
     params = result.protocol.params.get("coil", {"handle": "auto", "scalp_method": "normal"})
     handle = params["handle_angle_deg"] if params["handle"] == "angle" else _HANDLE_RULES[params["handle"]]

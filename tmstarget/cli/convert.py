@@ -38,15 +38,15 @@ def run_convert(args):
     Returns
     -------
     int
-        0 on success (errors raise and are reported by :func:`tmstarget.cli.main`).
+        0 on success (errors raise and are reported by :func:`tmstarget.cli.main.main`).
     """
-    from tmstarget.ingest.dicom import convert
+    from tmstarget.ingest.dicom.series import convert
 
     series = None
     if args.series:
         series = [int(s) if s.isdigit() else s for s in args.series]
         series = series[0] if len(series) == 1 else series
-    # errors (TmsTargetError) are printed as one line by tmstarget.cli.main
+    # errors (TmsTargetError) are printed as one line by tmstarget.cli.main.main
     written = convert(args.dicom_dir, args.output_dir, participant=args.participant, series=series, force=args.force)
     for path in written:
         print(path)

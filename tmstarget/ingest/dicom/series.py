@@ -15,7 +15,7 @@ asked for) raises `tmstarget.errors.DicomError` naming the file or series.
 Supported layouts: Siemens MOSAIC (one file per volume; NumberOfImagesInMosaic
 and slice times from (0019,xxxx) or the CSA image header), one slice per
 file (Philips, GE, Siemens), and enhanced multi-frame MR (Siemens XA).  See
-`tmstarget.ingest.dicom_assemble` for the voxel axes and affine convention.
+`tmstarget.ingest.dicom.assemble` for the voxel axes and affine convention.
 
 No patient field (name, ID, birth date) is ever written, logged or used in a
 file name: outputs are named from the participant label given, or ``anon``.
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tmstarget.errors import DicomError, InputError, OutputError
-from tmstarget.fileio import write_json_atomic, write_nifti_atomic
-from tmstarget.ingest.dicom_assemble import assemble_image, plan_series
-from tmstarget.ingest.dicom_headers import SkippedFile, read_file_header
-from tmstarget.ingest.dicom_sidecar import REDACTED
+from tmstarget._fileio import write_json_atomic, write_nifti_atomic
+from tmstarget.ingest.dicom.assemble import assemble_image, plan_series
+from tmstarget.ingest.dicom.headers import SkippedFile, read_file_header
+from tmstarget.ingest.dicom.sidecar import REDACTED
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def load_series(folder_or_files, series=None, recursive=True):
     DicomError
         No image series, several series without ``series``, an unknown
         ``series``, unreadable files, or a series that cannot be assembled
-        faithfully (see `tmstarget.ingest.dicom_assemble.plan_series`).
+        faithfully (see `tmstarget.ingest.dicom.assemble.plan_series`).
     """
     scan = _scan(folder_or_files, recursive)
     info = _pick_one(scan.infos, series, folder_or_files)

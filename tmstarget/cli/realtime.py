@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from . import replay
+from tmstarget.realtime import replay
 
 
 def add_subcommands(sub, add_common, progress_factory):
@@ -56,11 +56,11 @@ def add_subcommands(sub, add_common, progress_factory):
 
 
 def run_watch(args, progress_factory):
-    from ..ingest.fmriprep import participant_label
-    from ..protocol import load_protocol
-    from .watch import Watcher, WatchOptions
+    from tmstarget.ingest.fmriprep import participant_label
+    from tmstarget.protocol import load_protocol
+    from tmstarget.realtime.watch import Watcher, WatchOptions
 
-    from ..cli import _export_navigation
+    from tmstarget.cli.main import _export_navigation
 
     # the streaming engine's model: band limits as cosine regressors (recorded as an override)
     protocol = load_protocol(args.protocol, ["clean.filter=cosine"] + list(args.overrides))

@@ -46,7 +46,7 @@ from scipy import ndimage, sparse
 from scipy.spatial import cKDTree
 from skimage.measure import marching_cubes
 
-from .errors import InputError, OrientationError
+from tmstarget.errors import InputError, OrientationError
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ the detrend a constant and a linear trend in true frame time, all fitted with
 the confounds in one least-squares regression over the kept frames
 (:func:`regression_operator`).  Every regressor of that model is known when
 its frame arrives, so the real-time watcher reaches the same numbers from
-running sums (:mod:`tmstarget.streaming`).
+running sums (:mod:`tmstarget.analysis.streaming`).
 """
 
 import warnings
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from .errors import InputError
-from .ingest.runs import confound_column, motion_params
-from .motion import fd_power, friston24
+from tmstarget.errors import InputError
+from tmstarget.ingest.runs import confound_column, motion_params
+from tmstarget.anatomy.motion import fd_power, friston24
 
 FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 #: Design directions with a singular value below this fraction of the largest (columns equilibrated) are

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, OrientationError
-from .fileio import write_bytes_atomic
+from tmstarget.errors import InputError, OrientationError
+from tmstarget._fileio import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ def read_frames(header):
     Parameters
     ----------
     header : FileHeader
-        From `tmstarget.ingest.dicom_headers.read_file_header`.
+        From `tmstarget.ingest.dicom.headers.read_file_header`.
 
     Returns
     -------

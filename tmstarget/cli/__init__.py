@@ -1,0 +1,1 @@
+"""Command-line front ends: they parse arguments, call the library and print; no computation lives here."""

@@ -1,0 +1,1 @@
+"""The plan folder: target.json, targets.tsv, maps and provenance, written atomically."""
