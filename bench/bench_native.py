@@ -7,7 +7,7 @@ Usage::
 Defaults: ../shared/data/pydecnef-sub1/dicom/func-run1 (120 Siemens mosaic
 volumes) and ../shared/data/pydecnef-sub1/anat/T1w.nii.gz, protocol
 sgacc-dlpfc. Runs the same code path as ``tmstarget plan --rest-dicom``
-(the CLI's native front end) with a progress callback that stamps every stage,
+(:func:`tmstarget.plan`, then ``Plan.save``) with a progress callback that stamps every stage,
 then times our DICOM -> NIfTI conversion against the dcm2niix binary on the
 same folder in the same process run (gzip NIfTI + JSON sidecar each) and
 prints their ratio. Goal: total < 5 min on 2 cores.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench_convert import DEFAULT_DIR, dcm2niix_binary, time_dcm2niix, time_ours
 
-from tmstarget.cli.main import main as cli_main
+import tmstarget
 
 DEFAULT_T1 = DEFAULT_DIR.parents[1] / "anat" / "T1w.nii.gz"
 
@@ -47,22 +47,13 @@ def main(argv=None):
     parser.add_argument("--protocol", default="sgacc-dlpfc")
     args = parser.parse_args(argv)
 
-    import tmstarget.cli.main as cli
-
     clock = StageClock()
-    original = cli.Progress
-    cli.Progress = lambda quiet=False: clock  # stamp the CLI's own stage messages
-    try:
-        with tempfile.TemporaryDirectory() as out:
-            start = time.perf_counter()
-            code = cli_main(["plan", "--rest-dicom", args.dicom_dir, "--t1", args.t1, "--participant", "bench",
-                             "--protocol", args.protocol, "--output", str(Path(out) / "plan"),
-                             "--navigation", "none", "--quiet"])
-            end = time.perf_counter()
-    finally:
-        cli.Progress = original
-    if code != 0:
-        raise SystemExit(f"plan failed with exit code {code}")
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        plan = tmstarget.plan(rest_dicom=args.dicom_dir, t1=args.t1, participant="bench", protocol=args.protocol,
+                              progress=clock)
+        plan.save(Path(out) / "plan")
+        end = time.perf_counter()
     print(f"native plan ({args.protocol}), DICOM {args.dicom_dir} + T1 {args.t1}")
     for name, seconds in clock.durations(end):
         print(f"  {seconds:7.2f} s  {name}")

@@ -18,7 +18,7 @@ import time
 
 T0 = time.perf_counter()  # before the heavy imports: the CLI path counts them
 
-import argparse  # noqa: E402
+import argparse
 import json
 import os
 import statistics
@@ -68,8 +68,8 @@ def run_path(path, patient, protocol):
         cli_main(["plan", str(patient), "--participant", "01", "--protocol", protocol, "--output", str(out_dir),
                   "--force", "--quiet"])
     elif path == "engine":
-        from tmstarget.ingest.collect import select_runs
         from tmstarget.analysis.engine import plan
+        from tmstarget.ingest.collect import select_runs
         from tmstarget.protocol import load_protocol
 
         proto = load_protocol(protocol)

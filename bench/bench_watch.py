@@ -103,8 +103,8 @@ def run_case(shared, work, name, overrides, speed, repeat):
                 "max": round(float(values.max()), 1)}
 
     # the reference path: the batch engine on the recorded run, timed here
-    from tmstarget.ingest.collect import ExplicitRun, Selection
     from tmstarget.analysis.engine import plan
+    from tmstarget.ingest.collect import ExplicitRun, Selection
 
     state = root / "out" / "state"
     run = ExplicitRun(bold=state / "realigned.nii", confounds=next(state.glob("*_desc-confounds_timeseries.tsv")),

@@ -6,8 +6,8 @@ from nilearn import image, signal
 from numpy.testing import assert_allclose
 
 from tmstarget.analysis.clean import cleaning_operator, task_regressors
-from tmstarget.anatomy.motion import fd_power, friston24
 from tmstarget.analysis.voxels import VoxelSet, read_voxel_timeseries
+from tmstarget.anatomy.motion import fd_power, friston24
 
 
 def test_fd_power_matches_science_fixture():

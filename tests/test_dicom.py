@@ -11,8 +11,8 @@ import pytest
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
 from tmstarget.cli.main import main as convert_main
-from tmstarget.ingest.dicom.series import convert, find_series, load_series
 from tmstarget.ingest.dicom.csa import parse_csa_header
+from tmstarget.ingest.dicom.series import convert, find_series, load_series
 
 # (DICOM folder, reference stem) relative to shared/data.
 CASES = {
@@ -78,7 +78,8 @@ def test_matches_dcm2niix(name, shared_data, loaded):
     assert ours.shape == ref_data.shape
     np.testing.assert_array_equal(ours, ref_data)
     np.testing.assert_allclose(image.get_fdata(dtype=np.float32), apply_orientation(
-        ref_img.get_fdata(dtype=np.float32), ornt_transform(io_orientation(ref_img.affine), io_orientation(image.affine))
+        ref_img.get_fdata(dtype=np.float32),
+        ornt_transform(io_orientation(ref_img.affine), io_orientation(image.affine))
     ), rtol=1e-6)
     np.testing.assert_allclose(image.affine, ref_affine, atol=1e-3)
     assert image.header["qform_code"] == 1 and image.header["sform_code"] == 1
@@ -132,7 +133,8 @@ def test_csa_parser_matches_nibabel(shared_data):
         ours = parse_csa_header(raw)
         theirs = csareader.read(raw)["tags"]
         assert set(ours) == set(theirs)
-        for key in ("NumberOfImagesInMosaic", "SliceNormalVector", "MosaicRefAcqTimes", "PhaseEncodingDirectionPositive"):
+        for key in ("NumberOfImagesInMosaic", "SliceNormalVector", "MosaicRefAcqTimes",
+                    "PhaseEncodingDirectionPositive"):
             if key in theirs and theirs[key]["items"]:
                 np.testing.assert_allclose(ours[key], theirs[key]["items"], err_msg=key)
     assert parse_csa_header(ds[0x0029, 0x1010].value)["NumberOfImagesInMosaic"] == [34]

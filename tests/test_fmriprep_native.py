@@ -27,7 +27,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from tmstarget.cli.main import main
-from tmstarget.workflows.native import choose_fmriprep_space, find_fmriprep_anatomy
+from tmstarget.workflows.fmriprep_t1w import choose_fmriprep_space, find_fmriprep_anatomy
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 MNI = "MNI152NLin2009cAsym"

@@ -6,7 +6,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tmstarget.errors import InputError
 from tmstarget.anatomy.motion import (
     estimate_motion,
     fd_jenkinson,
@@ -19,6 +18,7 @@ from tmstarget.anatomy.motion import (
     rigid_matrix,
     volume_centre_ras_mm,
 )
+from tmstarget.errors import InputError
 
 # 64x64x34 grid like the shared run: LAS storage, 3 x 3 x 3.5 mm.
 SHAPE = (64, 64, 34)

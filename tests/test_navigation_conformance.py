@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from tmstarget.errors import NavigationFormatError
+from navigation_fixtures import (
+    REFERENCE_AFFINE,
+    S,
+    make_reference_t1,
+    p_ref,
+    random_poses,
+    write_edited_json,
+)
+from tmstarget.errors import InvalidPoseError, NavigationFormatError, XformMismatchError
 from tmstarget.navigation import (
     load_t1_reference,
     read_brainsight,
@@ -30,19 +38,9 @@ from tmstarget.navigation import (
     write_simnibs_csv,
     write_slicer_json,
 )
-from navigation_fixtures import (
-    REFERENCE_AFFINE,
-    S,
-    make_reference_t1,
-    p_ref,
-    random_poses,
-    write_edited_json,
-)
 from tmstarget.navigation.formats import FORMATS
 from tmstarget.spaces import (
     D,
-    InvalidPoseError,
-    XformMismatchError,
     angle_between_deg,
     rotation_angle_deg,
 )
@@ -437,6 +435,7 @@ def test_09_sheared_sform_refused_even_if_chosen(tmp_path):
 
 def test_10_itk_direction(tmp_path):
     import ants
+
     from tmstarget.spaces import map_points_ras
 
     txt = tmp_path / "translation.txt"

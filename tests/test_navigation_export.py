@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tmstarget.errors import InputError, NavigationFormatError, OrientationError, OutputError
-from tmstarget.navigation import read_navigation_file
 from navigation_fixtures import (
     REFERENCE_AFFINE,
     coil_block,
@@ -19,10 +17,18 @@ from navigation_fixtures import (
     write_plan,
 )
 from tmstarget.cli.navigation import add_subcommands
+from tmstarget.errors import (
+    InputError,
+    NavigationFormatError,
+    OrientationError,
+    OutputError,
+    XformMismatchError,
+)
+from tmstarget.navigation import read_navigation_file
 from tmstarget.navigation.compare import compare_recorded
 from tmstarget.navigation.export import export_plan, load_plan
 from tmstarget.navigation.formats import FORMATS
-from tmstarget.spaces import XformMismatchError, rotation_angle_deg
+from tmstarget.spaces import rotation_angle_deg
 
 FIXTURES = Path(__file__).parent / "fixtures" / "navigation"
 

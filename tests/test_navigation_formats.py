@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from tmstarget.errors import NavigationFormatError, OutputError
+from navigation_fixtures import (
+    FILE_NAMES,
+    REFERENCE_AFFINE,
+    make_reference_t1,
+    p_ref,
+    write_edited_json,
+)
+from tmstarget.errors import InvalidPoseError, NavigationFormatError, OutputError
 from tmstarget.navigation import (
     NavTarget,
     load_t1_reference,
@@ -32,15 +39,8 @@ from tmstarget.navigation import (
     write_localite,
     write_simnibs_csv,
 )
-from navigation_fixtures import (
-    FILE_NAMES,
-    REFERENCE_AFFINE,
-    make_reference_t1,
-    p_ref,
-    write_edited_json,
-)
 from tmstarget.navigation.formats import FORMATS, detect_format
-from tmstarget.spaces import InvalidPoseError, rotation_angle_deg
+from tmstarget.spaces import rotation_angle_deg
 
 FIXTURES = Path(__file__).parent / "fixtures" / "navigation"
 FIXTURE_SHA = "0123456789abcdef" * 4

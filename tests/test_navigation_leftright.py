@@ -16,9 +16,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from navigation_fixtures import FILE_NAMES, REFERENCE_AFFINE, p_ref
 from tmstarget.errors import NavigationFormatError
 from tmstarget.navigation import NavTarget, load_t1_reference
-from navigation_fixtures import FILE_NAMES, REFERENCE_AFFINE, p_ref
 from tmstarget.navigation.formats import FORMATS
 from tmstarget.spaces import D
 

@@ -75,6 +75,26 @@ def test_rumination_subsystem_pattern_and_qc(sample_plans):
     assert len(doc["candidates"]) == 5 and doc["candidates"][0]["rank"] == 1
 
 
+def test_qc_thresholds_change_the_warnings_not_the_target(sample_plans, tmp_path):
+    """[qc] overrides make the unstable-target, scrubbing and motion warnings appear; maps and target stay."""
+    folder, doc = sample_plans["rumination-dmpfc"]
+    assert doc["qc"]["warnings"] == []
+    assert doc["provenance"]["protocol"]["parameters"]["qc"]["split_half_warning_mm"] == 10
+    split_half = doc["qc"]["stability"]["split_half_distance_mm"]
+    code, low = run_plan(tmp_path / "qc", "--set", f"qc.split_half_warning_mm={split_half - 0.5}",
+                         "--set", "qc.scrubbed_warning_fraction=0.01", "--set", "qc.mean_fd_warning_mm=0.1")
+    assert code == 0
+    run = low["qc"]["runs"][0]
+    assert low["qc"]["warnings"] == [
+        f"unstable target: the two halves of the data give targets {split_half:.1f} mm apart",
+        f"task-rumination: {run['frames_scrubbed']} frames scrubbed (more than 1%)",
+        f"task-rumination: high motion (mean FD {run['mean_fd_power_mm']:.2f} mm)",
+    ]
+    assert low["target"] == doc["target"] and low["candidates"] == doc["candidates"]
+    for name in ("map-delta.nii.gz", "targets.tsv"):
+        assert (tmp_path / "qc" / name).read_bytes() == (folder / name).read_bytes()
+
+
 def test_task_frame_counts_are_exact(sample_plans):
     """Scrubbed and per-state frame counts equal those derived here from the confounds and the events.
 

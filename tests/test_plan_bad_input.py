@@ -101,7 +101,8 @@ def test_mask_grid_mismatch(capsys, tmp_path):
     mask = nib.load(REST_MASK)
     half = nib.Nifti1Image(np.asanyarray(mask.dataobj)[::2, ::2, ::2], mask.affine @ np.diag([2, 2, 2, 1]))
     nib.save(half, tmp_path / "mask8mm.nii.gz")
-    fails(capsys, tmp_path, rest_args(mask=tmp_path / "mask8mm.nii.gz"), "mask8mm.nii.gz", "does not match the BOLD grid")
+    fails(capsys, tmp_path, rest_args(mask=tmp_path / "mask8mm.nii.gz"), "mask8mm.nii.gz",
+          "does not match the BOLD grid")
 
 
 def test_empty_search_region(capsys, tmp_path):

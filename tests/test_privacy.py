@@ -61,7 +61,8 @@ REST_DESCRIPTION = "ep2d_rest QUIXWORTH"  # the family name typed into the proto
 CLEAN = ["--set", "clean.min_volumes=20", "--set", "clean.dummy_volumes=0"]  # a 40-volume run
 # Runs the CLI with every logger at DEBUG on stderr (main's own basicConfig then keeps it).
 CLI = ("import logging, sys; logging.basicConfig(level=logging.DEBUG, "
-       "format='%(levelname)s %(name)s: %(message)s'); from tmstarget.cli.main import main; sys.exit(main(sys.argv[1:]))")
+       "format='%(levelname)s %(name)s: %(message)s'); "
+       "from tmstarget.cli.main import main; sys.exit(main(sys.argv[1:]))")
 NIFTI_TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
 
 

@@ -1,10 +1,16 @@
 """Protocols: every shipped file is valid; bad files fail naming file, key and problem."""
 
+import dataclasses
+import json
+import re
+import tomllib
+from pathlib import Path
+
 import pytest
 
 from tmstarget.cli.main import main
 from tmstarget.errors import ProtocolError
-from tmstarget.protocol import builtin_protocol_names, load_protocol
+from tmstarget.protocol import CleanParams, Protocol, QcParams, builtin_protocol_names, load_protocol
 
 REQUIRED = {"rumination-dmpfc", "rest-dmpfc", "sgacc-dlpfc", "dmn-dlpfc", "5cm-rule", "beam-f3", "ba46"}
 
@@ -13,14 +19,42 @@ def test_shipped_protocols_load_with_the_published_parameters():
     assert REQUIRED <= set(builtin_protocol_names())
     rum = load_protocol("rumination-dmpfc")
     assert rum.states == ["rumination", "distraction"]
-    assert rum["seed"] == {"subsystem": "core"}
-    assert rum["search"]["region"] == "dmpfc"
-    assert rum["target"]["picker"] == "peak" and rum["target"]["direction"] == "negative"
+    assert rum.seed.to_dict() == {"subsystem": "core"} and rum.seed.sphere is None
+    assert rum.search.region == "dmpfc"
+    assert rum.target.picker == "peak" and rum.target.direction == "negative"
+    assert rum.connectivity.contrast == ("rumination", "distraction")
     sg = load_protocol("sgacc-dlpfc")
-    assert sg["seed"] == {"sphere": "sgacc"} and sg["target"]["picker"] == "cluster"
-    assert sg["prescription"]["pulses_per_session"] == 1800
+    assert sg.seed.to_dict() == {"sphere": "sgacc"} and sg.target.picker == "cluster"
+    assert sg.prescription.pulses_per_session == 1800
     assert load_protocol("beam-f3").kind == "fixed"
     assert load_protocol("rest-dmpfc").states == ["rest"]
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_to_dict_round_trips_the_toml(name):
+    """Every key of the file comes back unchanged, defaults fill the rest, and from_dict rebuilds the protocol."""
+    p = load_protocol(name)
+    raw = tomllib.loads(p.toml_text)
+    params = p.to_dict()["parameters"]
+    for section, values in raw.items():
+        if isinstance(values, dict):
+            assert params[section] == {**params[section], **values}
+            assert list(params[section])[:len(values)] == list(values)  # the file's keys first, as recorded
+        else:
+            assert getattr(p, section) == values
+    assert params["qc"] == QcParams().to_dict()
+    again = Protocol.from_dict({"name": p.name, "description": p.description, "kind": p.kind, **params},
+                               p.source, sha256=p.sha256, toml_text=p.toml_text)
+    assert again == p and json.dumps(again.to_dict()) == json.dumps(p.to_dict())
+
+
+def test_protocol_and_sections_are_frozen():
+    p = load_protocol("rumination-dmpfc")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.clean.smoothing_fwhm_mm = 4.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.clean = CleanParams()
+    assert p.clean.smoothing_fwhm_mm == 6.0 and isinstance(p.clean.high_pass_hz, float)
 
 
 def _write(tmp_path, text):
@@ -29,7 +63,8 @@ def _write(tmp_path, text):
     return path
 
 
-BASE = 'name = "mine"\ndescription = "d"\n[seed]\nsubsystem = "core"\n[search]\nregion = "dmpfc"\n[connectivity]\nstate = "rest"\n'
+BASE = ('name = "mine"\ndescription = "d"\n[seed]\nsubsystem = "core"\n[search]\nregion = "dmpfc"\n'
+        '[connectivity]\nstate = "rest"\n')
 
 
 @pytest.mark.parametrize(
@@ -42,6 +77,17 @@ BASE = 'name = "mine"\ndescription = "d"\n[seed]\nsubsystem = "core"\n[search]\n
         ("[target]\nn_candidates = 0\n", "target.n_candidates", "must be >= 1"),
         ("[clean]\nscrub = 1\n", "clean.scrub", "true/false"),
         ("[search]\nregion = \"nowhere\"\n", None, "cannot be"),  # duplicate table -> TOML error
+        ("[clean]\nmin_volumes = 2.5\n", "clean.min_volumes", "must be an integer"),
+        ("[clean]\nmotion = 6\n", "clean.motion", "must be a string"),
+        ("[clean]\nlow_pass_hz = 30\n", "clean.low_pass_hz", "must be <= 10.0"),
+        ("[rois]\nset = \"dixon25\"\n", "rois.set", "unknown name 'dixon25'"),
+        ("[target]\ncluster_fraction = 0\n", "target.cluster_fraction", "must be > 0.0"),
+        ("[coil]\nhandle = \"left\"\n", "coil.handle", "must be one of"),
+        ("[prescription]\nsessions = 0\n", "prescription.sessions", "must be >= 1"),
+        ("[qc]\nsplit_half_warning_mm = -1\n", "qc.split_half_warning_mm", "must be >= 0.0"),
+        ("[qc]\nmean_fd_warnng_mm = 1\n", "mean_fd_warnng_mm", "did you mean 'mean_fd_warning_mm'"),
+        ("[qc]\nrumination_subsystem_check = 1\n", "qc.rumination_subsystem_check", "true/false"),
+        ("[clean]\ndummy_volumes = 5\n[qcc]\n", "qcc", "did you mean 'qc'"),
     ],
 )
 def test_invalid_protocol_names_file_key_and_problem(tmp_path, extra, key, words):
@@ -54,6 +100,39 @@ def test_invalid_protocol_names_file_key_and_problem(tmp_path, extra, key, words
         assert key in message and words in message
     else:
         assert "not valid TOML" in message
+
+
+@pytest.mark.parametrize(
+    "text, key, words",
+    [
+        ('description = "d"\n', "name", "required key is missing"),
+        ('kind = "seed"\n' + BASE, "kind", "must be one of 'connectivity', 'fixed'"),
+        ('clean = 3\n' + BASE, "clean", "[clean] must be a table"),
+        ('nme = "x"\n' + BASE, "nme", "unknown key 'nme' in the top level; did you mean 'name'?"),
+        (BASE.replace('state = "rest"', 'state = "rest"\nhrf_delay_s = 30'), "connectivity.hrf_delay_s",
+         "must be <= 20.0"),
+        ('name = "f"\ndescription = "d"\nkind = "fixed"\n', "fixed", "exactly one of [fixed] site or mni_mm"),
+        ('name = "f"\ndescription = "d"\nkind = "fixed"\n[fixed]\nmni_mm = [1, 2]\n', "fixed.mni_mm",
+         "must be 3 numbers"),
+        (BASE.replace('region = "dmpfc"', ""), "search.region", "needs [search] region"),
+        (BASE.replace('state = "rest"', 'contrast = ["rest", "rest"]'), "connectivity.contrast",
+         "must name two different states"),
+        (BASE.replace('state = "rest"', 'state = "rest"\ncontrast = ["a", "b"]'), "connectivity",
+         "exactly one of [connectivity] state"),
+        (BASE.replace('state = "rest"', 'contrast = [["a"], "b"]'), "connectivity.contrast", "list items"),
+    ],
+)
+def test_missing_and_inconsistent_keys_are_named(tmp_path, text, key, words):
+    path = _write(tmp_path, text)
+    with pytest.raises(ProtocolError) as info:
+        load_protocol(path)
+    assert str(path) in str(info.value) and key in str(info.value) and words in str(info.value)
+
+
+def test_fixed_protocol_with_an_mni_point():
+    p = Protocol.from_dict({"name": "f", "description": "d", "kind": "fixed", "fixed": {"mni_mm": [-41, 16, 54]}})
+    assert p.fixed.mni_mm == (-41, 16, 54) and p.states == []
+    assert p.to_dict()["parameters"]["fixed"] == {"mni_mm": [-41, 16, 54]}
 
 
 def test_protocol_needs_exactly_one_seed(tmp_path):
@@ -69,10 +148,31 @@ def test_unknown_protocol_name_suggests_the_close_one():
 
 def test_overrides_are_validated_and_recorded():
     p = load_protocol("sgacc-dlpfc", ["clean.fd_threshold_mm=0.3", "target.picker=peak"])
-    assert p["clean"]["fd_threshold_mm"] == 0.3 and p["target"]["picker"] == "peak"
+    assert p.clean.fd_threshold_mm == 0.3 and p.target.picker == "peak"
     assert p.to_dict()["overrides"] == {"clean.fd_threshold_mm": 0.3, "target.picker": "peak"}
     with pytest.raises(ProtocolError, match="clean.fd_threshold_mm"):
         load_protocol("sgacc-dlpfc", ["clean.fd_threshold_mm=-1"])
+    as_mapping = load_protocol("sgacc-dlpfc", {"clean.fd_threshold_mm": 0.3, "target.picker": "peak"})
+    assert as_mapping == p and as_mapping.to_dict() == p.to_dict()
+    q = load_protocol("rumination-dmpfc", {"qc.split_half_warning_mm": 2, "clean.smoothing_fwhm_mm": 4})
+    assert q.qc.split_half_warning_mm == 2.0 and q.clean.smoothing_fwhm_mm == 4.0
+    assert q.to_dict()["overrides"] == {"qc.split_half_warning_mm": 2, "clean.smoothing_fwhm_mm": 4}
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["clean.fd_threshold_mm"], "must look like section.key=value"),
+        (["fd_threshold_mm=0.3"], "must be section.key"),
+        ({"clean.fd.threshold_mm": 0.3}, "must be section.key"),
+        (["cleaning.fd_threshold_mm=0.3"], "unknown key 'cleaning' in overrides; did you mean 'clean'?"),
+        ({"qc.mean_fd_warning_mm": "high"}, "must be a number"),
+        (["target.picker=centroid"], "must be one of"),
+    ],
+)
+def test_bad_overrides_are_named(overrides, words):
+    with pytest.raises(ProtocolError, match=words.replace("?", r"\?").replace(".", r"\.")):
+        load_protocol("rumination-dmpfc", overrides)
 
 
 def test_cli_lists_every_protocol_with_a_description(capsys):
@@ -81,3 +181,10 @@ def test_cli_lists_every_protocol_with_a_description(capsys):
     listed = {line.split()[0]: line for line in out}
     assert REQUIRED <= set(listed)
     assert "sgACC" in listed["sgacc-dlpfc"] or "subgenual" in listed["sgacc-dlpfc"]
+
+
+def test_readme_documents_the_qc_defaults():
+    """The README's [qc] block is exactly the defaults the code applies."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```toml\n(\[qc\]\n.*?)```", readme, re.S).group(1)
+    assert tomllib.loads(block)["qc"] == QcParams().to_dict()

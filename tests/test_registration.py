@@ -8,7 +8,6 @@ import pytest
 
 ants = pytest.importorskip("ants")
 
-from tmstarget.errors import InputError  # noqa: E402
 from tmstarget.anatomy.registration import (  # noqa: E402
     MNI_SPACE,
     Transform,
@@ -22,6 +21,7 @@ from tmstarget.anatomy.registration import (  # noqa: E402
     save_transform,
     warp_image,
 )
+from tmstarget.errors import InputError  # noqa: E402
 
 # ---------------------------------------------------------------- frames
 

@@ -7,10 +7,10 @@ from scipy import ndimage
 
 import nilearn_reference as ref
 from tmstarget.analysis.connectivity import correlation_with_seed, fisher_z, state_frames, subsystem_table
-from tmstarget.errors import InputError
 from tmstarget.analysis.rois import ball_mask, region_mask
 from tmstarget.analysis.targets import pick_cluster_targets, pick_peak_targets
 from tmstarget.analysis.voxels import VoxelSet
+from tmstarget.errors import InputError
 
 MNI2 = np.array([[2, 0, 0, -90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]], dtype=float)
 SHAPE2 = (91, 109, 91)

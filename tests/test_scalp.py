@@ -1,6 +1,6 @@
 """Scalp surface, scalp point, coil pose (SimNIBS axes) and depth.
 
-References are independent of ``tmstarget.anatomy.scalp``: an analytic ellipsoid head
+References are independent of ``tmstarget.anatomy.scalp`` and ``tmstarget.coil``: an analytic ellipsoid head
 stored with an oblique LAS affine and unequal voxels (so a wrong axis order, a
 lost flip or a missing affine moves every answer by centimetres), hand-written
 handle directions from navigation-formats.md §2 and §7 (P_ref), and, on real
@@ -15,6 +15,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from tmstarget.anatomy import scalp
+from tmstarget.coil import placement as coil_placement
 from tmstarget.errors import InputError, OrientationError
 
 S = 1 / np.sqrt(2)
@@ -136,19 +137,19 @@ def test_scalp_point_on_axis_targets(synthetic_mesh, synthetic_brain_mask, axis,
     target = HEAD_CENTRE_RAS_MM + (semi_axis - TARGET_DEPTH_MM) * direction
     expected = HEAD_CENTRE_RAS_MM + semi_axis * direction
 
-    point, normal = scalp.scalp_point(target, synthetic_mesh, method=method)
+    point, normal = coil_placement.scalp_point(target, synthetic_mesh, method=method)
     # "closest" may slide ~1 mm along a terraced surface; "normal" uses the smoothed normal
     np.testing.assert_allclose(point, expected, atol=1.5 if method == "closest" else 1.0)
     assert _angle_deg(normal, direction) < 3.0
-    depth = scalp.scalp_to_cortex_mm(point, target)
+    depth = coil_placement.scalp_to_cortex_mm(point, target)
     assert depth == pytest.approx(TARGET_DEPTH_MM, abs=1.0)
-    cortex = scalp.scalp_to_cortex_mm(point, target, synthetic_brain_mask)
+    cortex = coil_placement.scalp_to_cortex_mm(point, target, synthetic_brain_mask)
     assert cortex == pytest.approx(BRAIN_INSET_MM, abs=1.0)
 
 
 def test_normal_method_normal_passes_through_off_axis_target(synthetic_mesh):
     target = HEAD_CENTRE_RAS_MM + np.array([-30.0, 40.0, 30.0])
-    point, normal = scalp.scalp_point(target, synthetic_mesh, method="normal")
+    point, normal = coil_placement.scalp_point(target, synthetic_mesh, method="normal")
     assert abs(_ellipsoid_level(point, 0.0) - 1) < 1.0 / HEAD_SEMI_AXES_MM.min()
     analytic = (point - HEAD_CENTRE_RAS_MM) / HEAD_SEMI_AXES_MM**2
     assert _angle_deg(normal, analytic) < 3.0
@@ -159,7 +160,7 @@ def test_normal_method_normal_passes_through_off_axis_target(synthetic_mesh):
 @pytest.mark.parametrize("method", ["closest", "normal"])
 def test_coil_pose_for_left_dlpfc_is_valid_simnibs_pose(synthetic_mesh, method, z_axis):
     target = HEAD_CENTRE_RAS_MM + np.array([-30.0, 40.0, 30.0])
-    placement = scalp.place_coil(target, synthetic_mesh, method=method, z_axis=z_axis)
+    placement = coil_placement.place_coil(target, synthetic_mesh, method=method, z_axis=z_axis)
     pose = placement.pose_ras
     rotation = pose[:3, :3]
     np.testing.assert_allclose(rotation.T @ rotation, np.eye(3), atol=1e-9)
@@ -188,7 +189,7 @@ def test_coil_pose_for_left_dlpfc_is_valid_simnibs_pose(synthetic_mesh, method, 
     ids=["left", "right", "midline"],
 )
 def test_coil_handle_sides_on_synthetic_head(synthetic_mesh, offset_ras_mm, handle_sign_x):
-    handle = scalp.place_coil(HEAD_CENTRE_RAS_MM + np.array(offset_ras_mm), synthetic_mesh).handle_ras
+    handle = coil_placement.place_coil(HEAD_CENTRE_RAS_MM + np.array(offset_ras_mm), synthetic_mesh).handle_ras
     assert handle[1] < -0.6
     if handle_sign_x == 0:
         assert abs(handle[0]) < 0.05
@@ -198,7 +199,7 @@ def test_coil_handle_sides_on_synthetic_head(synthetic_mesh, offset_ras_mm, hand
 
 def test_coil_distance_offset_moves_centre_outward(synthetic_mesh):
     target = HEAD_CENTRE_RAS_MM + np.array([0.0, 0.0, HEAD_SEMI_AXES_MM[2] - TARGET_DEPTH_MM])
-    pose = scalp.coil_pose(target, synthetic_mesh, distance_mm=5.0)
+    pose = coil_placement.coil_pose(target, synthetic_mesh, distance_mm=5.0)
     expected = HEAD_CENTRE_RAS_MM + np.array([0.0, 0.0, HEAD_SEMI_AXES_MM[2] + 5.0])
     np.testing.assert_allclose(pose[:3, 3], expected, atol=1.0)
     assert _angle_deg(pose[:3, 2], [0, 0, -1]) < 3.0
@@ -207,7 +208,7 @@ def test_coil_distance_offset_moves_centre_outward(synthetic_mesh):
 
 def test_place_coil_dict_reports_depths(synthetic_mesh, synthetic_brain_mask):
     target = HEAD_CENTRE_RAS_MM + np.array([HEAD_SEMI_AXES_MM[0] - TARGET_DEPTH_MM, 0.0, 0.0])
-    coil = scalp.place_coil(target, synthetic_mesh, brain_mask_img=synthetic_brain_mask).to_dict()
+    coil = coil_placement.place_coil(target, synthetic_mesh, brain_mask_img=synthetic_brain_mask).to_dict()
     assert coil["scalp_to_cortex_mm"] == pytest.approx(BRAIN_INSET_MM, abs=1.0)
     assert coil["scalp_to_target_mm"] == pytest.approx(TARGET_DEPTH_MM, abs=1.0)
     assert np.asarray(coil["matrix"]).shape == (4, 4)
@@ -218,7 +219,7 @@ def test_place_coil_dict_reports_depths(synthetic_mesh, synthetic_brain_mask):
 def test_target_outside_head_is_refused(synthetic_mesh):
     outside = HEAD_CENTRE_RAS_MM + np.array([0.0, 0.0, HEAD_SEMI_AXES_MM[2] + 10.0])
     with pytest.raises(OrientationError, match="outside the head"):
-        scalp.coil_pose(outside, synthetic_mesh)
+        coil_placement.coil_pose(outside, synthetic_mesh)
 
 
 @pytest.mark.parametrize(
@@ -233,7 +234,7 @@ def test_target_outside_head_is_refused(synthetic_mesh):
 def test_bad_options_raise(synthetic_mesh, kwargs, error, match):
     target = HEAD_CENTRE_RAS_MM + np.array([0.0, 0.0, HEAD_SEMI_AXES_MM[2] - TARGET_DEPTH_MM])
     with pytest.raises(error, match=match):
-        scalp.coil_pose(target, synthetic_mesh, **kwargs)
+        coil_placement.coil_pose(target, synthetic_mesh, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -250,28 +251,28 @@ def test_bad_options_raise(synthetic_mesh, kwargs, error, match):
     ],
 )
 def test_handle_direction_rules(target, rule, expected):
-    np.testing.assert_allclose(scalp.handle_direction(target, rule), expected, atol=1e-12)
+    np.testing.assert_allclose(coil_placement.handle_direction(target, rule), expected, atol=1e-12)
 
 
 def test_handle_direction_in_a_rotated_head_frame():
     axes = _rotation(0, 0, 30)  # head yawed 30° to the left about superior
     midline = np.array([5.0, -3.0, 0.0])
     target = midline + axes @ np.array([-38.0, 44.0, 30.0])
-    handle = scalp.handle_direction(target, "auto", midline_ras_mm=midline, head_axes_ras=axes)
+    handle = coil_placement.handle_direction(target, "auto", midline_ras_mm=midline, head_axes_ras=axes)
     np.testing.assert_allclose(handle, axes @ np.array([-S, -S, 0.0]), atol=1e-12)
 
 
 def test_handle_direction_refuses_lateral_angle_on_midline():
     with pytest.raises(OrientationError, match="midline"):
-        scalp.handle_direction((3.0, 30.0, 50.0), 45.0)
+        coil_placement.handle_direction((3.0, 30.0, 50.0), 45.0)
     with pytest.raises(OrientationError, match="head_axes_ras"):
-        scalp.handle_direction((-38.0, 44.0, 30.0), "auto", head_axes_ras=np.diag([-1.0, 1.0, 1.0]))
+        coil_placement.handle_direction((-38.0, 44.0, 30.0), "auto", head_axes_ras=np.diag([-1.0, 1.0, 1.0]))
 
 
-def test_pose_from_axes_random(rng):
+def test_pose_from_handle_random(rng):
     for _ in range(50):
         centre, z, handle = rng.normal(size=(3, 3))
-        pose = scalp.pose_from_axes(centre, z, handle)
+        pose = coil_placement.pose_from_handle(centre, z, handle)
         rotation = pose[:3, :3]
         np.testing.assert_allclose(rotation.T @ rotation, np.eye(3), atol=1e-12)
         assert np.linalg.det(rotation) == pytest.approx(1.0, abs=1e-12)
@@ -347,7 +348,7 @@ def test_real_t1_scalp_point_and_coil_axis(real_t1, method):
     directions = [(-1, 1, 1), (1, 1, 1), (0, 0.3, 1), (-1, -1, 1), (1, -1, 0.5)]
     targets = _targets_under_scalp(img, mask, directions)
     for target, direction in zip(targets, directions):
-        placement = scalp.place_coil(target, mesh, method=method)
+        placement = coil_placement.place_coil(target, mesh, method=method)
         _check_on_outer_surface(img, mask, boundary_tree, placement, target)
         # the target is 20 mm in along a ray, so the scalp is at most ~20 mm (+ grid) away
         assert 12.0 <= placement.scalp_to_target_mm <= (22.0 if method == "closest" else 25.0)
@@ -373,7 +374,7 @@ def mni_template():
 def test_mni_template_scalp_point_and_handle(mni_template, target_mni_mm, handle_side):
     # nilearn's template is skull-stripped: its "scalp" is the brain boundary.
     img, mask, boundary_tree, mesh = mni_template
-    placement = scalp.place_coil(target_mni_mm, mesh)
+    placement = coil_placement.place_coil(target_mni_mm, mesh)
     _check_on_outer_surface(img, mask, boundary_tree, placement, target_mni_mm)
     handle = placement.handle_ras
     assert handle[1] < -0.5

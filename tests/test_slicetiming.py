@@ -7,10 +7,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tmstarget.anatomy.slicetiming import slice_time_correct
 from tmstarget.cli.main import main
 from tmstarget.errors import InputError
-from tmstarget.workflows.native import NativeRun, prepare_native
-from tmstarget.anatomy.slicetiming import slice_time_correct
+from tmstarget.ingest.native import NativeRun
+from tmstarget.workflows.native import prepare_native
 
 TR_S = 2.0
 N_SLICES = 24

@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from tmstarget.errors import OrientationError
 from navigation_fixtures import REFERENCE_AFFINE, S, p_ref, random_poses
+from tmstarget.errors import InvalidPoseError, OrientationError, XformMismatchError
 from tmstarget.spaces import (
     COIL_AXES,
     D,
-    InvalidPoseError,
-    XformMismatchError,
     angle_between_deg,
     check_qform_sform,
     coil_axes_matrix,

@@ -19,12 +19,12 @@ from nilearn import signal
 
 import nilearn_reference as ref
 from tmstarget.analysis.clean import cosine_band_regressors, regression_design, regression_operator
-from tmstarget.ingest.collect import ExplicitRun, Selection
 from tmstarget.analysis.engine import analysis_layout, plan
-from tmstarget.protocol import load_protocol
 from tmstarget.analysis.rois import MniGrid
 from tmstarget.analysis.streaming import StreamingConnectivity
 from tmstarget.analysis.targets import pick_targets
+from tmstarget.ingest.collect import ExplicitRun, Selection
+from tmstarget.protocol import load_protocol
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 FUNC = SAMPLE / "derivatives" / "fmriprep" / "sub-01" / "func"
@@ -126,7 +126,7 @@ def test_stream_equals_plan_at_the_last_volume(case, batch, streamed):
     assert np.abs(region_score - score[layout.region_cols]).max() < 1e-6
     full = np.zeros(len(layout.voxels))
     full[layout.region_cols] = region_score
-    assert pick_targets(full, layout.voxels, layout.region_cols, protocol["target"])[0].voxel_ijk == \
+    assert pick_targets(full, layout.voxels, layout.region_cols, protocol.target)[0].voxel_ijk == \
         batch.target.voxel_ijk
     for s, table in tables.items():
         for key, value in table.items():

@@ -133,8 +133,8 @@ def test_faults_are_recorded_not_shifted(real_watch):
 
 def test_realigned_volumes_follow_the_batch_motion_path(real_watch, shared_data):
     """Each recorded volume is the source volume of the same index, realigned as the batch path does it."""
-    from tmstarget.ingest.dicom.series import load_series
     from tmstarget.anatomy.motion import estimate_motion, reslice_volume
+    from tmstarget.ingest.dicom.series import load_series
 
     img, _ = load_series(shared_data / REAL_RUN)
     batch = estimate_motion(img)

@@ -1,8 +1,42 @@
 """tmstarget: individualized TMS targets for depression from one patient's fMRI.
 
-Stages (one module each): ingest -> clean -> rois -> connectivity -> targets
--> outputs (navigation, report).  Front ends (CLI, real-time watcher, viewer,
-research mode) call the same stage functions.
+Python API::
+
+    import tmstarget
+    plan = tmstarget.plan("sample_data", participant="01", protocol="sgacc-dlpfc")
+    plan.save("plan-out")
+    tmstarget.load_plan("plan-out") == plan
+
+Stages (one subpackage each): ingest -> anatomy -> analysis (clean, rois,
+connectivity, targets) -> outputs (plan folder) -> navigation. The workflows
+(:mod:`tmstarget.workflows`) chain them; front ends (CLI, real-time watcher,
+viewer, research mode) call the workflows and this API. ``import tmstarget`` is
+light: the heavy modules load on first use.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["plan", "load_plan", "load_protocol", "Plan", "Protocol", "__version__"]
+
+_LAZY = {
+    "plan": ("tmstarget._api", "plan"),
+    "load_plan": ("tmstarget.outputs.plan", "load_plan"),
+    "Plan": ("tmstarget.outputs.plan", "Plan"),
+    "load_protocol": ("tmstarget.protocol", "load_protocol"),
+    "Protocol": ("tmstarget.protocol", "Protocol"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tmstarget' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -31,21 +31,44 @@ def publish_mode(path, directory=False):
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
-def write_bytes_atomic(path, data):
-    """Write ``data`` (bytes) to ``path`` atomically (temp file, fsync, rename)."""
+def write_temp(path, data, *, mode=None):
+    """Write ``data`` (bytes) to a new temporary file beside ``path``, flushed to disk.
+
+    The caller renames it over ``path`` (``os.replace``) or removes it; a
+    failure here removes it.  ``mode`` sets its permissions (default: the usual
+    ones under the umask, see :func:`publish_mode`).
+
+    Returns
+    -------
+    Path
+        The temporary file, ``.<name>.<random>.tmp`` in ``path``'s folder.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        publish_mode(tmp)
+        if mode is None:
+            publish_mode(tmp)
+        else:
+            os.chmod(tmp, mode)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+def write_bytes_atomic(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = write_temp(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

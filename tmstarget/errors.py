@@ -51,6 +51,14 @@ class OrientationError(TmsTargetError, ValueError):
     """Geometry is ambiguous or inconsistent (affines, qform/sform, poses)."""
 
 
+class InvalidPoseError(OrientationError):
+    """A pose matrix is not a rigid transform (mirror, shear, scaling, NaN)."""
+
+
+class XformMismatchError(OrientationError):
+    """A T1's qform and sform disagree and no choice between them was made."""
+
+
 class DicomError(InputError):
     """A DICOM file or series cannot be converted faithfully."""
 

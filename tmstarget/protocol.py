@@ -1,23 +1,27 @@
 """Targeting protocols: declarative TOML files, validated on load.
 
 A protocol names one targeting strategy and every parameter it uses.  The
-schema below is data: for each section, each key has a type, a check and a
-default.  Unknown keys, wrong types and impossible values raise
+schema is the dataclasses below, one per TOML table: each field has a type
+(its annotation), a default and a check.  Unknown keys, wrong types and impossible values raise
 :class:`~tmstarget.errors.ProtocolError` naming the file, the key and the
 problem.  The resolved protocol (defaults filled, overrides applied) is what
 the pipeline uses and what the outputs record.
 """
 
-import copy
+import dataclasses
 import difflib
 import hashlib
 import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any, ClassVar, Self
 
-from tmstarget.errors import ProtocolError
 from tmstarget.analysis.rois import load_atlas
+from tmstarget.errors import ProtocolError
 
 PROTOCOL_PACKAGE = "tmstarget.protocols"
 
@@ -66,132 +70,72 @@ def _state_pair(value):
     return None
 
 
-# section -> key -> (type, check or None, default); REQUIRED marks mandatory keys.
-REQUIRED = object()
-FLOAT = (int, float)
-SCHEMA = {
-    "": {
-        "name": (str, None, REQUIRED),
-        "description": (str, None, REQUIRED),
-        "kind": (str, _one_of("connectivity", "fixed"), "connectivity"),
-    },
-    "clean": {
-        "dummy_volumes": (int, _range(0, 1000), 5),
-        "motion": (str, _one_of("friston24", "6p", "none"), "friston24"),
-        "wm_csf": (bool, None, True),
-        "global_signal": (bool, None, False),
-        "detrend": (bool, None, True),
-        "high_pass_hz": (FLOAT, _range(0.0, 1.0), 0.01),
-        "low_pass_hz": (FLOAT, _range(0.0, 10.0), 0.1),
-        "filter": (str, _one_of("butterworth", "cosine"), "butterworth"),
-        "scrub": (bool, None, True),
-        "fd_threshold_mm": (FLOAT, _range(0.0, 10.0, lo_open=True), 0.5),
-        "task_regressors": (str, _one_of("hrf", "boxcar", "none"), "hrf"),
-        "smoothing_fwhm_mm": (FLOAT, _range(0.0, 20.0), 6.0),
-        "min_volumes": (int, _range(10, 100000), 50),
-    },
-    "rois": {
-        "set": (str, _names_in("roi_sets"), "dixon24"),
-        "radius_mm": (FLOAT, _range(1.0, 30.0), 0.0),
-        "gm_threshold": (FLOAT, _range(0.0, 1.0), 0.2),
-    },
-    "seed": {
-        "subsystem": (str, _one_of("core", "dmpfc", "mtl"), ""),
-        "sphere": (str, _names_in("spheres"), ""),
-    },
-    "search": {
-        "region": (str, _names_in("regions"), ""),
-    },
-    "connectivity": {
-        "state": (str, None, ""),
-        "contrast": (list, _state_pair, []),
-        "hrf_delay_s": (FLOAT, _range(0.0, 20.0), 4.0),
-        "transition_s": (FLOAT, _range(0.0, 60.0), 4.0),
-    },
-    "target": {
-        "picker": (str, _one_of("peak", "cluster"), "peak"),
-        "direction": (str, _one_of("negative", "positive"), "negative"),
-        "n_candidates": (int, _range(1, 50), 5),
-        "candidate_spacing_mm": (FLOAT, _range(0.0, 100.0), 10.0),
-        "cluster_fraction": (FLOAT, _range(0.0, 0.5, lo_open=True), 0.10),
-        "sphere_radius_mm": (FLOAT, _range(1.0, 30.0), 5.0),
-    },
-    "fixed": {
-        "site": (str, _names_in("fixed"), ""),
-        "mni_mm": (list, _mni_point, []),
-    },
-    "coil": {
-        "handle": (str, _one_of("auto", "dlpfc-45", "midline-posterior", "angle"), "auto"),
-        "handle_angle_deg": (FLOAT, _range(-180.0, 180.0), 45.0),
-        "scalp_method": (str, _one_of("closest", "normal"), "normal"),
-    },
-    "prescription": {
-        "pattern": (str, None, ""),
-        "frequency_hz": (FLOAT, _range(0.0, 100.0, lo_open=True), 0.0),
-        "pulses_per_session": (int, _range(1, 100000), 0),
-        "sessions": (int, _range(1, 1000), 0),
-        "sessions_per_day": (int, _range(1, 20), 0),
-        "intensity_percent_rmt": (FLOAT, _range(1.0, 200.0), 0.0),
-        "notes": (str, None, ""),
-    },
-}
-# Keys whose schema default is a placeholder meaning "not set" (omitted from the resolved protocol).
-_UNSET = ("", [], 0.0, 0)
-_OPTIONAL_UNSET = {
-    ("rois", "radius_mm"), ("seed", "subsystem"), ("seed", "sphere"), ("search", "region"),
-    ("connectivity", "state"), ("connectivity", "contrast"), ("fixed", "site"), ("fixed", "mni_mm"),
-} | {("prescription", k) for k in SCHEMA["prescription"]}
+_FLOAT = (int, float)
+
+
+def _key(default=None, check=None):
+    """A section field: its default (None: optional, "not set") and its value check."""
+    return field(default=default, metadata={"check": check})
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """A validated protocol.
+class _Section:
+    """One TOML table: the fields' annotations give the types, their metadata the checks.
 
-    Attributes
-    ----------
-    name, description : str
-    kind : {'connectivity', 'fixed'}
-    params : dict
-        Section -> key -> value, defaults filled in, overrides applied.
-    source : str
-        Path of the TOML file (or ``<package>/name.toml``).
-    sha256 : str
-        sha256 of the TOML file's bytes.
-    overrides : dict
-        ``"section.key" -> value`` applied on top of the file.
-    toml_text : str
-        The file as read (copied into every output).
+    A field whose default is None is optional: absent from the file means "not
+    set", and it is left out of :meth:`to_dict` (and of the recorded protocol).
+    ``_given`` keeps the order the keys were given in: :meth:`to_dict` lists
+    them first, as the recorded protocol always has.
     """
 
-    name: str
-    description: str
-    kind: str
-    params: dict
-    source: str
-    sha256: str
-    overrides: dict = field(default_factory=dict)
-    toml_text: str = ""
+    _given: tuple[str, ...] = field(default=(), repr=False, compare=False, kw_only=True)
 
-    def __getitem__(self, section):
-        return self.params[section]
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "<protocol>") -> Self:
+        """Validate one table's keys and values and fill the defaults.
 
-    @property
-    def states(self):
-        """Brain states the protocol needs (``'rest'`` means the resting run)."""
-        conn = self.params.get("connectivity", {})
-        if "contrast" in conn:
-            return list(conn["contrast"])
-        return [conn["state"]] if "state" in conn else []
+        Parameters
+        ----------
+        values : mapping
+            The table as parsed from TOML (lists as lists).
+        source : str
+            File named in errors.
 
-    def to_dict(self):
-        """Plain dict for provenance (JSON-serialisable)."""
-        return {
-            "name": self.name,
-            "source": self.source,
-            "sha256": self.sha256,
-            "overrides": dict(self.overrides),
-            "parameters": copy.deepcopy(self.params),
-        }
+        Returns
+        -------
+        Self
+            The section, lists stored as tuples and numbers as float where the
+            field is a float.
+
+        Raises
+        ------
+        ProtocolError
+            Naming the file, the ``section.key`` and the problem.
+        """
+        section = cls.section
+        if not isinstance(values, Mapping):
+            raise ProtocolError(f"[{section}] must be a table; got {type(values).__name__}", path=source, key=section)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "_given"}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in fields:
+                _unknown(f"[{section}]", key, list(fields), source)
+            kwargs[key] = _checked(fields[key], value, f"{section}.{key}", source)
+        return cls(**kwargs, _given=tuple(kwargs))
+
+    def to_dict(self) -> dict:
+        """The table as recorded in provenance: given keys first, unset keys left out, tuples as lists."""
+        names = [f.name for f in dataclasses.fields(self) if f.name != "_given"]
+        ordered = list(self._given) + [n for n in names if n not in self._given]
+        return {n: list(v) if isinstance(v, tuple) else v for n in ordered if (v := getattr(self, n)) is not None}
+
+
+def _expected_type(hint):
+    """The TOML value type behind a field annotation (``float | None`` -> numbers, ``tuple[...]`` -> list)."""
+    if isinstance(hint, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    hint = typing.get_origin(hint) or hint
+    return {float: _FLOAT, tuple: list}.get(hint, hint)
 
 
 def _type_ok(value, expected):
@@ -199,13 +143,31 @@ def _type_ok(value, expected):
         return isinstance(value, bool)
     if expected is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if expected == FLOAT:
+    if expected == _FLOAT:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, expected)
 
 
 def _type_name(expected):
     return {bool: "true/false", int: "an integer", str: "a string", list: "a list"}.get(expected, "a number")
+
+
+def _checked(spec, value, dotted, source):
+    """One value checked against its field: type, list items, then the field's check."""
+    expected = _expected_type(spec.type)
+    if not _type_ok(value, expected):
+        raise ProtocolError(
+            f"must be {_type_name(expected)}; got {value!r} ({type(value).__name__})", path=source, key=dotted
+        )
+    if expected == _FLOAT:
+        value = float(value)
+    if expected is list and any(not isinstance(v, (int, float, str)) or isinstance(v, bool) for v in value):
+        raise ProtocolError(f"list items must be numbers or strings; got {value!r}", path=source, key=dotted)
+    check = spec.metadata.get("check")
+    problem = check(value) if check else None
+    if problem:
+        raise ProtocolError(problem, path=source, key=dotted)
+    return tuple(value) if expected is list else value
 
 
 def _unknown(where, key, known, source):
@@ -218,94 +180,307 @@ def _unknown(where, key, known, source):
     )
 
 
-def validate(raw, source="<protocol>"):
-    """Validate a parsed protocol dict and fill defaults.
+@dataclass(frozen=True)
+class CleanParams(_Section):
+    """``[clean]``: denoising of each run (confounds, filtering, scrubbing, smoothing)."""
 
-    Returns
-    -------
-    dict
-        ``{"": top-level keys, section: {key: value}}``.
+    section: ClassVar[str] = "clean"
+    dummy_volumes: int = _key(5, _range(0, 1000))
+    motion: str = _key("friston24", _one_of("friston24", "6p", "none"))
+    wm_csf: bool = True
+    global_signal: bool = False
+    detrend: bool = True
+    high_pass_hz: float = _key(0.01, _range(0.0, 1.0))
+    low_pass_hz: float = _key(0.1, _range(0.0, 10.0))
+    filter: str = _key("butterworth", _one_of("butterworth", "cosine"))
+    scrub: bool = True
+    fd_threshold_mm: float = _key(0.5, _range(0.0, 10.0, lo_open=True))
+    task_regressors: str = _key("hrf", _one_of("hrf", "boxcar", "none"))
+    smoothing_fwhm_mm: float = _key(6.0, _range(0.0, 20.0))
+    min_volumes: int = _key(50, _range(10, 100000))
 
-    Raises
-    ------
-    ProtocolError
-        Naming the file, the key and the problem.
+
+@dataclass(frozen=True)
+class RoisParams(_Section):
+    """``[rois]``: the ROI set (DMN subsystems) and the grey-matter mask; ``radius_mm`` None = the set's own."""
+
+    section: ClassVar[str] = "rois"
+    set: str = _key("dixon24", _names_in("roi_sets"))
+    radius_mm: float | None = _key(None, _range(1.0, 30.0))
+    gm_threshold: float = _key(0.2, _range(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class SeedParams(_Section):
+    """``[seed]``: exactly one of a DMN ``subsystem`` of the ROI set or an atlas ``sphere``."""
+
+    section: ClassVar[str] = "seed"
+    subsystem: str | None = _key(None, _one_of("core", "dmpfc", "mtl"))
+    sphere: str | None = _key(None, _names_in("spheres"))
+
+
+@dataclass(frozen=True)
+class SearchParams(_Section):
+    """``[search]``: the atlas region the target is picked in."""
+
+    section: ClassVar[str] = "search"
+    region: str | None = _key(None, _names_in("regions"))
+
+
+@dataclass(frozen=True)
+class ConnectivityParams(_Section):
+    """``[connectivity]``: one state's FC map (``state``) or a delta (``contrast`` = first - second)."""
+
+    section: ClassVar[str] = "connectivity"
+    state: str | None = None
+    contrast: tuple[str, str] | None = _key(None, _state_pair)
+    hrf_delay_s: float = _key(4.0, _range(0.0, 20.0))
+    transition_s: float = _key(4.0, _range(0.0, 60.0))
+
+
+@dataclass(frozen=True)
+class TargetParams(_Section):
+    """``[target]``: the picker, the sign of the score sought, candidates and the target sphere."""
+
+    section: ClassVar[str] = "target"
+    picker: str = _key("peak", _one_of("peak", "cluster"))
+    direction: str = _key("negative", _one_of("negative", "positive"))
+    n_candidates: int = _key(5, _range(1, 50))
+    candidate_spacing_mm: float = _key(10.0, _range(0.0, 100.0))
+    cluster_fraction: float = _key(0.10, _range(0.0, 0.5, lo_open=True))
+    sphere_radius_mm: float = _key(5.0, _range(1.0, 30.0))
+
+
+@dataclass(frozen=True)
+class FixedParams(_Section):
+    """``[fixed]``: a fixed protocol's point, an atlas ``site`` or an MNI ``mni_mm`` (exactly one)."""
+
+    section: ClassVar[str] = "fixed"
+    site: str | None = _key(None, _names_in("fixed"))
+    mni_mm: tuple[float, float, float] | None = _key(None, _mni_point)
+
+
+@dataclass(frozen=True)
+class CoilParams(_Section):
+    """``[coil]``: the handle rule (or a fixed ``handle_angle_deg``) and how the scalp point is found."""
+
+    section: ClassVar[str] = "coil"
+    handle: str = _key("auto", _one_of("auto", "dlpfc-45", "midline-posterior", "angle"))
+    handle_angle_deg: float = _key(45.0, _range(-180.0, 180.0))
+    scalp_method: str = _key("normal", _one_of("closest", "normal"))
+
+
+@dataclass(frozen=True)
+class PrescriptionParams(_Section):
+    """``[prescription]``: the stimulation course, reported as given (every key optional)."""
+
+    section: ClassVar[str] = "prescription"
+    pattern: str | None = None
+    frequency_hz: float | None = _key(None, _range(0.0, 100.0, lo_open=True))
+    pulses_per_session: int | None = _key(None, _range(1, 100000))
+    sessions: int | None = _key(None, _range(1, 1000))
+    sessions_per_day: int | None = _key(None, _range(1, 20))
+    intensity_percent_rmt: float | None = _key(None, _range(1.0, 200.0))
+    notes: str | None = None
+
+
+@dataclass(frozen=True)
+class QcParams(_Section):
+    """``[qc]``: when a plan warns (the thresholds do not change the target, only the warnings).
+
+    Attributes
+    ----------
+    split_half_warning_mm : float
+        "unstable target" when the two halves of the data give targets farther apart.
+    scrubbed_warning_fraction : float
+        A run warns when more than this fraction of its frames is scrubbed.
+    mean_fd_warning_mm : float
+        A run warns ("high motion") when its mean framewise displacement is above this.
+    edge_warning_voxels : float
+        "edge of the search region" when the target lies at most this many voxels
+        (largest voxel side) inside the region.
+    rumination_subsystem_check : bool
+        For a rumination contrast, warn when core-dMPFC FC does not fall and
+        core-MTL FC does not rise (the published subsystem pattern).
     """
-    resolved = {}
-    top_known = list(SCHEMA[""]) + [s for s in SCHEMA if s]
-    for key in raw:
-        if key not in top_known:
-            _unknown("the top level", key, top_known, source)
-    for section, keys in SCHEMA.items():
-        values = raw if section == "" else raw.get(section, {})
-        if section and not isinstance(values, dict):
-            raise ProtocolError(f"[{section}] must be a table; got {type(values).__name__}", path=source, key=section)
-        out = {}
-        for key, value in values.items():
-            if section == "" and key in SCHEMA:
-                continue
-            dotted = f"{section}.{key}" if section else key
-            if key not in keys:
-                _unknown(f"[{section}]" if section else "the top level", key, list(keys), source)
-            expected, check, _default = keys[key]
-            if not _type_ok(value, expected):
-                raise ProtocolError(
-                    f"must be {_type_name(expected)}; got {value!r} ({type(value).__name__})", path=source, key=dotted
-                )
-            if expected == FLOAT:
-                value = float(value)
-            if expected is list and any(
-                not isinstance(v, (int, float, str)) or isinstance(v, bool) for v in value
-            ):
-                raise ProtocolError(f"list items must be numbers or strings; got {value!r}", path=source, key=dotted)
-            problem = check(value) if check else None
-            if problem:
-                raise ProtocolError(problem, path=source, key=dotted)
-            out[key] = value
-        for key, (_t, _c, default) in keys.items():
-            if key in out:
-                continue
-            if default is REQUIRED:
+
+    section: ClassVar[str] = "qc"
+    split_half_warning_mm: float = _key(10.0, _range(0.0, 200.0))
+    scrubbed_warning_fraction: float = _key(0.2, _range(0.0, 1.0))
+    mean_fd_warning_mm: float = _key(0.5, _range(0.0, 10.0))
+    edge_warning_voxels: float = _key(1.01, _range(0.0, 20.0))
+    rumination_subsystem_check: bool = True
+
+
+# TOML tables in the order the outputs record them.
+_SECTIONS = {cls.section: cls for cls in (CleanParams, RoisParams, SeedParams, SearchParams, ConnectivityParams,
+                                          TargetParams, FixedParams, CoilParams, PrescriptionParams, QcParams)}
+@dataclass(frozen=True)
+class _TopLevel:
+    """The top-level keys, checked like table fields (name and description are required)."""
+
+    name: str = _key()
+    description: str = _key()
+    kind: str = _key("connectivity", _one_of("connectivity", "fixed"))
+
+
+_TOP = {f.name: f for f in dataclasses.fields(_TopLevel)}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A validated protocol: one frozen dataclass per TOML table.
+
+    Every table is present (defaults filled) whatever the kind: a fixed
+    protocol simply does not use ``seed``, ``search`` or ``connectivity``.
+
+    Attributes
+    ----------
+    name, description : str
+    kind : {'connectivity', 'fixed'}
+    clean : CleanParams
+    rois : RoisParams
+    seed : SeedParams
+    search : SearchParams
+    connectivity : ConnectivityParams
+    target : TargetParams
+    fixed : FixedParams
+    coil : CoilParams
+    prescription : PrescriptionParams
+    qc : QcParams
+    source : str
+        Path of the TOML file (or ``protocols/name.toml``).
+    sha256 : str
+        sha256 of the TOML file's bytes.
+    overrides : dict
+        ``"section.key" -> value`` applied on top of the file.
+    toml_text : str
+        The file as read (copied into every output).
+    """
+
+    name: str
+    description: str
+    kind: str = "connectivity"
+    clean: CleanParams = field(default_factory=CleanParams)
+    rois: RoisParams = field(default_factory=RoisParams)
+    seed: SeedParams = field(default_factory=SeedParams)
+    search: SearchParams = field(default_factory=SearchParams)
+    connectivity: ConnectivityParams = field(default_factory=ConnectivityParams)
+    target: TargetParams = field(default_factory=TargetParams)
+    fixed: FixedParams = field(default_factory=FixedParams)
+    coil: CoilParams = field(default_factory=CoilParams)
+    prescription: PrescriptionParams = field(default_factory=PrescriptionParams)
+    qc: QcParams = field(default_factory=QcParams)
+    source: str = "<protocol>"
+    sha256: str = ""
+    overrides: dict = field(default_factory=dict)
+    toml_text: str = ""
+
+    @property
+    def states(self) -> list[str]:
+        """Brain states the protocol needs (``'rest'`` means the resting run)."""
+        conn = self.connectivity
+        if conn.contrast is not None:
+            return list(conn.contrast)
+        return [conn.state] if conn.state is not None else []
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], source: str = "<protocol>", *, sha256: str = "",
+                  overrides: Mapping[str, Any] | None = None, toml_text: str = "") -> Self:
+        """Validate a parsed protocol (the TOML's top-level keys and tables) and fill defaults.
+
+        Parameters
+        ----------
+        raw : mapping
+            ``name``, ``description``, ``kind`` and one mapping per table.
+        source : str
+            File named in errors and recorded.
+        sha256, toml_text : str
+            The file's hash and text, recorded.
+        overrides : mapping, optional
+            ``"section.key" -> value`` already applied to ``raw``, recorded.
+
+        Returns
+        -------
+        Protocol
+
+        Raises
+        ------
+        ProtocolError
+            Naming the file, the key and the problem (unknown keys with a
+            did-you-mean, wrong types, values out of range, inconsistent tables).
+        """
+        top_known = list(_TOP) + list(_SECTIONS)
+        for key in raw:
+            if key not in top_known:
+                _unknown("the top level", key, top_known, source)
+        top = {}
+        for key, value in raw.items():
+            if key in _TOP:
+                top[key] = _checked(_TOP[key], value, key, source)
+        for key in ("name", "description"):
+            if key not in top:
                 raise ProtocolError("required key is missing", path=source, key=key)
-            if (section, key) not in _OPTIONAL_UNSET:
-                out[key] = copy.deepcopy(default)
-        resolved[section] = out
-    _cross_check(resolved, source)
-    return resolved
+        sections = {name: section.from_dict(raw.get(name, {}), source) for name, section in _SECTIONS.items()}
+        protocol = cls(**top, **sections, source=source, sha256=sha256, overrides=dict(overrides or {}),
+                       toml_text=toml_text)
+        protocol._cross_check()
+        return protocol
+
+    def to_dict(self) -> dict:
+        """Plain dict for provenance (JSON-serialisable).
+
+        Returns
+        -------
+        dict
+            ``name``, ``source``, ``sha256``, ``overrides`` and ``parameters``
+            (table -> key -> value, unset keys left out).
+        """
+        return {
+            "name": self.name,
+            "source": self.source,
+            "sha256": self.sha256,
+            "overrides": dict(self.overrides),
+            "parameters": {name: getattr(self, name).to_dict() for name in _SECTIONS},
+        }
+
+    def _cross_check(self):
+        source = self.source
+        if self.kind == "fixed":
+            if (self.fixed.site is None) == (self.fixed.mni_mm is None):
+                raise ProtocolError("a fixed protocol needs exactly one of [fixed] site or mni_mm", path=source,
+                                    key="fixed")
+            return
+        seed, conn, clean = self.seed, self.connectivity, self.clean
+        if (seed.subsystem is None) == (seed.sphere is None):
+            raise ProtocolError("needs exactly one of [seed] subsystem or sphere", path=source, key="seed")
+        if self.search.region is None:
+            raise ProtocolError("needs [search] region", path=source, key="search.region")
+        if (conn.state is None) == (conn.contrast is None):
+            raise ProtocolError(
+                "needs exactly one of [connectivity] state (one FC map) or contrast (delta FC)",
+                path=source,
+                key="connectivity",
+            )
+        if clean.high_pass_hz and clean.low_pass_hz and clean.high_pass_hz >= clean.low_pass_hz:
+            raise ProtocolError(
+                f"high_pass_hz = {clean.high_pass_hz} must be below low_pass_hz = {clean.low_pass_hz}",
+                path=source,
+                key="clean.high_pass_hz",
+            )
 
 
-def _cross_check(p, source):
-    kind = p[""]["kind"]
-    if kind == "fixed":
-        if ("site" in p["fixed"]) == ("mni_mm" in p["fixed"]):
-            raise ProtocolError("a fixed protocol needs exactly one of [fixed] site or mni_mm", path=source, key="fixed")
-        return
-    seed, conn = p["seed"], p["connectivity"]
-    if ("subsystem" in seed) == ("sphere" in seed):
-        raise ProtocolError("needs exactly one of [seed] subsystem or sphere", path=source, key="seed")
-    if "region" not in p["search"]:
-        raise ProtocolError("needs [search] region", path=source, key="search.region")
-    if ("state" in conn) == ("contrast" in conn):
-        raise ProtocolError(
-            "needs exactly one of [connectivity] state (one FC map) or contrast (delta FC)",
-            path=source,
-            key="connectivity",
-        )
-    clean = p["clean"]
-    if clean["high_pass_hz"] and clean["low_pass_hz"] and clean["high_pass_hz"] >= clean["low_pass_hz"]:
-        raise ProtocolError(
-            f"high_pass_hz = {clean['high_pass_hz']} must be below low_pass_hz = {clean['low_pass_hz']}",
-            path=source,
-            key="clean.high_pass_hz",
-        )
+def _override_key(dotted):
+    if dotted.count(".") != 1:
+        raise ProtocolError(f"override key {dotted!r} must be section.key (e.g. clean.fd_threshold_mm)", key=dotted)
+    return dotted
 
 
 def _parse_override(text):
     if "=" not in text:
         raise ProtocolError(f"override {text!r} must look like section.key=value", key=text)
     dotted, value_text = (part.strip() for part in text.split("=", 1))
-    if dotted.count(".") != 1:
-        raise ProtocolError(f"override key {dotted!r} must be section.key (e.g. clean.fd_threshold_mm)", key=dotted)
+    dotted = _override_key(dotted)
     try:
         value = tomllib.loads(f"v = {value_text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -345,7 +520,8 @@ def _locate(name_or_path):
     return resource.read_bytes(), f"protocols/{name_or_path}.toml"
 
 
-def load_protocol(name_or_path, overrides=()):
+def load_protocol(name_or_path: str | Path,
+                  overrides: Iterable[str] | Mapping[str, Any] | None = None) -> Protocol:
     """Load, validate and resolve a protocol.
 
     Parameters
@@ -353,36 +529,35 @@ def load_protocol(name_or_path, overrides=()):
     name_or_path : str or Path
         A shipped protocol name (``tmstarget protocols`` lists them) or a path
         to a user's own ``.toml`` file.
-    overrides : iterable of str
-        ``"section.key=value"`` strings (TOML value syntax) applied on top of
-        the file and validated like it.
+    overrides : iterable of str or mapping, optional
+        ``"section.key=value"`` strings (TOML value syntax), or a mapping
+        ``{"section.key": value}``, applied on top of the file and validated
+        like it.
 
     Returns
     -------
     Protocol
+
+    Raises
+    ------
+    ProtocolError
+        Naming the file, the key and the problem.
     """
     data, source = _locate(name_or_path)
     try:
         raw = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not valid TOML: {exc}", path=source) from exc
+    if isinstance(overrides, Mapping):
+        pairs = [(_override_key(dotted), value) for dotted, value in overrides.items()]
+    else:
+        pairs = [_parse_override(text) for text in overrides or ()]
     applied = {}
-    for text in overrides:
-        dotted, value = _parse_override(text)
+    for dotted, value in pairs:
         section, key = dotted.split(".")
-        if section not in SCHEMA or not section:
-            _unknown("overrides", section, [s for s in SCHEMA if s], source)
+        if section not in _SECTIONS:
+            _unknown("overrides", section, list(_SECTIONS), source)
         raw.setdefault(section, {})[key] = value
         applied[dotted] = value
-    params = validate(raw, source)
-    top = params.pop("")
-    return Protocol(
-        name=top["name"],
-        description=top["description"],
-        kind=top["kind"],
-        params=params,
-        source=source,
-        sha256=hashlib.sha256(data).hexdigest(),
-        overrides=applied,
-        toml_text=data.decode("utf-8"),
-    )
+    return Protocol.from_dict(raw, source, sha256=hashlib.sha256(data).hexdigest(), overrides=applied,
+                              toml_text=data.decode("utf-8"))

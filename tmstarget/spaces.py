@@ -25,15 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tmstarget.errors import OrientationError
+from tmstarget.errors import InvalidPoseError, OrientationError, XformMismatchError
 
 __all__ = [
     "D",
     "D3",
     "COIL_AXES",
     "XFORM_NAMES",
-    "InvalidPoseError",
-    "XformMismatchError",
     "XformCheck",
     "ras2lps",
     "lps2ras",
@@ -41,6 +39,7 @@ __all__ = [
     "orthonormalize_pose",
     "pose_from_file",
     "pose_to_file",
+    "pose_from_axes",
     "coil_axes_matrix",
     "handle_ras",
     "normal_ras",
@@ -49,22 +48,15 @@ __all__ = [
     "pose_distance_mm",
     "pose_difference",
     "check_qform_sform",
+    "grid_corners",
     "map_points_ras",
 ]
-
-
-class InvalidPoseError(OrientationError):
-    """A pose matrix is not a rigid transform (mirror, shear, scaling, NaN)."""
-
-
-class XformMismatchError(OrientationError):
-    """A T1's qform and sform disagree and no choice between them was made."""
 
 
 #: RAS <-> LPS flip for homogeneous points and poses (its own inverse).
 D = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: The 3×3 part of :data:`D`, for directions and rotations.
-D3 = np.diag([-1.0, -1.0, 1.0])
+D3 = D[:3, :3]
 
 _K_LOCALITE = np.array(
     [
@@ -269,6 +261,20 @@ def pose_from_file(pose_file, *, world, axes):
     return np.linalg.inv(w) @ arr @ np.linalg.inv(k)
 
 
+def pose_from_axes(centre_ras_mm, y_ras, z_ras):
+    """Raw 4×4 with SimNIBS axes ``y``, ``z``, ``x = y × z`` and ``centre`` (RAS mm).
+
+    Not checked: readers pass it through :func:`orthonormalize_pose`, the coil
+    placement builds ``y`` and ``z`` orthonormal.
+    """
+    mat = np.eye(4)
+    mat[:3, 0] = np.cross(y_ras, z_ras)
+    mat[:3, 1] = y_ras
+    mat[:3, 2] = z_ras
+    mat[:3, 3] = centre_ras_mm
+    return mat
+
+
 def handle_ras(pose_ras):
     """Unit handle direction of a SimNIBS pose: ``-pose_ras[:3, 1]`` (RAS)."""
     return -np.asarray(pose_ras, dtype=float)[:3, 1]
@@ -371,11 +377,16 @@ class XformCheck:
         }
 
 
-def _corner_difference_mm(a, b, shape):
+def grid_corners(shape):
+    """The 8 corner voxels of a grid of ``shape`` (first 3 axes), homogeneous ``(8, 4)`` ijk1."""
     dims = [max(int(n) - 1, 0) for n in shape[:3]]
-    corners = np.array(
+    return np.array(
         [[i, j, k, 1.0] for i in (0, dims[0]) for j in (0, dims[1]) for k in (0, dims[2])]
     )
+
+
+def _corner_difference_mm(a, b, shape):
+    corners = grid_corners(shape)
     return float(np.max(np.linalg.norm((corners @ a.T - corners @ b.T)[:, :3], axis=1)))
 
 

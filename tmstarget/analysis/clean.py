@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from tmstarget.anatomy.motion import fd_power, friston24
 from tmstarget.errors import InputError
 from tmstarget.ingest.runs import confound_column, motion_params
-from tmstarget.anatomy.motion import fd_power, friston24
 
 FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 #: Design directions with a singular value below this fraction of the largest (columns equilibrated) are
@@ -115,27 +115,28 @@ def nuisance_design(run, params):
     """Confound matrix of a run (all frames of the file) and its column names."""
     where = run.paths.get("confounds")
     columns, names = [], []
-    if params["motion"] != "none" or params["wm_csf"] or params["global_signal"] or params["scrub"]:
+    if params.motion != "none" or params.wm_csf or params.global_signal or params.scrub:
         if run.confounds is None:
             raise InputError(
                 "a confounds TSV is needed (motion, WM/CSF or scrubbing is on in the protocol)", path=run.paths["bold"]
             )
-    if params["motion"] != "none":
+    if params.motion != "none":
         motion = motion_params(run.confounds, where)
         # Friston-24 lags start at the first kept frame (DPABI computes it after discarding dummies).
-        motion = motion[params["dummy_volumes"]:]
-        block = friston24(motion) if params["motion"] == "friston24" else motion
-        columns.append(np.vstack([np.zeros((params["dummy_volumes"], block.shape[1])), block]))
+        motion = motion[params.dummy_volumes:]
+        block = friston24(motion) if params.motion == "friston24" else motion
+        columns.append(np.vstack([np.zeros((params.dummy_volumes, block.shape[1])), block]))
         names += [f"motion_{i:02d}" for i in range(block.shape[1])]
-    if params["wm_csf"]:
+    if params.wm_csf:
         why = " needed by [clean] wm_csf = true"
         columns += [confound_column(run.confounds, c, where, why)[:, None] for c in ("white_matter", "csf")]
         names += ["white_matter", "csf"]
-    if params["global_signal"]:
-        columns.append(confound_column(run.confounds, "global_signal", where, " needed by [clean] global_signal")[:, None])
+    if params.global_signal:
+        why = " needed by [clean] global_signal"
+        columns.append(confound_column(run.confounds, "global_signal", where, why)[:, None])
         names.append("global_signal")
-    if run.events is not None and params["task_regressors"] != "none":
-        regs, reg_names = task_regressors(run.events, run.n_volumes, run.t_r, params["task_regressors"])
+    if run.events is not None and params.task_regressors != "none":
+        regs, reg_names = task_regressors(run.events, run.n_volumes, run.t_r, params.task_regressors)
         columns.append(regs)
         names += reg_names
     if not columns:
@@ -267,19 +268,19 @@ def plan_cleaning(run, params):
     Parameters
     ----------
     run : tmstarget.ingest.runs.Run
-    params : dict
+    params : tmstarget.protocol.CleanParams
         The protocol's ``[clean]`` section.
 
     Returns
     -------
     CleaningPlan
     """
-    first = params["dummy_volumes"]
+    first = params.dummy_volumes
     n_frames = run.n_volumes - first
-    if n_frames < params["min_volumes"]:
+    if n_frames < params.min_volumes:
         raise InputError(
             f"only {n_frames} volumes after dropping {first} dummy volumes; at least "
-            f"{params['min_volumes']} are needed ([clean] min_volumes)",
+            f"{params.min_volumes} are needed ([clean] min_volumes)",
             path=run.paths["bold"],
         )
     design, names = nuisance_design(run, params)
@@ -288,22 +289,22 @@ def plan_cleaning(run, params):
     else:
         fd = np.zeros(run.n_volumes)
     keep = np.ones(n_frames, dtype=bool)
-    if params["scrub"]:
-        keep &= fd[first:] <= params["fd_threshold_mm"]
+    if params.scrub:
+        keep &= fd[first:] <= params.fd_threshold_mm
     if run.confounds is not None and "missing_volume" in run.confounds.columns:
         # a volume the scanner never delivered (real-time gap) holds a placeholder: leave it out, keep its time
         keep &= run.confounds["missing_volume"].to_numpy()[first:] == 0
     kept_local = np.flatnonzero(keep)
-    if len(kept_local) < params["min_volumes"]:
+    if len(kept_local) < params.min_volumes:
         raise InputError(
             f"only {len(kept_local)} usable volumes after scrubbing {n_frames - len(kept_local)} frames with "
-            f"FD > {params['fd_threshold_mm']} mm; at least {params['min_volumes']} are needed",
+            f"FD > {params.fd_threshold_mm} mm; at least {params.min_volumes} are needed",
             path=run.paths["bold"],
         )
     confounds = design[first:] if design is not None else None
-    if params["filter"] == "cosine":
-        model = regression_design(n_frames, run.t_r, confounds, params["detrend"], params["high_pass_hz"],
-                                  params["low_pass_hz"])
+    if params.filter == "cosine":
+        model = regression_design(n_frames, run.t_r, confounds, params.detrend, params.high_pass_hz,
+                                  params.low_pass_hz)
         if len(kept_local) <= np.linalg.matrix_rank(model[kept_local]):
             raise InputError(
                 f"the regression model has {model.shape[1]} regressors but only {len(kept_local)} frames are kept: "
@@ -316,9 +317,9 @@ def plan_cleaning(run, params):
         run.t_r,
         confounds=confounds,
         kept=kept_local if not keep.all() else None,
-        detrend=params["detrend"],
-        high_pass_hz=params["high_pass_hz"],
-        low_pass_hz=params["low_pass_hz"],
+        detrend=params.detrend,
+        high_pass_hz=params.high_pass_hz,
+        low_pass_hz=params.low_pass_hz,
     )
     return CleaningPlan(first, kept_local + first, operator, fd, names, confounds)
 

@@ -7,8 +7,8 @@ states are boolean frame selections so the same code serves whole runs
 
 import numpy as np
 
-from tmstarget.errors import InputError
 from tmstarget.analysis.rois import SUBSYSTEMS
+from tmstarget.errors import InputError
 
 # Keeps atanh finite for a voxel identical to its seed (|r| = 1 -> z ~ 9.9).
 _R_LIMIT = 1.0 - 1e-8

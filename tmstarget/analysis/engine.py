@@ -6,8 +6,8 @@ it writes nothing (see :mod:`tmstarget.outputs.plan_folder`).
 """
 
 import logging
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -15,10 +15,10 @@ from scipy import ndimage
 from tmstarget.analysis import rois as roi_defs
 from tmstarget.analysis.clean import plan_cleaning
 from tmstarget.analysis.connectivity import correlation_with_seed, fisher_z, seed_signal, state_frames, subsystem_fc
-from tmstarget.errors import InputError
-from tmstarget.ingest.runs import load_mask, load_run
 from tmstarget.analysis.targets import fixed_target, pick_targets
 from tmstarget.analysis.voxels import VoxelSet, read_voxel_timeseries
+from tmstarget.errors import InputError
+from tmstarget.ingest.runs import load_mask, load_run
 
 log = logging.getLogger(__name__)
 SPACE = "MNI152NLin2009cAsym"
@@ -121,7 +121,7 @@ def _state_rows(runs, plans, states, conn):
                 rows[state].append(np.full(n, run.state == state))
             else:
                 rows[state].append(
-                    state_frames(run.events, cplan.kept, run.t_r, state, conn["hrf_delay_s"], conn["transition_s"])
+                    state_frames(run.events, cplan.kept, run.t_r, state, conn.hrf_delay_s, conn.transition_s)
                 )
     return {s: np.concatenate(v) for s, v in rows.items()}
 
@@ -129,10 +129,10 @@ def _state_rows(runs, plans, states, conn):
 def _score_map(data, seed, rows, conn):
     """Fisher-z map per state and the score the picker uses (z or delta z)."""
     z = {state: fisher_z(correlation_with_seed(data[sel], seed[sel])) for state, sel in rows.items()}
-    if "contrast" in conn:
-        first, second = conn["contrast"]
+    if conn.contrast is not None:
+        first, second = conn.contrast
         return z, z[first] - z[second]
-    return z, z[conn["state"]]
+    return z, z[conn.state]
 
 
 def _split_half_rows(rows):
@@ -183,29 +183,29 @@ def analysis_layout(protocol, brain, affine, grid, where=None):
     """
     warnings = []
     voxels = VoxelSet(brain, affine)
-    within = brain & grid.grey_matter(protocol["rois"]["gm_threshold"])
-    region_spheres = grid.balls(*roi_defs.region_spec(protocol["search"]["region"]))
+    within = brain & grid.grey_matter(protocol.rois.gm_threshold)
+    region_spheres = grid.balls(*roi_defs.region_spec(protocol.search.region))
     region = region_spheres & within
     region_cols = voxels.columns(region)
     if len(region_cols) == 0:
         raise InputError(
-            f"search region '{protocol['search']['region']}' is empty: no grey-matter voxel of the brain mask lies "
+            f"search region '{protocol.search.region}' is empty: no grey-matter voxel of the brain mask lies "
             "in it on this grid (check the mask and that the BOLD is in MNI space)",
             path=where,
         )
-    roi_list = roi_defs.roi_set(protocol["rois"]["set"], protocol["rois"].get("radius_mm"))
+    roi_list = roi_defs.roi_set(protocol.rois.set, protocol.rois.radius_mm)
     roi_cols = {r.name: voxels.columns(grid.balls(r.centre_mni_mm, r.radius_mm) & within) for r in roi_list}
     empty = [name for name, cols in roi_cols.items() if len(cols) == 0]
     if empty:
         warnings.append(f"ROIs empty on this grid/mask and left out of seeds: {', '.join(empty)}")
-    seed_p = protocol["seed"]
-    if "sphere" in seed_p:
-        centre, radius = roi_defs.sphere_spec(seed_p["sphere"])
+    seed_p = protocol.seed
+    if seed_p.sphere is not None:
+        centre, radius = roi_defs.sphere_spec(seed_p.sphere)
         seed_groups = [voxels.columns(grid.balls(centre, radius) & within)]
-        seed_label = f"sphere {seed_p['sphere']} {list(centre)} r={radius:g} mm"
+        seed_label = f"sphere {seed_p.sphere} {list(centre)} r={radius:g} mm"
     else:
-        seed_groups = [roi_cols[r.name] for r in roi_list if r.subsystem == seed_p["subsystem"]]
-        seed_label = f"{seed_p['subsystem']} subsystem of {protocol['rois']['set']} ({len(seed_groups)} ROIs)"
+        seed_groups = [roi_cols[r.name] for r in roi_list if r.subsystem == seed_p.subsystem]
+        seed_label = f"{seed_p.subsystem} subsystem of {protocol.rois.set} ({len(seed_groups)} ROIs)"
     if not any(len(g) for g in seed_groups):
         raise InputError(f"the seed ({seed_label}) is empty on this grid and brain mask", path=where)
     return AnalysisLayout(voxels, region, region_spheres, region_cols, roi_list, roi_cols, seed_groups, seed_label,
@@ -231,7 +231,7 @@ def plan(selection, protocol, t_r=None, progress=None):
     """
     if protocol.kind == "fixed":
         return plan_fixed(protocol, selection.t1)
-    clean_p, conn, target_p = protocol["clean"], protocol["connectivity"], protocol["target"]
+    clean_p, conn, target_p, qc_p = protocol.clean, protocol.connectivity, protocol.target, protocol.qc
     warnings = []
     _progress(progress, "checking inputs")
     runs = _load_runs(selection, t_r)
@@ -241,18 +241,20 @@ def plan(selection, protocol, t_r=None, progress=None):
     grid = selection.grid or roi_defs.MniGrid(shape, affine)
     layout = analysis_layout(protocol, brain, affine, grid, runs[0].paths["bold"])
     warnings += layout.warnings
-    voxels, region, region_spheres, region_cols = layout.voxels, layout.region, layout.region_spheres, layout.region_cols
-    roi_list, roi_cols, seed_groups, seed_label = layout.roi_list, layout.roi_cols, layout.seed_groups, layout.seed_label
+    voxels, region = layout.voxels, layout.region
+    region_spheres, region_cols = layout.region_spheres, layout.region_cols
+    roi_list, roi_cols = layout.roi_list, layout.roi_cols
+    seed_groups, seed_label = layout.seed_groups, layout.seed_label
 
     data_blocks, plans, run_qc, tsnr = [], [], [], {}
     for run in runs:
         _progress(progress, f"cleaning {run.label}")
         cplan = plan_cleaning(run, clean_p)
         smoothed, raw = read_voxel_timeseries(
-            run.img, voxels, cplan.first_frame, clean_p["smoothing_fwhm_mm"], raw_columns=region_cols
+            run.img, voxels, cplan.first_frame, clean_p.smoothing_fwhm_mm, raw_columns=region_cols
         )
         # float32 halves memory; the regression model computes in float64 so the streaming sums match it to 1e-6
-        dtype = np.float64 if clean_p["filter"] == "cosine" else np.float32
+        dtype = np.float64 if clean_p.filter == "cosine" else np.float32
         data_blocks.append(cplan.operator.astype(dtype) @ smoothed.astype(dtype, copy=False))
         plans.append(cplan)
         raw_mean = raw.mean(axis=0, dtype=np.float64)
@@ -279,10 +281,10 @@ def plan(selection, protocol, t_r=None, progress=None):
     states = protocol.states
     rows = _state_rows(runs, plans, states, conn)
     for state, sel in rows.items():
-        if sel.sum() < clean_p["min_volumes"]:
+        if sel.sum() < clean_p.min_volumes:
             raise InputError(
                 f"state '{state}' has only {int(sel.sum())} usable volumes after scrubbing and block selection; "
-                f"at least {clean_p['min_volumes']} are needed ([clean] min_volumes)",
+                f"at least {clean_p.min_volumes} are needed ([clean] min_volumes)",
                 path=runs[0].paths["bold"],
             )
     seed = seed_signal(data, seed_groups)
@@ -298,30 +300,32 @@ def plan(selection, protocol, t_r=None, progress=None):
     roi_signals = np.column_stack([data[:, roi_cols[n]].mean(axis=1, dtype=np.float64) for n in roi_names])
     subsystems = [r.subsystem for r in roi_list if len(roi_cols[r.name])]
     table = {state: subsystem_fc(roi_signals[sel], subsystems) for state, sel in rows.items()}
-    if "contrast" in conn:
-        first, second = conn["contrast"]
+    if conn.contrast is not None:
+        first, second = conn.contrast
         table[f"{first}-minus-{second}"] = {k: table[first][k] - table[second][k] for k in table[first]}
         delta = table[f"{first}-minus-{second}"]
-        if first == "rumination" and not (delta["core-dmpfc"] < 0 < delta["core-mtl"]):
+        if (qc_p.rumination_subsystem_check and first == "rumination"
+                and not (delta["core-dmpfc"] < 0 < delta["core-mtl"])):
             warnings.append(
                 "atypical subsystem pattern: during rumination core-dMPFC FC usually falls and core-MTL FC rises "
                 f"(here {delta['core-dmpfc']:+.3f} and {delta['core-mtl']:+.3f})"
             )
-    if split_half_mm > 10:
+    if split_half_mm > qc_p.split_half_warning_mm:
         warnings.append(f"unstable target: the two halves of the data give targets {split_half_mm:.1f} mm apart")
     for q in run_qc:
-        if q["frames_scrubbed"] > 0.2 * (q["frames_kept"] + q["frames_scrubbed"]):
-            warnings.append(f"{q['run']}: {q['frames_scrubbed']} frames scrubbed (more than 20%)")
-        if q["mean_fd_power_mm"] > 0.5:
+        if q["frames_scrubbed"] > qc_p.scrubbed_warning_fraction * (q["frames_kept"] + q["frames_scrubbed"]):
+            warnings.append(f"{q['run']}: {q['frames_scrubbed']} frames scrubbed "
+                            f"(more than {100 * qc_p.scrubbed_warning_fraction:g}%)")
+        if q["mean_fd_power_mm"] > qc_p.mean_fd_warning_mm:
             warnings.append(f"{q['run']}: high motion (mean FD {q['mean_fd_power_mm']:.2f} mm)")
     # how far the target sits inside the region: near 0 means the optimum may lie outside it
     edge_mm = float(ndimage.distance_transform_edt(region_spheres, sampling=np.sqrt((affine[:3, :3] ** 2).sum(0)))[
         candidates[0].voxel_ijk])
-    if edge_mm <= 1.01 * np.sqrt((affine[:3, :3] ** 2).sum(0)).max():
+    if edge_mm <= qc_p.edge_warning_voxels * np.sqrt((affine[:3, :3] ** 2).sum(0)).max():
         warnings.append("the target lies on the edge of the search region: the optimum may be outside it")
 
     maps = {f"z_{state}": voxels.to_volume(z) for state, z in z_maps.items()}
-    if "contrast" in conn:
+    if conn.contrast is not None:
         maps["delta"] = voxels.to_volume(score)
     input_files = {}
     for run in runs:
@@ -358,8 +362,8 @@ def plan_fixed(protocol, t1=None):
     import nibabel as nib
     from nilearn import datasets
 
-    fixed = protocol["fixed"]
-    mni = fixed["mni_mm"] if "mni_mm" in fixed else roi_defs.load_atlas()["fixed"][fixed["site"]]["mni_mm"]
+    fixed = protocol.fixed
+    mni = fixed.mni_mm if fixed.mni_mm is not None else roi_defs.load_atlas()["fixed"][fixed.site]["mni_mm"]
     grid = nib.load(t1) if t1 is not None else datasets.load_mni152_template(resolution=2)
     candidate = fixed_target(mni, grid.affine, grid.shape)
     return PlanResult(
@@ -378,17 +382,18 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None):
     The T1 must be in the same world space as the plan (MNI, or the T1w world
     of a native plan).  ``head_axes_ras``/``midline_ras_mm`` give the head frame
     for the handle rules when the T1 world is not MNI-aligned (see
-    :func:`tmstarget.anatomy.scalp.handle_direction`; :func:`tmstarget.workflows.native.head_frame`).
+    :func:`tmstarget.coil.placement.handle_direction`; :func:`tmstarget.workflows.native.head_frame`).
     Returns ``(coil_block, per_candidate_blocks, anatomy_block)``; each block
     is the ``coil`` dict of ``target.json`` (SimNIBS axes, RAS mm).
     """
     import nibabel as nib
 
     from tmstarget._fileio import sha256_file
-    from tmstarget.anatomy.scalp import place_coil, scalp_surface
+    from tmstarget.anatomy.scalp import scalp_surface
+    from tmstarget.coil.placement import place_coil
 
-    params = result.protocol.params.get("coil", {"handle": "auto", "scalp_method": "normal"})
-    handle = params["handle_angle_deg"] if params["handle"] == "angle" else _HANDLE_RULES[params["handle"]]
+    params = result.protocol.coil
+    handle = params.handle_angle_deg if params.handle == "angle" else _HANDLE_RULES[params.handle]
     t1_img = nib.load(t1_path)
     mesh = scalp_surface(t1_img)
     brain = None
@@ -396,7 +401,7 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None):
         brain = nib.Nifti1Image(result.masks["brain"].astype(np.uint8), result.affine)
     blocks = []
     for candidate in result.candidates:
-        placement = place_coil(candidate.ras_mm, mesh, handle=handle, method=params["scalp_method"],
+        placement = place_coil(candidate.ras_mm, mesh, handle=handle, method=params.scalp_method,
                                brain_mask_img=brain, head_axes_ras=head_axes_ras, midline_ras_mm=midline_ras_mm)
         blocks.append(placement.to_dict())
     anatomy = {"t1": str(Path(t1_path).resolve()), "t1_sha256": sha256_file(t1_path), "space": result.space}

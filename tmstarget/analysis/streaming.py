@@ -155,8 +155,8 @@ class StreamingConnectivity:
     def __init__(self, layout, protocol, t_r, n_volumes, events=None, run_state=None, full_brain=True, block=8):
         from tmstarget.analysis.clean import regression_design, task_regressors
 
-        clean = protocol["clean"]
-        if clean["filter"] != "cosine" and (clean["high_pass_hz"] or clean["low_pass_hz"]):
+        clean = protocol.clean
+        if clean.filter != "cosine" and (clean.high_pass_hz or clean.low_pass_hz):
             raise InputError("streaming needs the regression model: set [clean] filter = \"cosine\" "
                              "(band limits as cosine regressors); a Butterworth filter is not causal",
                              key="clean.filter")
@@ -164,22 +164,22 @@ class StreamingConnectivity:
             raise InputError("give either the events of a blocks-design run or the state of the whole run")
         self.protocol, self.layout = protocol, layout
         self.t_r, self.n_volumes = float(t_r), int(n_volumes)
-        self.first = clean["dummy_volumes"]
+        self.first = clean.dummy_volumes
         self.n_frames = self.n_volumes - self.first
         if self.n_frames < 2:
             raise InputError(f"{n_volumes} expected volumes leave no frame after {self.first} dummy volumes")
-        fixed = regression_design(self.n_frames, t_r, None, clean["detrend"], clean["high_pass_hz"],
-                                  clean["low_pass_hz"])
-        if events is not None and clean["task_regressors"] != "none":
-            regs, _ = task_regressors(events, self.n_volumes, t_r, clean["task_regressors"])
+        fixed = regression_design(self.n_frames, t_r, None, clean.detrend, clean.high_pass_hz,
+                                  clean.low_pass_hz)
+        if events is not None and clean.task_regressors != "none":
+            regs, _ = task_regressors(events, self.n_volumes, t_r, clean.task_regressors)
             fixed = np.hstack([fixed, regs[self.first:]])
         self.fixed = fixed
-        self.motion_model = clean["motion"]
+        self.motion_model = clean.motion
         n_motion = {"friston24": 24, "6p": 6, "none": 0}[self.motion_model]
-        self.n_regressors = fixed.shape[1] + n_motion + 2 * clean["wm_csf"] + clean["global_signal"]
+        self.n_regressors = fixed.shape[1] + n_motion + 2 * clean.wm_csf + clean.global_signal
         self.params = clean
         self.states = list(protocol.states)
-        self.bucket_of, self.bucket_states = self._buckets(events, run_state, protocol["connectivity"])
+        self.bucket_of, self.bucket_states = self._buckets(events, run_state, protocol.connectivity)
 
         voxels = layout.voxels
         self.seed_weights = _mean_of_means_weights(layout.seed_groups, len(voxels))
@@ -206,8 +206,8 @@ class StreamingConnectivity:
 
         frames = np.arange(self.n_volumes)
         if events is not None:
-            member = np.column_stack([state_frames(events, frames, self.t_r, s, conn["hrf_delay_s"],
-                                                   conn["transition_s"]) for s in self.states])
+            member = np.column_stack([state_frames(events, frames, self.t_r, s, conn.hrf_delay_s,
+                                                   conn.transition_s) for s in self.states])
         else:
             member = np.column_stack([np.full(len(frames), run_state == s) for s in self.states])
         patterns, bucket_of = np.unique(member, axis=0, return_inverse=True)
@@ -274,13 +274,13 @@ class StreamingConnectivity:
                 return "dummy"
             if missing:
                 return "missing"
-            if self.params["scrub"] and fd_mm > self.params["fd_threshold_mm"]:
+            if self.params.scrub and fd_mm > self.params.fd_threshold_mm:
                 return "scrubbed"
             if self._box is None:
                 from tmstarget.analysis.voxels import smoothing_box
 
-                self._box = smoothing_box(self.layout.voxels, self.params["smoothing_fwhm_mm"])
-            values = smoothed_volume_values(data, self.layout.voxels, self.params["smoothing_fwhm_mm"], self._box)
+                self._box = smoothing_box(self.layout.voxels, self.params.smoothing_fwhm_mm)
+            values = smoothed_volume_values(data, self.layout.voxels, self.params.smoothing_fwhm_mm, self._box)
             self.add(volume, values, self.design_row(volume, motion, nuisance))
             return "kept"
         finally:
@@ -373,7 +373,7 @@ class StreamingConnectivity:
 
     def ready(self):
         """Whether every state has enough frames beyond the model's regressors; and why not."""
-        need = self.params["min_volumes"]
+        need = self.params.min_volumes
         for state in self.states:  # the cheap test first
             n = int(self.region.count[self._state_buckets(state)].sum())
             if n < need:
@@ -411,11 +411,11 @@ class StreamingConnectivity:
         return z, tables
 
     def score(self, z):
-        conn = self.protocol["connectivity"]
-        if "contrast" in conn:
-            first, second = conn["contrast"]
+        conn = self.protocol.connectivity
+        if conn.contrast is not None:
+            first, second = conn.contrast
             return z[first] - z[second]
-        return z[conn["state"]]
+        return z[conn.state]
 
     def region_maps(self):
         """Fisher-z of the search-region voxels per state, the score, and the subsystem tables."""

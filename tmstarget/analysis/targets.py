@@ -145,15 +145,15 @@ def pick_cluster_targets(values, voxels, region_columns, direction="negative", f
 
 
 def pick_targets(values, voxels, region_columns, target_params):
-    """Dispatch on the protocol's ``[target]`` section."""
-    if target_params["picker"] == "cluster":
+    """Dispatch on the protocol's ``[target]`` section (a :class:`tmstarget.protocol.TargetParams`)."""
+    if target_params.picker == "cluster":
         return pick_cluster_targets(
-            values, voxels, region_columns, target_params["direction"],
-            target_params["cluster_fraction"], target_params["n_candidates"],
+            values, voxels, region_columns, target_params.direction,
+            target_params.cluster_fraction, target_params.n_candidates,
         )
     return pick_peak_targets(
-        values, voxels, region_columns, target_params["direction"],
-        target_params["n_candidates"], target_params["candidate_spacing_mm"],
+        values, voxels, region_columns, target_params.direction,
+        target_params.n_candidates, target_params.candidate_spacing_mm,
     )
 
 

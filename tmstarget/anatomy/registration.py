@@ -3,8 +3,8 @@
 Conventions (``../shared/specs/navigation-formats.md`` §4)
 ---------------------------------------------------------
 * Every coordinate that enters or leaves this module is **RAS mm** (NIfTI world).
-  ITK/ANTs work in **LPS**; the flip ``D = diag(-1, -1, 1)`` is applied here and
-  nowhere else.
+  ITK/ANTs work in **LPS**; the flip (:data:`tmstarget.spaces.D3`) is applied here
+  and in :func:`tmstarget.spaces.map_points_ras`, the one ANTs point mapper.
 * A registration with fixed image F and moving image M returns
   ``fwdtransforms``, the list that resamples an M image onto F's grid. As a
   *point* map that same list takes **F points to M points** (to resample, ITK
@@ -22,6 +22,10 @@ Conventions (``../shared/specs/navigation-formats.md`` §4)
   (``antsApplyTransformsToPoints -t A -t B`` maps p -> B(A(p))). ``.mat``
   files may be inverted by flag; warps and ``.h5`` composites never are (use
   the InverseWarp / the other composite file).
+
+Size: every antspyx call of the engine lives here (image and frame conversion, transform
+lists, registrations, fMRIPrep transforms, template masks), so the LPS flip and the
+point-versus-image direction rule are applied in this one module.
 """
 
 import logging
@@ -33,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tmstarget.errors import InputError, OrientationError
 from tmstarget._fileio import write_bytes_atomic
+from tmstarget.errors import InputError, OrientationError
+from tmstarget.spaces import D3, map_points_ras
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +48,6 @@ logger = logging.getLogger(__name__)
 #: MNI152NLin2009cAsym is release "c" of the same space).
 MNI_SPACE = "MNI152NLin2009cAsym"
 
-_RAS2LPS = np.diag([-1.0, -1.0, 1.0])
 _FMRIPREP_NAME = re.compile(r"from-([A-Za-z0-9]+)_to-([A-Za-z0-9]+)_mode-image_xfm\.h5$")
 
 
@@ -77,9 +81,9 @@ def _to_ants(img):
         )
     return ants.from_numpy(
         np.asarray(img.get_fdata(dtype=np.float32)),
-        origin=list(_RAS2LPS @ affine[:3, 3]),
+        origin=list(D3 @ affine[:3, 3]),
         spacing=list(zooms),
-        direction=_RAS2LPS @ direction,
+        direction=D3 @ direction,
     )
 
 
@@ -88,8 +92,8 @@ def _from_ants(aimg, dtype=np.float32):
     import nibabel as nib
 
     affine = np.eye(4)
-    affine[:3, :3] = _RAS2LPS @ np.asarray(aimg.direction) @ np.diag(aimg.spacing)
-    affine[:3, 3] = _RAS2LPS @ np.asarray(aimg.origin)
+    affine[:3, :3] = D3 @ np.asarray(aimg.direction) @ np.diag(aimg.spacing)
+    affine[:3, 3] = D3 @ np.asarray(aimg.origin)
     out = nib.Nifti1Image(np.asarray(aimg.numpy()).astype(dtype), affine)
     out.set_qform(affine, code=1)
     out.set_sform(affine, code=1)
@@ -236,23 +240,16 @@ def map_points(points_ras_mm, transform, direction="forward"):
     destination-space image onto the source grid is the one that carries a
     source point to the destination. So ``"forward"`` uses ``inv_files`` and
     ``"inverse"`` uses ``fwd_files``: an MNI target goes to T1 with the files
-    that warp a T1 image into MNI. Points are flipped RAS -> LPS, passed to
-    ``ants.apply_transforms_to_points`` with explicit invert flags (never the
-    silent default), and flipped back.
+    that warp a T1 image into MNI. The files and their explicit invert flags
+    go to :func:`tmstarget.spaces.map_points_ras`.
     """
-    import ants
-    import pandas as pd
-
     pts = np.asarray(points_ras_mm, dtype=float)
     single = pts.ndim == 1
     pts = np.atleast_2d(pts)
     if pts.ndim != 2 or pts.shape[1] != 3 or not np.all(np.isfinite(pts)):
         raise InputError(f"points must be finite (N, 3) RAS mm; got shape {np.shape(points_ras_mm)}")
     files, flags, src, dst = _direction_lists(transform, direction, "points")
-    lps = pts @ _RAS2LPS.T
-    frame = pd.DataFrame({"x": lps[:, 0], "y": lps[:, 1], "z": lps[:, 2]})
-    out = ants.apply_transforms_to_points(3, frame, files, whichtoinvert=flags)
-    mapped = out[["x", "y", "z"]].to_numpy(dtype=float) @ _RAS2LPS.T
+    mapped = map_points_ras(pts, files, invert=flags)
     logger.debug("mapped %d points %s -> %s", len(pts), src, dst)
     return mapped[0] if single else mapped
 
@@ -416,7 +413,7 @@ def _vertex_init(t1, brain_mask, path):
     def world_ras(aimg, mask):
         ijk = np.array(np.nonzero(mask), dtype=float)
         rot = np.asarray(aimg.direction) @ np.diag(aimg.spacing)
-        return _RAS2LPS @ (rot @ ijk + np.asarray(aimg.origin)[:, None])
+        return D3 @ (rot @ ijk + np.asarray(aimg.origin)[:, None])
 
     data = t1.numpy()
     head = data > 0.1 * np.percentile(data, 99)
@@ -434,7 +431,7 @@ def _vertex_init(t1, brain_mask, path):
         (top - 10.0) - btop,
     ])
     init = ants.create_ants_transform(
-        transform_type="AffineTransform", dimension=3, translation=list(_RAS2LPS @ shift_ras)
+        transform_type="AffineTransform", dimension=3, translation=list(D3 @ shift_ras)
     )
     ants.write_transform(init, str(path))
     return str(path)

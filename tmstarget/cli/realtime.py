@@ -3,15 +3,12 @@
 import sys
 from pathlib import Path
 
+from tmstarget.cli._common import Progress, add_common, navigation_formats, navigation_skipped
 from tmstarget.realtime import replay
 
 
-def add_subcommands(sub, add_common, progress_factory):
-    """Register ``watch`` and ``replay`` on the top-level subparsers.
-
-    ``add_common`` and ``progress_factory`` are the main CLI's shared helpers
-    (quiet/verbose options, stage messages).
-    """
+def add_subcommands(sub):
+    """Register ``watch`` and ``replay`` on the top-level subparsers."""
     p = sub.add_parser(
         "watch",
         help="follow a scanner's real-time export and update the target after every volume",
@@ -51,22 +48,21 @@ def add_subcommands(sub, add_common, progress_factory):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a protocol parameter (recorded in the outputs)")
     add_common(p)
-    p.set_defaults(handler=lambda args: run_watch(args, progress_factory))
+    p.set_defaults(handler=run_watch)
     replay.add_parser(sub)
 
 
-def run_watch(args, progress_factory):
+def run_watch(args):
     from tmstarget.ingest.fmriprep import participant_label
+    from tmstarget.outputs.plan import navigation_writer
     from tmstarget.protocol import load_protocol
     from tmstarget.realtime.watch import Watcher, WatchOptions
 
-    from tmstarget.cli.main import _export_navigation
-
     # the streaming engine's model: band limits as cosine regressors (recorded as an override)
     protocol = load_protocol(args.protocol, ["clean.filter=cosine"] + list(args.overrides))
-    args.navigation = [] if args.navigation == ["none"] else (args.navigation or "all")
+    navigation = navigation_formats(args)
     series = int(args.series) if args.series is not None and args.series.isdigit() else args.series
-    writers = [lambda staging: _export_navigation(staging, args)] if args.navigation else []
+    writers = [navigation_writer(navigation, args.affine, navigation_skipped)] if navigation else []
     opts = WatchOptions(
         incoming=args.incoming, output=args.output, protocol=protocol, t1=args.t1, events=args.events,
         expected_volumes=args.expected_volumes, series=series, stop_after_s=args.stop_after or None,
@@ -75,7 +71,7 @@ def run_watch(args, progress_factory):
         extra_writers=writers,
         command=["tmstarget"] + sys.argv[1:], force=args.force,
     )
-    document = Watcher(opts, progress=progress_factory(args.quiet)).run()
+    document = Watcher(opts, progress=Progress(args.quiet)).run()
     if not args.quiet and document is not None:
         t = document["target"]
         print(f"target ({protocol.name}): T1w {t['ras_mm']} mm (MNI {t['mni_mm']} mm) -> "

@@ -128,7 +128,8 @@ def select_runs(states, dataset=None, participant=None, rest_task="rest", task="
             if state not in block_states and not any(s == state for _, s in selected):
                 found = ", ".join(sorted(block_states)) or "none"
                 looked = [f"trial_type '{state}' in the events of the task-{task} runs (found: {found})"]
-                looked.append(f"a task-{state} run" + (f" in {fmriprep_dir}" if fmriprep_dir else " (--task-bold STATE=FILE)"))
+                looked_in = f" in {fmriprep_dir}" if fmriprep_dir else " (--task-bold STATE=FILE)"
+                looked.append(f"a task-{state} run" + looked_in)
                 raise InputError(f"the protocol needs the state '{state}': found neither " + " nor ".join(looked))
         if block_states & set(needed):
             for run in block_runs:

@@ -8,10 +8,13 @@
 * :func:`begin_write` / :class:`MarkerWrite`: the checks every writer makes
   (markers, names, poses, T1, navigator xform) and its verified write.
 * Reader pieces: :meth:`WarningCollector.nav_file`, :func:`read_marker`,
-  :func:`pose_from_axes`, :func:`read_pose`; text pieces: :func:`fmt_num`,
+  :func:`read_pose`; text pieces: :func:`fmt_num`,
   :func:`xyz_cells`, :func:`tmstarget_declaration`, :func:`read_text_lines`.
 
 Each format module keeps only its own layout, frame and axis rules.
+
+Size: everything the ten formats share (the marker record, the T1 reference, the writer checks,
+the verified write of spec §5, the text helpers), in one place so no format repeats any of it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,12 +32,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from tmstarget import __version__
+from tmstarget._fileio import sha256_file, write_temp
 from tmstarget.errors import NavigationFormatError, OutputError
-from tmstarget._fileio import sha256_file
 from tmstarget.spaces import (
     XFORM_NAMES,
     XformCheck,
     check_qform_sform,
+    grid_corners,
     itk_nifti_xform,
     orthonormalize_pose,
     rotation_angle_deg,
@@ -298,19 +301,6 @@ def read_marker(name, pose, position_ras_mm, *, kind="target", info=None):
     )
 
 
-def pose_from_axes(centre_ras_mm, y_ras, z_ras):
-    """Raw 4×4 with SimNIBS axes ``y``, ``z``, ``x = y × z`` and ``centre`` (RAS mm).
-
-    Not yet checked: pass it through :func:`read_pose`.
-    """
-    mat = np.eye(4)
-    mat[:3, 0] = np.cross(y_ras, z_ras)
-    mat[:3, 1] = y_ras
-    mat[:3, 2] = z_ras
-    mat[:3, 3] = centre_ras_mm
-    return mat
-
-
 def read_pose(matrix, *, what, collector=None):
     """Reader-side pose check: tolerant orthonormality, then nearest rotation."""
     with warnings.catch_warnings(record=True) as caught:
@@ -372,11 +362,7 @@ class T1Reference:
 
     def fov_bounds_ras(self):
         """Axis-aligned RAS bounds (min, max) of the voxel grid corners."""
-        dims = [max(int(n) - 1, 0) for n in self.shape[:3]]
-        corners = np.array(
-            [[i, j, k, 1.0] for i in (0, dims[0]) for j in (0, dims[1]) for k in (0, dims[2])]
-        )
-        world = (corners @ self.affine.T)[:, :3]
+        world = (grid_corners(self.shape) @ self.affine.T)[:, :3]
         return world.min(axis=0), world.max(axis=0)
 
 
@@ -532,18 +518,8 @@ def _compare(expected, got, fmt, position_only=False):
             )
 
 
-def _tmp_path(path):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _write_fsync(path, data):
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(path, 0o644)  # mkstemp creates 0600; navigation files are shared
+#: Navigation files are shared with the navigator's users (mkstemp makes 0600).
+_NAV_FILE_MODE = 0o644
 
 
 def write_verified(
@@ -594,19 +570,13 @@ def write_verified(
     prov_text = json.dumps(prov, indent=2, allow_nan=False) + "\n"
     temps = {}
     try:
-        tmp = _tmp_path(path)
-        temps[path] = tmp
-        _write_fsync(tmp, text.encode("utf-8"))
+        tmp = temps[path] = write_temp(path, text.encode("utf-8"), mode=_NAV_FILE_MODE)
         comp_tmps = {}
         for comp_path, comp_text in companions.items():
             comp_path = Path(comp_path)
-            ctmp = _tmp_path(comp_path)
-            temps[comp_path] = ctmp
-            comp_tmps[comp_path.name] = ctmp
-            _write_fsync(ctmp, comp_text.encode("utf-8"))
-        ptmp = _tmp_path(prov_path)
-        temps[prov_path] = ptmp
-        _write_fsync(ptmp, prov_text.encode("utf-8"))
+            ctmp = write_temp(comp_path, comp_text.encode("utf-8"), mode=_NAV_FILE_MODE)
+            temps[comp_path] = comp_tmps[comp_path.name] = ctmp
+        temps[prov_path] = write_temp(prov_path, prov_text.encode("utf-8"), mode=_NAV_FILE_MODE)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = reader(tmp, companions=comp_tmps) if companions else reader(tmp)

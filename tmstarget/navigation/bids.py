@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from tmstarget.errors import NavigationFormatError
-from tmstarget.spaces import angle_between_deg
 from tmstarget.navigation._common import (
     SIMNIBS_AXES_TEXT,
     WarningCollector,
@@ -32,13 +31,13 @@ from tmstarget.navigation._common import (
     is_decimal_comma,
     load_json_strict,
     parse_float,
-    pose_from_axes,
     read_marker,
     read_pose,
     read_text_lines,
     tmstarget_declaration,
     xyz_cells,
 )
+from tmstarget.spaces import angle_between_deg, pose_from_axes
 
 __all__ = ["write_bids_markers", "read_bids_markers", "bids_sidecar_paths", "BIDS_COLUMNS"]
 

@@ -24,7 +24,6 @@ import numpy as np
 
 from tmstarget import __version__
 from tmstarget.errors import NavigationFormatError
-from tmstarget.spaces import XFORM_NAMES, pose_from_file, pose_to_file
 from tmstarget.navigation._common import (
     NavTarget,
     WarningCollector,
@@ -36,6 +35,7 @@ from tmstarget.navigation._common import (
     read_pose,
     read_text_lines,
 )
+from tmstarget.spaces import XFORM_NAMES, pose_from_file, pose_to_file
 
 __all__ = ["write_brainsight", "read_brainsight"]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from tmstarget.errors import NavigationFormatError
-from tmstarget.spaces import angle_between_deg, rotation_angle_deg
 from tmstarget.navigation._common import load_t1_reference
 from tmstarget.navigation.export import load_plan
 from tmstarget.navigation.formats import read_navigation_file
+from tmstarget.spaces import angle_between_deg, rotation_angle_deg
 
 __all__ = ["compare_recorded", "COMPARE_COLUMNS"]
 

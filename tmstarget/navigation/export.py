@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tmstarget.errors import InputError, NavigationFormatError, OrientationError, OutputError
 from tmstarget._fileio import sha256_file
-from tmstarget.spaces import angle_between_deg, validate_pose
+from tmstarget.errors import InputError, NavigationFormatError, OrientationError, OutputError
 from tmstarget.navigation._common import NavTarget, load_t1_reference
 from tmstarget.navigation.bids import bids_sidecar_paths
 from tmstarget.navigation.formats import FORMATS, normalize_formats
 from tmstarget.navigation.localite import localite_marker_filename
+from tmstarget.spaces import angle_between_deg, validate_pose
 
 __all__ = [
     "export_plan",

@@ -19,7 +19,6 @@ import numpy as np
 
 from tmstarget import __version__
 from tmstarget.errors import NavigationFormatError
-from tmstarget.spaces import D3
 from tmstarget.navigation._common import (
     NavTarget,
     WarningCollector,
@@ -28,6 +27,7 @@ from tmstarget.navigation._common import (
     parse_float,
     read_text_lines,
 )
+from tmstarget.spaces import D3
 
 __all__ = ["write_fcsv", "read_fcsv"]
 

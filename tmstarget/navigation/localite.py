@@ -20,7 +20,6 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from tmstarget.errors import NavigationFormatError
-from tmstarget.spaces import D, pose_from_file, pose_to_file
 from tmstarget.navigation._common import (
     NavTarget,
     WarningCollector,
@@ -30,6 +29,7 @@ from tmstarget.navigation._common import (
     provenance_comment,
     read_pose,
 )
+from tmstarget.spaces import D, pose_from_file, pose_to_file
 
 __all__ = ["write_localite", "read_localite", "localite_marker_filename"]
 

@@ -24,10 +24,10 @@ from tmstarget.navigation._common import (
     WarningCollector,
     begin_write,
     parse_float,
-    pose_from_axes,
     read_pose,
     read_text_lines,
 )
+from tmstarget.spaces import pose_from_axes
 
 __all__ = ["write_simnibs_csv", "read_simnibs_csv"]
 

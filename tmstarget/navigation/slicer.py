@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from tmstarget.errors import NavigationFormatError
-from tmstarget.spaces import D3
 from tmstarget.navigation._common import (
     SIMNIBS_AXES_TEXT,
     WarningCollector,
@@ -30,6 +29,7 @@ from tmstarget.navigation._common import (
     read_pose,
     tmstarget_declaration,
 )
+from tmstarget.spaces import D3
 
 __all__ = ["write_slicer_json", "read_slicer_json", "SLICER_SCHEMA"]
 

@@ -1,9 +1,10 @@
-"""Write a plan's outputs: target.json, targets.tsv, NIfTI maps, provenance.
+"""The pieces of a plan folder: target.json document, targets.tsv, NIfTI maps, provenance.
 
-The whole output folder is built under a temporary name beside the
-destination and renamed into place at the end, so a failure never leaves a
-half-written plan; an existing non-empty folder is replaced only with
-``force``.  Nothing is ever written inside an input folder.
+:class:`tmstarget.outputs.plan.Plan` assembles them and writes the folder:
+built under a temporary name beside the destination and renamed into place at
+the end, so a failure never leaves a half-written plan; an existing non-empty
+folder is replaced only with ``force``.  Nothing is ever written inside an
+input folder.
 """
 
 import datetime
@@ -17,9 +18,8 @@ import nibabel as nib
 import numpy as np
 
 from tmstarget import __version__
+from tmstarget._fileio import sha256_file
 from tmstarget.errors import OutputError
-from tmstarget._fileio import publish_mode, sha256_file, write_bytes_atomic, write_json_atomic, write_nifti_atomic, write_text_atomic
-from tmstarget.analysis.rois import ball_mask, mask_to_img
 
 
 def check_output_dir(out_dir, force=False, input_dirs=()):
@@ -87,12 +87,12 @@ def candidate_dict(candidate, space, protocol_name, coil=None, mni_mm=None):
 
 
 def _score_name(protocol):
-    conn = protocol.params.get("connectivity", {})
-    if "contrast" in conn:
-        first, second = conn["contrast"]
+    conn = protocol.connectivity
+    if conn.contrast is not None:
+        first, second = conn.contrast
         return f"delta Fisher z ({first} - {second})"
-    if "state" in conn:
-        return f"Fisher z ({conn['state']})"
+    if conn.state is not None:
+        return f"Fisher z ({conn.state})"
     return None
 
 
@@ -103,7 +103,7 @@ def target_document(result, participant, prov, coils=None, anatomy=None):
     mni = result.mni_mm if result.mni_mm is not None else [None] * len(result.candidates)
     candidates = [candidate_dict(c, result.space, protocol.name, k, m)
                   for c, k, m in zip(result.candidates, coils, mni)]
-    prescription = protocol.params.get("prescription", {})
+    prescription = protocol.prescription.to_dict()
     return {
         "tmstarget_version": __version__,
         "participant": participant,
@@ -142,78 +142,6 @@ def _float_img(array, affine, space):
     img.set_qform(affine, code=code)
     img.set_sform(affine, code=code)
     return img
-
-
-def write_plan(result, out_dir, participant, force=False, command=None, input_dirs=(), coils=None,
-               anatomy=None, extra_inputs=None, extra_writers=(), grid_space=None):
-    """Write every output of a plan into ``out_dir`` as one atomic step.
-
-    Parameters
-    ----------
-    result : tmstarget.analysis.engine.PlanResult
-    out_dir : Path
-    participant : str
-        Label used in the outputs (never a DICOM patient field).
-    force : bool
-        Replace a non-empty ``out_dir``.
-    command : list of str, optional
-        Command line, for provenance.
-    input_dirs : sequence of Path
-        Folders the output must not be inside.
-    coils : list of dict, optional
-        Coil block per candidate (``coils[0]`` is the target's).
-    anatomy : dict, optional
-        T1 the world coordinates belong to (path, sha256).
-    extra_writers : sequence of callables
-        ``f(staging_dir)`` writing more files once ``target.json`` is in the
-        staging folder (navigation exports); they end up in the same atomic step.
-    grid_space : str, optional
-        World space of the analysis grid (``result.affine``: maps, masks,
-        target sphere) when it is not ``result.space``: a plan of fMRIPrep
-        inputs reported in T1w keeps its grid in MNI152NLin2009cAsym. Only an
-        MNI space is accepted then, and the sphere is centred on
-        ``result.mni_mm[0]``. Default: ``result.space``.
-
-    Returns
-    -------
-    dict
-        The ``target.json`` document.
-    """
-    check_output_dir(out_dir, force, input_dirs)
-    grid_space = result.space if grid_space is None else grid_space
-    if grid_space != result.space and (not grid_space.startswith("MNI") or result.mni_mm is None):
-        raise OutputError(f"an analysis grid in {grid_space} under {result.space} coordinates needs an MNI grid "
-                          "and the candidates' mni_mm", path=out_dir)
-    out = Path(out_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    publish_mode(staging, directory=True)
-    try:
-        prov = provenance(result, command, extra_inputs)
-        document = target_document(result, participant, prov, coils, anatomy)
-        files = {}
-        for name, array in result.maps.items():
-            files[f"{name}.nii.gz"] = write_nifti_atomic(staging / f"map-{name}.nii.gz",
-                                                         _float_img(array, result.affine, grid_space))
-        if "search_region" in result.masks:
-            write_nifti_atomic(staging / "search_region.nii.gz", mask_to_img(result.masks["search_region"], result.affine))
-        radius = result.protocol.params["target"]["sphere_radius_mm"] if "target" in result.protocol.params else 5.0
-        centre = result.target.ras_mm if grid_space == result.space else result.mni_mm[0]
-        sphere = ball_mask(result.shape, result.affine, centre, radius)
-        write_nifti_atomic(staging / "target_sphere.nii.gz", mask_to_img(sphere, result.affine))
-        document["outputs"] = sorted(["target.json", "targets.tsv", "target_sphere.nii.gz", "protocol.toml"]
-                                     + [f"map-{n}.nii.gz" for n in result.maps]
-                                     + (["search_region.nii.gz"] if "search_region" in result.masks else []))
-        write_text_atomic(staging / "targets.tsv", targets_tsv(document))
-        write_bytes_atomic(staging / "protocol.toml", _protocol_bytes(result.protocol))
-        write_json_atomic(staging / "target.json", document)
-        for writer in extra_writers:
-            writer(staging)
-        _swap_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return document
 
 
 def _protocol_bytes(protocol):

@@ -43,9 +43,9 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from tmstarget.errors import InputError
-from tmstarget.ingest.dicom.series import find_series
 from tmstarget.ingest.dicom.assemble import plan_series
 from tmstarget.ingest.dicom.headers import read_file_header
+from tmstarget.ingest.dicom.series import find_series
 
 __all__ = ["add_parser", "replay", "run"]
 

@@ -14,7 +14,7 @@ volume arrives; the MNI-defined masks are then warped onto the EPI grid as in
 a native plan (:mod:`tmstarget.workflows.native`).
 
 At the end (expected volumes, ``stop_after_s`` idle, Ctrl-C or SIGTERM) the
-recorded run goes through :func:`tmstarget.workflows.native.finish_native_plan`: the
+recorded run goes through :func:`tmstarget.workflows.native.native_plan`: the
 same outputs as ``tmstarget plan`` in ``OUTPUT/plan/``, and a self-check of
 the streaming maps against them in ``live.json``.
 
@@ -24,6 +24,9 @@ Output layout::
     OUTPUT/watch.log    the log
     OUTPUT/state/       what a restarted watcher resumes from
     OUTPUT/plan/        the final plan
+
+Size: one front end, the :class:`Watcher` with its set-up, per-volume loop, resume and final
+plan, which share the watcher's state.
 """
 
 import json
@@ -40,8 +43,8 @@ import nibabel as nib
 import numpy as np
 
 from tmstarget import __version__
-from tmstarget.errors import InputError, TmsTargetError
 from tmstarget._fileio import sha256_file, write_json_atomic, write_nifti_atomic, write_text_atomic
+from tmstarget.errors import InputError, TmsTargetError
 from tmstarget.realtime.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -109,8 +112,8 @@ class WatchOptions:
 
 
 def _needs_run_length(protocol):
-    clean = protocol["clean"]
-    return bool(clean["high_pass_hz"] or clean["low_pass_hz"]) or clean["task_regressors"] == "hrf"
+    clean = protocol.clean
+    return bool(clean.high_pass_hz or clean.low_pass_hz) or clean.task_regressors == "hrf"
 
 
 def check_options(opts):
@@ -120,7 +123,7 @@ def check_options(opts):
     p = opts.protocol
     if p.kind != "connectivity":
         raise InputError(f"protocol '{p.name}' is a fixed target: there is nothing to watch")
-    if p["clean"]["global_signal"]:
+    if p.clean.global_signal:
         raise InputError("the watcher has no global signal regressor: use a protocol with [clean] global_signal = "
                          "false", key="clean.global_signal")
     states = p.states
@@ -132,9 +135,9 @@ def check_options(opts):
     if opts.expected_volumes is None and _needs_run_length(p):
         raise InputError("--expected-volumes is needed: the protocol's band limits (cosine regressors) or HRF task "
                          "regressors depend on the run length")
-    if opts.expected_volumes is not None and opts.expected_volumes <= p["clean"]["dummy_volumes"] + 1:
+    if opts.expected_volumes is not None and opts.expected_volumes <= p.clean.dummy_volumes + 1:
         raise InputError(f"--expected-volumes {opts.expected_volumes} leaves no frame after "
-                         f"{p['clean']['dummy_volumes']} dummy volumes")
+                         f"{p.clean.dummy_volumes} dummy volumes")
     if not Path(opts.t1).exists():
         raise InputError("T1 not found", path=opts.t1)
     if opts.events is not None:
@@ -173,7 +176,8 @@ class Watcher:
     """
 
     def __init__(self, opts, progress=None):
-        from tmstarget.workflows.native import check_whole_head, load_image
+        from tmstarget.anatomy.t1 import check_whole_head
+        from tmstarget.ingest.native import load_image
 
         check_options(opts)
         # the T1 is read and checked now: a wrong T1 is refused before the scan starts, not at its first volume
@@ -188,7 +192,7 @@ class Watcher:
         self.state_dir = self.out / "state"
         self.live_path = self.out / "live.json"
         self.protocol = opts.protocol
-        self.clean = self.protocol["clean"]
+        self.clean = self.protocol.clean
         self.events = None
         if opts.events is not None:
             from tmstarget.ingest.runs import load_events
@@ -251,8 +255,8 @@ class Watcher:
     def _set_up(self, volume):
         """Reference volume -> EPI -> T1 coregistration, masks on the EPI grid, streaming engine."""
         from tmstarget.anatomy.motion import volume_centre_ras_mm
-        from tmstarget.workflows.native import EPI_SPACE, T1_SPACE
         from tmstarget.anatomy.registration import coregister_epi_to_t1, save_transform
+        from tmstarget.workflows.native import EPI_SPACE, T1_SPACE
 
         self.status = "setting up (coregistration and masks)"
         if not volume.t_r_s:
@@ -302,11 +306,11 @@ class Watcher:
         """Masks, grid, layout and the streaming engine from a set-up record."""
         from nilearn import datasets
 
-        from tmstarget.anatomy.motion import prepare_reference
-        from tmstarget.workflows.native import MASK_RESOLUTION_MM, NativeGrid
         from tmstarget.analysis.engine import analysis_layout
-        from tmstarget.anatomy.registration import compose, nuisance_masks, warp_image
         from tmstarget.analysis.streaming import StreamingConnectivity
+        from tmstarget.anatomy.motion import prepare_reference
+        from tmstarget.anatomy.registration import compose, nuisance_masks, warp_image
+        from tmstarget.workflows.native import MASK_RESOLUTION_MM, NativeGrid
 
         self.epi_to_t1 = _transform_from(setup["epi_to_t1"])
         self.t1_to_mni = _transform_from(setup["t1_to_mni"])
@@ -428,15 +432,15 @@ class Watcher:
         _, region_score, tables = self.stream.region_maps()
         full = np.zeros(len(self.layout.voxels))
         full[self.layout.region_cols] = region_score
-        candidates = pick_targets(full, self.layout.voxels, self.layout.region_cols, self.protocol["target"])
+        candidates = pick_targets(full, self.layout.voxels, self.layout.region_cols, self.protocol.target)
         points = self._t1_and_mni(candidates)
         self.live_target = {"candidates": candidates, "points": points, "tables": tables}
         self.history.append((volume, points[0][0]))
 
     def _write_live_maps(self, volume, z, score):
         """Live whole-brain maps (Fisher z per state, and the score), on the EPI grid placed in T1w world."""
-        for name, values in [(f"z_{s}", v) for s, v in z.items()] + ([("delta", score)] if "contrast" in
-                                                                       self.protocol["connectivity"] else []):
+        delta = [("delta", score)] if self.protocol.connectivity.contrast is not None else []
+        for name, values in [(f"z_{s}", v) for s, v in z.items()] + delta:
             img = nib.Nifti1Image(self.layout.voxels.to_volume(values), self.t1w_affine)
             img.header["descrip"] = f"tmstarget live map after volume {volume}".encode()[:79]
             write_nifti_atomic(self.out / f"live_map-{name}.nii.gz", img)
@@ -489,7 +493,7 @@ class Watcher:
             "last_volume": None,
             "qc": {
                 "fd_power_mm": fd,
-                "fd_threshold_mm": self.clean["fd_threshold_mm"],
+                "fd_threshold_mm": self.clean.fd_threshold_mm,
                 "frames_above_threshold": int(sum(1 for s in statuses if s == "scrubbed")),
                 "frames_kept": int(sum(1 for s in statuses if s == "kept")),
                 "usable_minutes": round(sum(1 for s in statuses if s == "kept") * (t_r or 0) / 60.0, 2),
@@ -618,7 +622,7 @@ class Watcher:
     def _finish(self, reason):
         """The recorded run through the batch engine: the same outputs as ``tmstarget plan``."""
         from tmstarget.ingest.collect import ExplicitRun, Selection
-        from tmstarget.workflows.native import NativeSession, confounds_tsv, finish_native_plan
+        from tmstarget.workflows.native import NativeSession, confounds_tsv, native_plan
 
         log.info("finishing: %s", reason)
         self.progress(f"finishing ({reason})")
@@ -653,9 +657,10 @@ class Watcher:
                            "realigned_run_sha256": sha256_file(bold)}}
         session = NativeSession(selection, self.epi_to_t1, self.t1_to_mni, self.t1_path, self.t1_from_dicom, qc)
         plan_dir = self.out / "plan"
-        document = finish_native_plan(session, self.protocol, plan_dir, self.opts.participant, force=True,
-                                      command=self.opts.command, input_dirs=selection.input_dirs,
-                                      extra_writers=self.opts.extra_writers, progress=self.progress)
+        plan = native_plan(session, self.protocol, self.opts.participant, command=self.opts.command,
+                           progress=self.progress)
+        plan.save(plan_dir, force=True, writers=self.opts.extra_writers)
+        document = plan.document
         self.finished = {"reason": reason, "plan": "plan/target.json",
                          "max_abs_dz_stream_vs_plan": self._self_check(plan_dir),
                          "same_target_voxel_as_live": (self.live_target is not None and list(

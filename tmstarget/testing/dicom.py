@@ -46,6 +46,9 @@ The files carry a fake PatientName / PatientBirthDate / PatientID on
 purpose, so privacy tests have something to look for; ``patient_fields``
 (e.g. `DISTINCTIVE_PATIENT_FIELDS`) sets those and other identifying fields
 (institution, referring physician, accession number ...) to chosen values.
+
+Size: the classic and MOSAIC writers share the geometry, the quantisation and the identifying
+fields written on purpose; one module keeps them consistent.
 """
 
 import io
@@ -59,8 +62,9 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pydicom.valuerep import DSfloat
 
-from tmstarget.errors import InputError, OrientationError
 from tmstarget._fileio import write_bytes_atomic
+from tmstarget.errors import InputError, OrientationError
+from tmstarget.spaces import D
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +78,6 @@ __all__ = [
     "write_mosaic_series",
 ]
 
-RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SHEAR_TOLERANCE = 1e-6  # |cos| between voxel axes accepted as orthogonal
 _UINT16_MAX = 65535
 _START_TIME_S = 10 * 3600.0  # AcquisitionTime of the first volume: 10:00:00
@@ -439,7 +442,7 @@ def _geometry(affine_ras, n_j):
             f"the affine has shear (voxel axes not orthogonal, |cos| up to {off_diagonal:.2e}); "
             "DICOM cannot store it: resample the image first"
         )
-    affine_lps = RAS_TO_LPS @ affine_ras
+    affine_lps = D @ affine_ras
     row_cosine = affine_lps[:3, 0] / sizes_mm[0]
     column_cosine = -affine_lps[:3, 1] / sizes_mm[1]
     return {

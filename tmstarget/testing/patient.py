@@ -32,8 +32,8 @@ import numpy as np
 from scipy import signal as sp_signal
 
 from tmstarget._fileio import write_json_atomic, write_nifti_atomic, write_text_atomic
-from tmstarget.anatomy.motion import fd_power, friston24
 from tmstarget.analysis.rois import grey_matter_mask, load_atlas, region_mask, roi_set
+from tmstarget.anatomy.motion import fd_power, friston24
 
 SPACE = "MNI152NLin2009cAsym"
 # state -> {spot: (latent, weight)}
@@ -270,7 +270,9 @@ def make_patient(out_dir, cfg=None):
                       {"Name": "tmstarget synthetic patient", "BIDSVersion": "1.9.0", "DatasetType": "raw"})
     write_json_atomic(out / "derivatives" / "fmriprep" / "dataset_description.json", {
         "Name": "tmstarget synthetic patient (fMRIPrep layout)", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "tmstarget.testing.patient", "Description": "synthetic data in fMRIPrep's file names"}],
+        "GeneratedBy": [
+            {"Name": "tmstarget.testing.patient", "Description": "synthetic data in fMRIPrep's file names"}
+        ],
     })
     t1_img = nib.Nifti1Image(_head_from_template(template), template.affine)
     _set_space(t1_img)

@@ -1,8 +1,13 @@
-"""Native-space front half of ``plan``: scanner DICOM (or raw NIfTI) + T1 -> runs the engine can plan on.
+"""The native workflow: scanner DICOM (or raw NIfTI) + T1 -> a plan in the T1's world.
+
+:func:`plan_request_native` (``tmstarget plan`` on raw runs, :func:`tmstarget.plan`)
+checks the inputs and calls :func:`plan_native`: :func:`prepare_native` builds
+runs the engine can plan on, :func:`native_plan` plans on them (also the tail of
+``tmstarget watch``) and returns a :class:`~tmstarget.outputs.plan.Plan`.
 
 Order of operations (issue 3 §2):
 
-1. load every functional run (DICOM series via :func:`~tmstarget.ingest.dicom.series.load_series`,
+1. load every functional run (DICOM series via :func:`~tmstarget.ingest.native.load_image`,
    or a raw NIfTI with its BIDS sidecar) and the T1;
 2. estimate rigid head motion of every volume of every run against one
    reference volume (volume 0 of the first run) and realign (trilinear) onto
@@ -13,19 +18,18 @@ Order of operations (issue 3 §2):
    EPI space through both transforms and write, per run, the realigned BOLD,
    an fMRIPrep-like confounds TSV (``trans_*`` mm, ``rot_*`` rad,
    ``framewise_displacement`` Power, ``white_matter``, ``csf``) and the mask;
-5. return a :class:`~tmstarget.ingest.collect.Selection` whose ``grid`` is a
-   :class:`NativeGrid`, so :func:`tmstarget.analysis.engine.plan` runs unchanged on
-   the EPI grid; :func:`to_t1w` then re-expresses its result in the T1's world
-   with MNI coordinates from the registration.
+5. return a :class:`~tmstarget.ingest.collect.Selection` whose ``grid`` is a :class:`NativeGrid`, so
+   :func:`tmstarget.analysis.engine.plan` runs unchanged on the EPI grid; :func:`to_t1w` then
+   re-expresses its result in the T1's world with MNI coordinates from the registration.
 
-Transforms follow :mod:`tmstarget.anatomy.registration` (ITK/ANTs conventions, RAS mm
-at the interface). No DICOM patient field is read into any file name or output:
-files are named from the participant label.
+Transforms follow :mod:`tmstarget.anatomy.registration` (ITK/ANTs conventions, RAS mm at the
+interface). No DICOM patient field reaches a file name or output (named from the participant).
 """
 
 import dataclasses
-import json
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,15 +37,25 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from tmstarget.errors import InputError
 from tmstarget._fileio import write_json_atomic, write_nifti_atomic, write_text_atomic
-from tmstarget.ingest.collect import ExplicitRun, Selection
+from tmstarget.analysis.rois import ball_mask
 from tmstarget.anatomy.motion import estimate_motion, fd_jenkinson, fd_power, realign, volume_centre_ras_mm
 from tmstarget.anatomy.registration import (
-    MNI_SPACE, compose, coregister_epi_to_t1, map_points, mni_template, nuisance_masks,
-    register_t1_to_mni, save_transform, template_tissue_probabilities, warp_image,
+    MNI_SPACE,
+    compose,
+    coregister_epi_to_t1,
+    map_points,
+    mni_template,
+    nuisance_masks,
+    register_t1_to_mni,
+    save_transform,
+    template_tissue_probabilities,
+    warp_image,
 )
-from tmstarget.analysis.rois import ball_mask
+from tmstarget.anatomy.t1 import check_whole_head
+from tmstarget.errors import InputError
+from tmstarget.ingest.collect import ExplicitRun, Selection
+from tmstarget.ingest.native import NativeRun, _is_dicom_source, load_image
 
 log = logging.getLogger(__name__)
 
@@ -49,35 +63,6 @@ log = logging.getLogger(__name__)
 MASK_RESOLUTION_MM = 2
 EPI_SPACE = "boldref"
 T1_SPACE = "T1w"
-
-
-@dataclass(frozen=True)
-class NativeRun:
-    """One raw functional run as given on the command line.
-
-    Attributes
-    ----------
-    source : Path
-        DICOM folder, or a 4-D NIfTI file.
-    state : str or None
-        State of the whole run (``"rest"``, or a separate-run state); None for
-        a blocks-design task run (states from ``events``).
-    label : str
-        Run label used in file names (``rest_run-1``).
-    events : Path, optional
-        BIDS events TSV (blocks design).
-    sidecar : Path, optional
-        BIDS JSON sidecar of a NIfTI source (default: beside it, same stem).
-    series : int or str, optional
-        SeriesNumber or SeriesInstanceUID when the DICOM folder holds several.
-    """
-
-    source: Path
-    state: str | None
-    label: str
-    events: Path | None = None
-    sidecar: Path | None = None
-    series: int | str | None = None
 
 
 @dataclass
@@ -105,57 +90,6 @@ class NativeSession:
     t1_path: Path
     t1_from_dicom: bool
     qc: dict
-
-
-def _is_dicom_source(path):
-    return Path(path).is_dir()
-
-
-def _sidecar_beside(nifti_path):
-    path = Path(nifti_path)
-    stem = path.name[:-7] if path.name.endswith(".nii.gz") else path.stem
-    candidate = path.with_name(stem + ".json")
-    return candidate if candidate.is_file() else None
-
-
-def load_image(source, series=None, sidecar=None, what="functional run"):
-    """A NIfTI image and its sidecar dict from a DICOM folder or a NIfTI file.
-
-    Parameters
-    ----------
-    source : Path
-        DICOM folder (one series, or ``series`` picks one) or NIfTI file.
-    series : int or str, optional
-        Only used when the folder holds several series.
-    sidecar : Path, optional
-        JSON sidecar of a NIfTI file (default: the BIDS sibling, if any).
-    what : str
-        For error messages.
-
-    Returns
-    -------
-    (nibabel.Nifti1Image, dict)
-    """
-    from tmstarget.ingest.dicom.series import find_series, load_series
-
-    source = Path(source)
-    if not source.exists():
-        raise InputError(f"{what} not found", path=source)
-    if _is_dicom_source(source):
-        pick = series if series is not None and len(find_series(source)) > 1 else None
-        return load_series(source, series=pick)
-    try:
-        img = nib.load(source)
-    except Exception as exc:  # nibabel raises many types for unreadable files
-        raise InputError(f"cannot read the {what} as NIfTI: {exc}", path=source) from exc
-    sidecar = Path(sidecar) if sidecar is not None else _sidecar_beside(source)
-    meta = {}
-    if sidecar is not None:
-        try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"sidecar is not readable JSON: {exc}", path=sidecar) from exc
-    return img, meta
 
 
 class NativeGrid:
@@ -284,11 +218,12 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
     Raises
     ------
     InputError
-        Among others: a T1 covering less than :data:`MIN_T1_EXTENT_MM` along
+        Among others: a T1 covering less than :data:`tmstarget.anatomy.t1.MIN_T1_EXTENT_MM` along
         an axis (not a whole head), or ``slice_timing`` without SliceTiming.
     """
     if not runs:
-        raise InputError("no functional run given (--rest-dicom/--task-dicom, or --rest-bold/--task-bold with --native)")
+        raise InputError("no functional run given (--rest-dicom/--task-dicom, or --rest-bold/--task-bold with "
+                         "--native)")
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -408,7 +343,8 @@ def write_transforms(session, out_dir, participant):
                  for name in ("fwd", "inv")}
         write_json_atomic(Path(out_dir) / f"{stem}_xfm.json", {
             "from": transform.from_space, "to": transform.to_space, "convention": "ANTs, LPS; first file applied first",
-            "fwd": lists["fwd"], "fwd_note": f"resamples {transform.from_space} images onto a {transform.to_space} grid; "
+            "fwd": lists["fwd"],
+            "fwd_note": f"resamples {transform.from_space} images onto a {transform.to_space} grid; "
             f"maps {transform.to_space} points to {transform.from_space}",
             "inv": lists["inv"], "inv_note": f"maps {transform.from_space} points to {transform.to_space}",
         })
@@ -490,9 +426,8 @@ def head_frame(t1_to_mni):
     return rotation, t1[0]
 
 
-def finish_native_plan(session, protocol, output, participant, force=False, command=None, input_dirs=(),
-                       t_r=None, extra_writers=(), progress=None):
-    """Plan on a prepared native session and write it: target and coil in T1w world, transforms, T1 copy.
+def native_plan(session, protocol, participant, command=None, t_r=None, progress=None):
+    """Plan on a prepared native session: target and coil in T1w world, with the transforms and T1 copy.
 
     The shared tail of ``tmstarget plan`` on raw runs and of ``tmstarget watch``.
 
@@ -500,20 +435,22 @@ def finish_native_plan(session, protocol, output, participant, force=False, comm
     ----------
     session : NativeSession
     protocol : Protocol
-    output : Path
-        Plan folder (written atomically by :func:`tmstarget.outputs.plan_folder.write_plan`).
     participant : str
-    extra_writers : sequence of callable
-        Called with the staging folder after the plan files (e.g. navigation export).
+    command : list of str, optional
+        Command line, for provenance.
+    t_r : float, optional
+        Repetition time (s), checked against headers and sidecars.
+    progress : callable, optional
+        Called with a message at the start of each stage.
 
     Returns
     -------
-    dict
-        The ``target.json`` document.
+    tmstarget.outputs.plan.Plan
+        With ``files``: the transforms (``xfm/``) and, for a T1 given as
+        DICOM, its NIfTI conversion (``anat/``), which the coordinates refer to.
     """
-    from tmstarget._fileio import write_bytes_atomic
-    from tmstarget.outputs.plan_folder import write_plan
     from tmstarget.analysis.engine import place_coils, plan
+    from tmstarget.outputs.plan import build_plan
 
     def say(message):
         if progress is not None:
@@ -526,317 +463,126 @@ def finish_native_plan(session, protocol, output, participant, force=False, comm
     say("placing the coil on the T1 scalp")
     axes, midline = head_frame(session.t1_to_mni)
     _, coils, anatomy = place_coils(result, session.t1_path, head_axes_ras=axes, midline_ras_mm=midline)
-    t1_name = f"anat/sub-{participant}_T1w.nii.gz"
-    writers = [lambda staging: write_transforms(session, staging / "xfm", participant)]
+    with tempfile.TemporaryDirectory(prefix="tmstarget-xfm-") as scratch:
+        write_transforms(session, Path(scratch), participant)
+        files = {f"xfm/{path.name}": path.read_bytes() for path in sorted(Path(scratch).iterdir())}
     if session.t1_from_dicom:  # the converted T1 travels with the plan; coordinates refer to it
+        t1_name = f"anat/sub-{participant}_T1w.nii.gz"
         anatomy["t1"] = t1_name
-        writers.append(lambda staging: write_bytes_atomic(staging / t1_name, session.t1_path.read_bytes()))
-    writers += list(extra_writers)
+        files[t1_name] = session.t1_path.read_bytes()
     say("writing outputs")
-    return write_plan(result, output, participant, force=force, command=command, input_dirs=input_dirs,
-                      coils=coils, anatomy=anatomy, extra_writers=writers)
+    return build_plan(result, participant, command=command, input_dirs=session.selection.input_dirs, coils=coils,
+                      anatomy=anatomy, files=files)
 
 
-# ---------------------------------------------------------------------------
-# fMRIPrep inputs: an MNI plan re-expressed in the T1w world with fMRIPrep's own transforms
-# ---------------------------------------------------------------------------
-
-_FMRIPREP_T1W = "_desc-preproc_T1w.nii"
-
-
-@dataclass(frozen=True)
-class FmriprepAnatomy:
-    """fMRIPrep's native T1w and its transforms to and from MNI152NLin2009cAsym.
-
-    Attributes
-    ----------
-    t1_path : Path
-        ``sub-<l>[_ses-<s>]_desc-preproc_T1w.nii.gz``; its world is "T1w".
-    t1_to_mni : Transform
-        ``T1w -> MNI152NLin2009cAsym``: ``fwd_files`` is
-        ``*_from-T1w_to-MNI152NLin2009cAsym_mode-image_xfm.h5`` (resamples T1w
-        images onto MNI, so as a point map it takes **MNI points into the
-        T1w**), ``inv_files`` is ``*_from-MNI152NLin2009cAsym_to-T1w_mode-image_xfm.h5``.
-    qc : dict
-        File names and the result of :func:`check_fmriprep_transforms`.
-    """
-
-    t1_path: Path
-    t1_to_mni: object
-    qc: dict
-
-
-def find_fmriprep_anatomy(fmriprep_dir, participant):
-    """The native T1w of one participant and both of its MNI transforms, if fMRIPrep wrote them.
-
-    Looks under ``<fmriprep_dir>/sub-<label>`` (any session folder) for a
-    ``*_desc-preproc_T1w.nii[.gz]`` without a ``space-`` entity and, beside it
-    with the same name prefix, ``<prefix>_from-T1w_to-MNI152NLin2009cAsym_mode-image_xfm.h5``
-    and ``<prefix>_from-MNI152NLin2009cAsym_to-T1w_mode-image_xfm.h5``.
+def plan_native(runs, t1, protocol, participant, *, t1_series=None, slice_timing=False, work_dir=None, t_r=None,
+                command=None, output=None, force=False, progress=None):
+    """Raw runs + T1 -> target and coil pose in the T1's world (the native path of ``tmstarget plan``).
 
     Parameters
     ----------
-    fmriprep_dir : Path
-        fMRIPrep derivatives folder.
+    runs : sequence of NativeRun
+    t1 : Path
+        T1 DICOM folder or NIfTI.
+    protocol : Protocol
+        A connectivity protocol.
     participant : str
-        Label with or without ``sub-``.
+    t1_series : int or str, optional
+        Series to pick from DICOM folders holding several.
+    slice_timing : bool
+        See :func:`prepare_native`.
+    work_dir : Path, optional
+        Keep the intermediate files here (default: a temporary folder, removed).
+    t_r : float, optional
+    command : list of str, optional
+    output : Path, optional
+        Checked (against ``force`` and the input folders) before any work.
+    force : bool
+    progress : callable, optional
 
     Returns
     -------
-    (FmriprepAnatomy or None, str or None)
-        The anatomy (its ``qc`` without a transform check yet) and None; or
-        None and why it is not usable (nothing found, a transform missing,
-        several complete candidates).
+    tmstarget.outputs.plan.Plan
     """
-    from tmstarget.ingest.fmriprep import parse_entities, participant_label
-    from tmstarget.anatomy.registration import read_fmriprep_transforms
+    from tmstarget.outputs.plan_folder import check_output_dir
 
-    label = participant_label(participant)
-    sub_dir = Path(fmriprep_dir) / f"sub-{label}"
-    native = [p for p in sorted(sub_dir.rglob(f"sub-{label}*{_FMRIPREP_T1W}*"))
-              if "space" not in parse_entities(p.name)]
-    if not native:
-        return None, f"no native sub-{label}*_desc-preproc_T1w.nii.gz (without space-) under {sub_dir}"
-    complete, missing = [], []
-    for t1 in native:
-        prefix = t1.name[:t1.name.index(_FMRIPREP_T1W)]
-        files = [t1.parent / f"{prefix}_from-{a}_to-{b}_mode-image_xfm.h5"
-                 for a, b in ((T1_SPACE, MNI_SPACE), (MNI_SPACE, T1_SPACE))]
-        absent = [f.name for f in files if not f.is_file()]
-        if absent:
-            missing.append(f"no {' nor '.join(absent)} beside {t1}")
+    t1 = Path(t1)
+    input_dirs = [r.source if r.source.is_dir() else r.source.parent for r in runs]
+    input_dirs.append(t1 if t1.is_dir() else t1.parent)
+    if output is not None:
+        check_output_dir(output, force, input_dirs)
+    work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="tmstarget-native-"))
+    try:
+        session = prepare_native(runs, t1, work, participant, t1_series=t1_series, progress=progress,
+                                 slice_timing=slice_timing)
+        return native_plan(session, protocol, participant, command=command, t_r=t_r, progress=progress)
+    finally:
+        if work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _native_runs(request, protocol):
+    """NativeRun list (checked against the protocol's states) from DICOM folders or raw NIfTI runs."""
+    from tmstarget.ingest.collect import select_runs
+
+    series = int(request.series) if isinstance(request.series, str) and request.series.isdigit() else request.series
+    for flag in ("rest_confounds", "task_confounds"):
+        if getattr(request, flag):
+            raise InputError(f"--{flag.replace('_', '-')} is for preprocessed runs; native runs get their "
+                             "confounds from the motion estimation here")
+    if request.mask is not None or request.dataset is not None:
+        raise InputError("native mode (raw runs) takes neither a dataset folder nor --mask: the brain mask comes "
+                         "from the MNI template")
+    if (request.rest_bold or request.task_bold) and not request.native:
+        raise InputError("--rest-bold/--task-bold next to DICOM runs: add --native if these NIfTI runs are raw")
+    if request.t1 is None and request.t1_dicom is None:
+        raise InputError("native mode needs the participant's T1: --t1-dicom DIR or --t1 T1.nii.gz")
+    if request.t1 is not None and request.t1_dicom is not None:
+        raise InputError("give either --t1 or --t1-dicom, not both")
+    rest = [ExplicitRun(bold=Path(src), label=f"rest_run-{i + 1}")
+            for i, src in enumerate(list(request.rest_dicom) + list(request.rest_bold))]
+    blocks, by_state = [], {}
+    for state, path in list(request.task_dicom) + list(request.task_bold):
+        if state is None:
+            i = len(blocks)
+            if i >= len(request.events):
+                raise InputError("each blocks-design task run needs its --events file", path=path)
+            blocks.append(ExplicitRun(bold=path, events=request.events[i], label=f"task_run-{i + 1}"))
         else:
-            complete.append((t1, files))
-    if not complete:
-        return None, "; ".join(missing)
-    if len(complete) > 1:
-        return None, "several native T1w with transforms (" + ", ".join(str(t) for t, _ in complete) + ")"
-    t1, files = complete[0]
-    qc = {"t1": t1.name, "mni_to_t1w_points": files[0].name, "t1w_to_mni_points": files[1].name}
-    return FmriprepAnatomy(t1, read_fmriprep_transforms(files), qc), None
+            by_state.setdefault(state, []).append(ExplicitRun(bold=path, label=f"task-{state}"))
+    selection = select_runs(protocol.states, explicit_rest=rest, explicit_task=blocks,
+                            explicit_state_runs=by_state)
+    runs = [NativeRun(Path(files.bold), state, files.label, events=files.events, series=series)
+            for files, state in selection.runs]
+    return runs, series
 
 
-def _correlation(a, b):
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    a, b = a - a.mean(), b - b.mean()
-    norm = np.sqrt((a @ a) * (b @ b))
-    return float(a @ b / norm) if norm > 0 else 0.0
-
-
-def check_fmriprep_transforms(anatomy, mni_t1_path):
-    """Refuse swapped or mislabelled transform files before any point is mapped.
-
-    fMRIPrep made its MNI-space T1w by resampling the native T1w with the
-    ``from-T1w_to-MNI152NLin2009cAsym`` file. The native T1w is warped onto
-    the MNI T1w's grid twice: with that file, and with the
-    ``from-MNI152NLin2009cAsym_to-T1w`` file in its place (what a swap or a
-    mislabelled file does). The first must match the MNI T1w better (Pearson
-    correlation over the grid); both files are used whole, as ITK reads them.
+def plan_request_native(request, protocol, *, command=None, output=None, force=False, progress=None):
+    """Plan on the raw runs of ``request`` (DICOM folders, or NIfTI runs with ``native``) and its T1.
 
     Parameters
     ----------
-    anatomy : FmriprepAnatomy
-    mni_t1_path : Path
-        fMRIPrep's ``*_space-MNI152NLin2009cAsym_desc-preproc_T1w.nii.gz``.
+    request : tmstarget.workflows.PlanRequest
+    protocol : tmstarget.protocol.Protocol
+    command, output, force, progress
+        As :func:`plan_native`.
 
     Returns
     -------
-    dict
-        ``correlation_as_named`` and ``correlation_swapped``.
-
-    Raises
-    ------
-    InputError
-        The swapped use fits the MNI T1w at least as well as the named one.
+    tmstarget.outputs.plan.Plan
+        In the T1's world (``space == "T1w"``).
     """
-    from tmstarget.anatomy.registration import Transform
+    from tmstarget.analysis.engine import SPACE
 
-    mni_t1 = nib.load(mni_t1_path)
-    reference = mni_t1.slicer[..., 0] if mni_t1.ndim == 4 else mni_t1
-    named = anatomy.t1_to_mni
-    swapped = Transform(named.from_space, named.to_space, named.inv_files, named.inv_invert)
-    target = reference.get_fdata(dtype=np.float32)
-    scores = {}
-    for key, transform in (("correlation_as_named", named), ("correlation_swapped", swapped)):
-        warped = warp_image(anatomy.t1_path, transform, reference, "forward", "linear")
-        scores[key] = round(_correlation(warped.dataobj, target), 4)
-    if scores["correlation_swapped"] >= scores["correlation_as_named"]:
-        raise InputError(
-            f"fMRIPrep transforms look swapped or inverted: the native T1w warped with "
-            f"{Path(named.fwd_files[0]).name} matches {Path(mni_t1_path).name} less well (r = "
-            f"{scores['correlation_as_named']:.3f}) than with {Path(named.inv_files[0]).name} (r = "
-            f"{scores['correlation_swapped']:.3f}); check the files or plan with --space {MNI_SPACE}",
-            path=Path(named.fwd_files[0]).parent,
-        )
-    return scores
-
-
-def mni_plan_to_t1w(result, t1_to_mni, t1_path=None):
-    """Re-express a plan computed in MNI space in the T1w world, without registering again.
-
-    Every candidate's MNI point is mapped into the T1w with
-    ``map_points(p, t1_to_mni, "inverse")``, i.e. through the
-    ``from-T1w_to-MNI152NLin2009cAsym_mode-image_xfm.h5`` file (points move
-    opposite to images, spec §4). The analysis grid is left in MNI space: the
-    maps cannot follow a nonlinear transform by an affine, so ``affine``,
-    ``voxel_ijk``, maps and masks stay on the MNI grid
-    (write them with ``write_plan(..., grid_space=MNI_SPACE)``).
-
-    Parameters
-    ----------
-    result : PlanResult
-        With ``space == MNI152NLin2009cAsym``.
-    t1_to_mni : Transform
-        ``T1w -> MNI152NLin2009cAsym`` (e.g. ``FmriprepAnatomy.t1_to_mni``).
-    t1_path : Path, optional
-        The T1w file, named in ``qc["coordinates"]``.
-
-    Returns
-    -------
-    PlanResult
-        ``space = "T1w"``, candidates' ``ras_mm`` in T1w world, ``mni_mm`` =
-        their MNI points, ``qc["coordinates"]`` saying which frame is which.
-    """
-    if result.space != MNI_SPACE or t1_to_mni.to_space != MNI_SPACE or t1_to_mni.from_space != T1_SPACE:
-        raise InputError(f"expected a plan in {MNI_SPACE} and a {T1_SPACE} -> {MNI_SPACE} transform; got a plan "
-                         f"in {result.space} and {t1_to_mni.from_space} -> {t1_to_mni.to_space}")
-    mni_pts = np.array([c.ras_mm for c in result.candidates], dtype=float)
-    t1_pts = np.atleast_2d(map_points(mni_pts, t1_to_mni, "inverse"))
-    candidates = [dataclasses.replace(c, ras_mm=p) for c, p in zip(result.candidates, t1_pts)]
-    t1_name = Path(t1_path).name if t1_path is not None else "the T1w"
-    qc = {**result.qc, "coordinates": {
-        "ras_mm": f"T1w world of {t1_name} (anatomy.t1)",
-        "mni_mm": f"{MNI_SPACE}: where the plan was computed",
-        "mni_to_t1w": f"points through {Path(t1_to_mni.fwd_files[0]).name} (it resamples T1w images onto MNI, so "
-                      "it maps MNI points into the T1w); no registration was run",
-        "analysis_grid": f"{MNI_SPACE} grid of the BOLD: voxel_ijk, maps, masks and target_sphere are in MNI space",
-    }}
-    return dataclasses.replace(result, space=T1_SPACE, candidates=candidates, mni_mm=mni_pts, qc=qc)
-
-
-def place_coils_t1w(result, anatomy):
-    """Coils on the native T1w scalp for a result of :func:`mni_plan_to_t1w`.
-
-    The plan's brain mask (MNI grid) is brought onto the T1w grid (linear,
-    then >= 0.5; the ``from-MNI152NLin2009cAsym_to-T1w`` file) for the
-    scalp-to-cortex depth; the handle rules use :func:`head_frame`.
-
-    Returns
-    -------
-    (dict, list of dict, dict)
-        As :func:`tmstarget.analysis.engine.place_coils`: target coil, one coil per
-        candidate, anatomy block (``space: "T1w"``, the T1w file and sha256).
-    """
-    from tmstarget.analysis.engine import place_coils
-
-    t1_img = nib.load(anatomy.t1_path)
-    masks = {}
-    if "brain" in result.masks:
-        brain_mni = nib.Nifti1Image(result.masks["brain"].astype(np.uint8), result.affine)
-        brain_t1 = warp_image(brain_mni, anatomy.t1_to_mni, t1_img, "inverse", "linear")
-        masks["brain"] = np.asarray(brain_t1.dataobj) >= 0.5
-    on_t1 = dataclasses.replace(result, affine=t1_img.affine, shape=t1_img.shape[:3], masks=masks)
-    axes, midline = head_frame(anatomy.t1_to_mni)
-    return place_coils(on_t1, anatomy.t1_path, head_axes_ras=axes, midline_ras_mm=midline)
-
-
-def fmriprep_plan_to_t1w(result, anatomy):
-    """MNI plan of fMRIPrep inputs -> target and coils in the T1w world.
-
-    :func:`mni_plan_to_t1w` then :func:`place_coils_t1w`; the T1w file and
-    both transforms are added to the plan's inputs (sha256 in provenance) and
-    ``anatomy.qc`` to ``qc["coordinates"]``.
-
-    Returns
-    -------
-    (PlanResult, list of dict, dict)
-        The T1w result, one coil block per candidate, the anatomy block.
-    """
-    moved = mni_plan_to_t1w(result, anatomy.t1_to_mni, anatomy.t1_path)
-    moved.qc["coordinates"]["fmriprep"] = anatomy.qc
-    moved = dataclasses.replace(moved, input_files={
-        **moved.input_files, "t1w_native": anatomy.t1_path,
-        "xfm_from_T1w_to_MNI": Path(anatomy.t1_to_mni.fwd_files[0]),
-        "xfm_from_MNI_to_T1w": Path(anatomy.t1_to_mni.inv_files[0])})
-    _, coils, anatomy_block = place_coils_t1w(moved, anatomy)
-    return moved, coils, anatomy_block
-
-
-def choose_fmriprep_space(fmriprep_dir, participant, requested=None, mni_t1_path=None, explicit_t1=False):
-    """Coordinate space of a plan on fMRIPrep inputs, and the anatomy a T1w plan needs.
-
-    Parameters
-    ----------
-    fmriprep_dir : Path or None
-        fMRIPrep derivatives folder (None: explicit MNI-space files).
-    participant : str or None
-    requested : None, "T1w" or "MNI152NLin2009cAsym"
-        None: T1w when fMRIPrep's native T1w and both transforms exist and no
-        explicit MNI-space T1 was given, else MNI152NLin2009cAsym.
-    mni_t1_path : Path, optional
-        fMRIPrep's MNI-space T1w, for :func:`check_fmriprep_transforms`
-        (without it the check is skipped and ``qc`` says so).
-    explicit_t1 : bool
-        The user gave an MNI-space T1 file for the coil.
-
-    Returns
-    -------
-    (FmriprepAnatomy or None, str)
-        The checked anatomy for a T1w plan (None for MNI) and one line saying
-        which space is used and why.
-
-    Raises
-    ------
-    InputError
-        T1w requested but not possible (explicit files, an explicit MNI T1,
-        missing native T1w or transform), or the transforms fail the check.
-    """
-    if requested not in (None, T1_SPACE, MNI_SPACE):
-        raise InputError(f"space must be {T1_SPACE} or {MNI_SPACE}; got {requested!r}")
-    if requested == MNI_SPACE:
-        return None, f"{MNI_SPACE} (requested)"
-    if fmriprep_dir is None or participant is None:
-        if requested == T1_SPACE:
-            raise InputError(f"a {T1_SPACE} plan needs an fMRIPrep derivatives folder and a participant "
-                             "(its native T1w and transforms); explicit files are planned in MNI space")
-        return None, f"{MNI_SPACE} (explicit files)"
-    if explicit_t1:
-        if requested == T1_SPACE:
-            raise InputError(f"the explicit T1 is the MNI-space T1 of an {MNI_SPACE} plan; a {T1_SPACE} plan places "
-                             "the coil on fMRIPrep's native T1w: drop the T1 file or plan in MNI space")
-        return None, f"{MNI_SPACE} (an MNI-space T1 was given)"
-    anatomy, reason = find_fmriprep_anatomy(fmriprep_dir, participant)
-    if anatomy is None:
-        if requested == T1_SPACE:
-            raise InputError(f"cannot plan in {T1_SPACE}: {reason}", path=fmriprep_dir)
-        return None, f"{MNI_SPACE} ({reason})"
-    qc = dict(anatomy.qc)
-    if mni_t1_path is None:
-        qc["transform_check"] = "not run: no MNI-space T1w to compare with"
-    else:
-        qc["transform_check"] = check_fmriprep_transforms(anatomy, mni_t1_path)
-    how = "requested" if requested == T1_SPACE else "default"
-    note = f"{T1_SPACE} ({how}): world of {anatomy.t1_path.name} through fMRIPrep's transforms"
-    return dataclasses.replace(anatomy, qc=qc), note
-
-
-#: A T1 shorter than this (mm) along any voxel axis is not a whole head.
-MIN_T1_EXTENT_MM = 100.0
-
-
-def check_whole_head(t1_img, source):
-    """Refuse a T1 that cannot hold a whole head (field of view below :data:`MIN_T1_EXTENT_MM`)."""
-    zooms = np.sqrt((np.asarray(t1_img.affine)[:3, :3] ** 2).sum(axis=0))
-    extent_mm = np.asarray(t1_img.shape[:3]) * zooms
-    if extent_mm.min() < MIN_T1_EXTENT_MM:
-        axis = int(np.argmin(extent_mm))
-        raise InputError(
-            f"the T1 covers only {extent_mm[axis]:.1f} mm along voxel axis {'ijk'[axis]} ({t1_img.shape[axis]} x "
-            f"{zooms[axis]:.2f} mm; field of view {' x '.join(f'{e:.0f}' for e in extent_mm)} mm): not a whole "
-            f"head (at least {MIN_T1_EXTENT_MM:.0f} mm along every axis); give the full T1 series",
-            path=source,
-        )
+    if request.space == SPACE:
+        raise InputError(f"--space {SPACE}: a plan on raw runs is always in the T1's world (T1w), with the MNI "
+                         "coordinate in target.mni_mm; --space is for fMRIPrep inputs")
+    if protocol.kind != "connectivity":
+        raise InputError(f"protocol '{protocol.name}' is a fixed target: native raw runs are not needed")
+    runs, series = _native_runs(request, protocol)
+    return plan_native(runs, request.t1_dicom or request.t1, protocol, request.label, t1_series=series,
+                       slice_timing=request.slice_timing, work_dir=request.work_dir, t_r=request.t_r,
+                       command=command, output=output, force=force, progress=progress)
 
 
 def _slice_time_run(data, img, meta, run):
@@ -844,8 +590,8 @@ def _slice_time_run(data, img, meta, run):
 
     TR: ``RepetitionTime``, else the NIfTI header.
     """
-    from tmstarget.ingest.runs import header_tr
     from tmstarget.anatomy.slicetiming import sidecar_slice_timing, slice_time_correct
+    from tmstarget.ingest.runs import header_tr
 
     times, axis = sidecar_slice_timing(meta, source=run.source, label=run.label)
     t_r_s = meta.get("RepetitionTime") or header_tr(img)

@@ -12,7 +12,7 @@ Voxel axes of the result (same convention as dcm2niix):
 * t: volumes in acquisition order.
 
 The affine maps these voxel indices to RAS+ mm: DICOM LPS coordinates are
-turned into RAS by ``LPS_TO_RAS = diag(-1, -1, 1, 1)``.
+turned into RAS by :data:`tmstarget.spaces.D` ``= diag(-1, -1, 1, 1)``.
 """
 
 import logging
@@ -25,10 +25,10 @@ from tmstarget.errors import DicomError
 from tmstarget.ingest.dicom.headers import ACQUISITION_KEYS
 from tmstarget.ingest.dicom.pixels import read_frames
 from tmstarget.ingest.dicom.sidecar import build_sidecar
+from tmstarget.spaces import D
 
 logger = logging.getLogger(__name__)
 
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 ORIENTATION_TOLERANCE = 1e-4  # direction cosines
 POSITION_TOLERANCE_MM = 0.01
 SPACING_TOLERANCE_MM = 1e-3
@@ -408,7 +408,7 @@ def _affine_ras(headers, frames, location, volume, normal, centres_mm):
     affine_lps[:3, 1] = -col_cos * spacing_rows_mm  # j runs against the DICOM rows
     affine_lps[:3, 2] = slice_vector
     affine_lps[:3, 3] = positions[0] + col_cos * spacing_rows_mm * (rows - 1)
-    return LPS_TO_RAS @ affine_lps
+    return D @ affine_lps
 
 
 def _slice_timing(frames, location, volume, n_slices, repetition_time_s):

@@ -14,6 +14,9 @@ Three layouts are recognised:
 * ``"single"``: classic one-slice-per-file images (Philips, GE, Siemens 3D).
 
 Coordinates here are DICOM patient coordinates (LPS, mm).
+
+Size: the three header layouts (mosaic, multi-frame, single) share one `FileHeader` record
+and the same field readers; split, each layout would repeat them.
 """
 
 import datetime as _dt

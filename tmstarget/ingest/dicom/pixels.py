@@ -38,7 +38,8 @@ def read_frames(header):
     if layout.offset is None:
         stored = _decode_compressed(header)
     else:
-        stored = np.fromfile(header.path, dtype=np.dtype(layout.dtype), count=layout.n_bytes // np.dtype(layout.dtype).itemsize, offset=layout.offset)
+        dtype = np.dtype(layout.dtype)
+        stored = np.fromfile(header.path, dtype=dtype, count=layout.n_bytes // dtype.itemsize, offset=layout.offset)
         if stored.size * stored.itemsize != layout.n_bytes:
             raise DicomError(
                 f"truncated pixel data: read {stored.size * stored.itemsize} of {layout.n_bytes} bytes",

@@ -30,8 +30,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from tmstarget.errors import DicomError, InputError, OutputError
 from tmstarget._fileio import write_json_atomic, write_nifti_atomic
+from tmstarget.errors import DicomError, InputError, OutputError
 from tmstarget.ingest.dicom.assemble import assemble_image, plan_series
 from tmstarget.ingest.dicom.headers import SkippedFile, read_file_header
 from tmstarget.ingest.dicom.sidecar import REDACTED
