@@ -26,6 +26,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from rigid import apply_affine, rotation
 from tmstarget.cli.main import main
 from tmstarget.workflows.fmriprep_t1w import choose_fmriprep_space, find_fmriprep_anatomy
 
@@ -39,24 +40,10 @@ MNI_TO_T1W = f"sub-01_from-{MNI}_to-T1w_mode-image_xfm.h5"
 RAS2LPS = np.diag([-1.0, -1.0, 1.0])
 
 
-def _rotation(axis, degrees):
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    i, j = [(1, 2), (0, 2), (0, 1)][axis]
-    r = np.eye(3)
-    r[i, i] = r[j, j] = c
-    r[i, j], r[j, i] = -s, s
-    return r
-
-
 #: MNI -> T1w world (RAS mm): 12 deg about z, -8 about x, 5 about y, then (7, -12, 15) mm.
 M = np.eye(4)
-M[:3, :3] = _rotation(2, 12.0) @ _rotation(0, -8.0) @ _rotation(1, 5.0)
+M[:3, :3] = rotation(2, 12.0) @ rotation(0, -8.0) @ rotation(1, 5.0)
 M[:3, 3] = [7.0, -12.0, 15.0]
-
-
-def _apply(matrix, points):
-    points = np.atleast_2d(points)
-    return points @ matrix[:3, :3].T + matrix[:3, 3]
 
 
 def _write_point_map(path, matrix_ras):
@@ -111,7 +98,7 @@ def test_fixture_transform_files_are_what_they_claim(tmp_path):
     point = np.array([-38.0, 44.0, 30.0])
     for name, matrix in ((T1W_TO_MNI, M), (MNI_TO_T1W, np.linalg.inv(M))):
         mapped = ants.read_transform(str(dataset / ANAT / name)).apply_to_point(list(RAS2LPS @ point))
-        np.testing.assert_allclose(RAS2LPS @ np.asarray(mapped), _apply(matrix, point)[0], atol=1e-3)
+        np.testing.assert_allclose(RAS2LPS @ np.asarray(mapped), apply_affine(matrix, point)[0], atol=1e-3)
 
 
 def test_t1w_target_is_the_known_rigid_transform_of_the_mni_target(plans):
@@ -122,14 +109,14 @@ def test_t1w_target_is_the_known_rigid_transform_of_the_mni_target(plans):
         # the MNI point is the one the engine found on the MNI grid ...
         np.testing.assert_allclose(candidate["mni_mm"], mni_candidate["ras_mm"], atol=1e-3)
         # ... and the T1w point is M applied to it
-        expected = _apply(M, candidate["mni_mm"])[0]
+        expected = apply_affine(M, candidate["mni_mm"])[0]
         assert np.linalg.norm(np.asarray(candidate["ras_mm"]) - expected) < 0.5, candidate["name"]
 
 
 def test_an_inverted_transform_would_fail_the_tolerance(plans):
     """The 0.5 mm check above is sharp: the inverse map puts the target centimetres away."""
     mni_target = np.asarray(plans["t1w"]["target"]["mni_mm"])
-    right, inverted = _apply(M, mni_target)[0], _apply(np.linalg.inv(M), mni_target)[0]
+    right, inverted = apply_affine(M, mni_target)[0], apply_affine(np.linalg.inv(M), mni_target)[0]
     assert np.linalg.norm(right - inverted) > 20.0
     assert np.linalg.norm(np.asarray(plans["t1w"]["target"]["ras_mm"]) - inverted) > 20.0
 
@@ -150,14 +137,14 @@ def test_coil_sits_on_the_moved_scalp(plans):
     head = data > 0.1 * data.max()  # skull (25 %) and scalp (70 %) of the synthetic head included
     labels, _ = ndimage.label(head)
     head = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
-    surface = _apply(native.affine, np.argwhere(head & ~ndimage.binary_erosion(head)))
+    surface = apply_affine(native.affine, np.argwhere(head & ~ndimage.binary_erosion(head)))
     centre = np.asarray(doc["coil"]["centre_ras_mm"])
     distance, _ = cKDTree(surface).query(centre)
     assert distance <= 2.0, f"coil centre {distance:.2f} mm from the native head surface"
     # the same placement as on the MNI-space T1, moved by M (scalp meshes differ by resampling only)
     mni_pose = np.asarray(mni_doc["coil"]["matrix"])
     pose = np.asarray(doc["coil"]["matrix"])
-    assert np.linalg.norm(centre - _apply(M, mni_pose[:3, 3])[0]) < 2.0
+    assert np.linalg.norm(centre - apply_affine(M, mni_pose[:3, 3])[0]) < 2.0
     moved_axes = M[:3, :3] @ mni_pose[:3, :3]
     angles = np.degrees(np.arccos(np.clip(np.sum(moved_axes * pose[:3, :3], axis=0), -1, 1)))
     assert np.all(angles < 5.0), angles
@@ -170,13 +157,13 @@ def test_maps_stay_on_the_mni_grid_and_say_so(plans):
                     / f"sub-01_task-rumination_space-{MNI}_desc-preproc_bold.nii.gz")
     np.testing.assert_allclose(doc["analysis_grid"]["affine"], bold.affine, atol=1e-6)
     ijk = doc["target"]["voxel_ijk"]
-    np.testing.assert_allclose(_apply(bold.affine, ijk)[0], doc["target"]["mni_mm"], atol=1e-3)
+    np.testing.assert_allclose(apply_affine(bold.affine, ijk)[0], doc["target"]["mni_mm"], atol=1e-3)
     for name in ("map-delta.nii.gz", "map-z_rumination.nii.gz"):
         img = nib.load(out / name)
         assert int(img.header["qform_code"]) == 4 and int(img.header["sform_code"]) == 4, name
         np.testing.assert_allclose(img.affine, bold.affine, atol=1e-6)
     sphere = nib.load(out / "target_sphere.nii.gz")
-    centroid = _apply(sphere.affine, np.argwhere(np.asarray(sphere.dataobj) > 0).mean(axis=0))[0]
+    centroid = apply_affine(sphere.affine, np.argwhere(np.asarray(sphere.dataobj) > 0).mean(axis=0))[0]
     assert np.linalg.norm(centroid - doc["target"]["mni_mm"]) < 1.0
     assert "MNI" in doc["qc"]["coordinates"]["analysis_grid"]
 

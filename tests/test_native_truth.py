@@ -29,6 +29,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from rigid import apply_affine, rotation
 from tmstarget.cli.main import main
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
@@ -46,18 +47,9 @@ SPOT_TOL_MM = 1.5 * EPI_VOXEL_MM  # the engine's peak on a 3-mm grid, with 6-mm 
 SURFACE_TOL_MM = 2.0
 
 
-def _rotation(axis, degrees):
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    i, j = [(1, 2), (0, 2), (0, 1)][axis]
-    r = np.eye(3)
-    r[i, i] = r[j, j] = c
-    r[i, j], r[j, i] = -s, s
-    return r
-
-
 #: EPI world -> T1 world (RAS mm): the truth the coregistration must find.
 R = np.eye(4)
-R[:3, :3] = _rotation(0, 8.0) @ _rotation(2, -7.0) @ _rotation(1, 6.0)
+R[:3, :3] = rotation(0, 8.0) @ rotation(2, -7.0) @ rotation(1, 6.0)
 R[:3, 3] = [9.0, -10.0, 7.0]
 
 #: The raw EPI grid (3 mm, axis-aligned in the EPI world); it holds the brain with a margin.
@@ -67,11 +59,6 @@ EPI_AFFINE[:3, 3] = [-88.5, -109.5, -78.0]
 
 #: Points spanning a head (RAS mm) on which two rigid maps are compared.
 HEAD_BOX = np.array([[x, y, z] for x in (-80.0, 80.0) for y in (-110.0, 80.0) for z in (-60.0, 90.0)])
-
-
-def _apply(matrix, points):
-    points = np.atleast_2d(np.asarray(points, dtype=float))
-    return points @ matrix[:3, :3].T + matrix[:3, 3]
 
 
 def _rotation_angle_deg(rotation):
@@ -141,7 +128,7 @@ def _ras_matrix_of_list(folder, entries):
 
 def _assert_rigid_close(found, truth, what):
     angle = _rotation_angle_deg(found[:3, :3] @ truth[:3, :3].T)
-    displacement = np.linalg.norm(_apply(found, HEAD_BOX) - _apply(truth, HEAD_BOX), axis=1).max()
+    displacement = np.linalg.norm(apply_affine(found, HEAD_BOX) - apply_affine(truth, HEAD_BOX), axis=1).max()
     assert angle < ROTATION_TOL_DEG, f"{what}: rotation off by {angle:.2f} deg"
     assert displacement < DISPLACEMENT_TOL_MM, f"{what}: points off by up to {displacement:.2f} mm"
 
@@ -153,19 +140,20 @@ def _head_surface_t1():
     head = data > 0.1 * data.max()  # skull (25 %) and scalp (70 %) of the synthetic head included
     labels, _ = ndimage.label(head)
     head = ndimage.binary_fill_holes(labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1)
-    return _apply(t1.affine, np.argwhere(head & ~ndimage.binary_erosion(head)))
+    return apply_affine(t1.affine, np.argwhere(head & ~ndimage.binary_erosion(head)))
 
 
 def test_a_wrong_way_coregistration_would_fail_the_tolerances():
     """The truth is far from its inverse and from identity, where the target and over the head."""
     spot = _planted_spot()
-    in_epi = _apply(np.linalg.inv(R), spot)[0]  # where the engine sees the spot
+    in_epi = apply_affine(np.linalg.inv(R), spot)[0]  # where the engine sees the spot
     inverse, identity = np.linalg.inv(R), np.eye(4)
-    assert np.linalg.norm(_apply(inverse, in_epi)[0] - spot) > 8 * SPOT_TOL_MM       # R^-1 instead of R
+    assert np.linalg.norm(apply_affine(inverse, in_epi)[0] - spot) > 8 * SPOT_TOL_MM       # R^-1 instead of R
     assert np.linalg.norm(in_epi - spot) > 3 * SPOT_TOL_MM                          # coregistration ignored
     for wrong in (inverse, identity):
         assert _rotation_angle_deg(wrong[:3, :3] @ R[:3, :3].T) > 10 * ROTATION_TOL_DEG
-        assert np.linalg.norm(_apply(wrong, HEAD_BOX) - _apply(R, HEAD_BOX), axis=1).max() > 20 * DISPLACEMENT_TOL_MM
+        moved = np.linalg.norm(apply_affine(wrong, HEAD_BOX) - apply_affine(R, HEAD_BOX), axis=1).max()
+        assert moved > 20 * DISPLACEMENT_TOL_MM
 
 
 def test_a_float32_run_whose_brain_fills_the_grid_is_read_and_smoothed(tmp_path):
@@ -207,14 +195,14 @@ def test_target_in_t1_world_is_the_planted_spot(native_truth):
     assert document["space"] == "T1w"
     target = document["target"]
     ras = np.asarray(target["ras_mm"])
-    through_truth = _apply(R @ EPI_AFFINE, target["voxel_ijk"])[0]
+    through_truth = apply_affine(R @ EPI_AFFINE, target["voxel_ijk"])[0]
     assert np.linalg.norm(ras - through_truth) < DISPLACEMENT_TOL_MM, (ras, through_truth)
     spot = _planted_spot()
     assert np.linalg.norm(ras - spot) <= SPOT_TOL_MM, f"target {ras} is {np.linalg.norm(ras - spot):.2f} mm from {spot}"
     # the sample T1 is the MNI template with a skull: its world is MNI to within the registration's error
     assert np.linalg.norm(np.asarray(target["mni_mm"]) - ras) < 2.0
     for candidate in document["candidates"]:
-        expected = _apply(R @ EPI_AFFINE, candidate["voxel_ijk"])[0]
+        expected = apply_affine(R @ EPI_AFFINE, candidate["voxel_ijk"])[0]
         assert np.linalg.norm(np.asarray(candidate["ras_mm"]) - expected) < DISPLACEMENT_TOL_MM, candidate["name"]
 
 
@@ -227,10 +215,10 @@ def test_analysis_grid_and_maps_are_moved_into_t1_world(native_truth):
                         for k in (0, EPI_SHAPE[2] - 1)], dtype=float)
     for what, affine in (("analysis_grid", np.asarray(document["analysis_grid"]["affine"])),
                          ("map-z_rest", nib.load(out / "map-z_rest.nii.gz").affine)):
-        error = np.linalg.norm(_apply(affine, corners) - _apply(truth, corners), axis=1).max()
+        error = np.linalg.norm(apply_affine(affine, corners) - apply_affine(truth, corners), axis=1).max()
         assert error < DISPLACEMENT_TOL_MM, f"{what}: grid corners off by {error:.2f} mm"
     sphere = nib.load(out / "target_sphere.nii.gz")
-    centroid = _apply(sphere.affine, np.argwhere(np.asarray(sphere.dataobj) > 0).mean(axis=0))[0]
+    centroid = apply_affine(sphere.affine, np.argwhere(np.asarray(sphere.dataobj) > 0).mean(axis=0))[0]
     assert np.linalg.norm(centroid - np.asarray(document["target"]["ras_mm"])) < EPI_VOXEL_MM / 2
 
 

@@ -34,6 +34,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from rigid import apply_affine, rotation
 from tmstarget.cli.main import main
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
@@ -43,24 +44,10 @@ SURFACE_TOL_MM = 2.0
 AXIS_TOL_DEG = 2.0
 
 
-def _rotation(axis, degrees):
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    i, j = [(1, 2), (0, 2), (0, 1)][axis]
-    r = np.eye(3)
-    r[i, i] = r[j, j] = c
-    r[i, j], r[j, i] = -s, s
-    return r
-
-
 def _rigid(rotation, translation):
     out = np.eye(4)
     out[:3, :3], out[:3, 3] = rotation, translation
     return out
-
-
-def _apply(matrix, points):
-    points = np.atleast_2d(np.asarray(points, dtype=float))
-    return points @ matrix[:3, :3].T + matrix[:3, 3]
 
 
 def _angle_deg(a, b):
@@ -70,7 +57,7 @@ def _angle_deg(a, b):
 
 def _corner_shift_mm(a, b, shape):
     corners = np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
-    return float(np.linalg.norm(_apply(a, corners) - _apply(b, corners), axis=1).max())
+    return float(np.linalg.norm(apply_affine(a, corners) - apply_affine(b, corners), axis=1).max())
 
 
 def _head_surface(data, affine):
@@ -79,7 +66,7 @@ def _head_surface(data, affine):
     head = head > 0.1 * head.max()  # skull (25 %) and scalp (70 %) of the synthetic head included
     labels, _ = ndimage.label(head)
     head = ndimage.binary_fill_holes(labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1)
-    return _apply(affine, np.argwhere(head & ~ndimage.binary_erosion(head)))
+    return apply_affine(affine, np.argwhere(head & ~ndimage.binary_erosion(head)))
 
 
 def _sample():
@@ -115,7 +102,7 @@ def _assert_coil_on_surface_and_aimed(document, surface, what):
 # ---------------------------------------------------------------------------
 
 #: qform of the mismatched T1 = MOVE @ sform (the sform is the truth).
-MOVE = _rigid(_rotation(2, 10.0) @ _rotation(0, -6.0), [-12.0, 9.0, 7.0])
+MOVE = _rigid(rotation(2, 10.0) @ rotation(0, -6.0), [-12.0, 9.0, 7.0])
 #: qform of the nearly-equal T1: the sform with its translation moved by 2e-4 mm (inside rtol 1e-5 * |offset|).
 SMALL_SHIFT_MM = 2e-4
 
@@ -190,8 +177,9 @@ def test_mismatch_plan_skips_navigation_with_one_warning_and_uses_the_sform(xfor
     surface = _head_surface(data, sform)
     _assert_coil_on_surface_and_aimed(document, surface, "qform != sform")
     # the same head surface seen through the qform is elsewhere: a qform scalp would be caught above
-    qform_surface = _apply(MOVE, surface)
-    assert np.linalg.norm(_apply(MOVE, document["coil"]["centre_ras_mm"]) - document["coil"]["centre_ras_mm"]) > 10
+    qform_surface = apply_affine(MOVE, surface)
+    centre = document["coil"]["centre_ras_mm"]
+    assert np.linalg.norm(apply_affine(MOVE, centre) - centre) > 10
     distance_to_qform_head, _ = cKDTree(qform_surface).query(document["coil"]["centre_ras_mm"])
     assert distance_to_qform_head > 3 * SURFACE_TOL_MM
     exact = xform_plans["exact"][1]
@@ -241,7 +229,7 @@ def test_mismatch_with_affine_qform_is_not_silently_mislabelled(xform_t1s, xform
         return
     _, centres = _localite_centres(tmp_path / "out")
     sform_centre = np.asarray(xform_plans["exact"][1]["coil"]["centre_ras_mm"])
-    np.testing.assert_allclose(centres[0], _apply(MOVE, sform_centre)[0], atol=1e-3,
+    np.testing.assert_allclose(centres[0], apply_affine(MOVE, sform_centre)[0], atol=1e-3,
                                err_msg="sform-world coordinates written for a navigator that uses the qform")
 
 
@@ -267,7 +255,7 @@ def test_nearly_equal_xforms_are_accepted_like_the_exact_t1(xform_plans):
 # 2c: an oblique, anisotropic, left-handed T1
 # ---------------------------------------------------------------------------
 
-OBLIQUE_ROTATION = _rotation(0, 15.0) @ _rotation(1, -15.0)
+OBLIQUE_ROTATION = rotation(0, 15.0) @ rotation(1, -15.0)
 #: storage axes: i -> anterior, j -> superior, k -> left (sagittal-first, left-handed)
 OBLIQUE_AXES = np.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 OBLIQUE_ZOOMS = np.array([1.0, 1.4, 2.6])
@@ -277,7 +265,7 @@ def make_oblique_t1(path):
     """The sample head resampled onto the oblique grid (same world); returns the path."""
     data, affine = _sample()
     direction = OBLIQUE_ROTATION @ OBLIQUE_AXES
-    head_world = _apply(affine, np.argwhere(data > 0))
+    head_world = apply_affine(affine, np.argwhere(data > 0))
     local = head_world @ direction  # grid-axis coordinates (mm) of every head voxel
     lo, hi = local.min(axis=0) - 8.0, local.max(axis=0) + 8.0
     shape = tuple(int(n) for n in np.ceil((hi - lo) / OBLIQUE_ZOOMS) + 1)
@@ -318,9 +306,9 @@ def test_oblique_fixture_is_oblique_and_holds_the_same_head(oblique_t1):
     # every voxel axis is at least 15 deg away from every world axis
     assert np.degrees(np.arccos(np.abs(directions).max())) > 14.9
     data, sample_affine = _sample()
-    sample_centroid = _apply(sample_affine, np.argwhere(data > 0.1 * data.max()).mean(axis=0))[0]
+    sample_centroid = apply_affine(sample_affine, np.argwhere(data > 0.1 * data.max()).mean(axis=0))[0]
     oblique_data = np.asarray(img.dataobj)
-    oblique_centroid = _apply(affine, np.argwhere(oblique_data > 0.1 * oblique_data.max()).mean(axis=0))[0]
+    oblique_centroid = apply_affine(affine, np.argwhere(oblique_data > 0.1 * oblique_data.max()).mean(axis=0))[0]
     assert np.linalg.norm(oblique_centroid - sample_centroid) < 1.0
 
 
