@@ -7,7 +7,7 @@ the plan (MNI), so the coil must land on that head whatever the header does:
 * **qform != sform** (2b). The sform is the sample's affine (the truth); the
   qform is that affine moved by a rigid transform (10 and -6 degrees, (-12, 9,
   7) mm), far beyond the tolerance of ``tmstarget.spaces.check_qform_sform``
-  (``allclose(q, s, rtol=1e-5, atol=1e-6)``); a second T1's qform differs by
+  (every field-of-view corner within 0.1 mm); a second T1's qform differs by
   2e-4 mm only (inside it). nibabel, SimNIBS and tmstarget's scalp read the
   sform. Documented behaviour (README, ``export`` and ``plan``): navigation
   files for a T1 whose qform and sform differ are refused unless ``--affine``

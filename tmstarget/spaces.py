@@ -49,6 +49,10 @@ __all__ = [
     "pose_difference",
     "check_qform_sform",
     "grid_corners",
+    "fov_corners",
+    "qform_sform_difference_mm",
+    "xforms_agree",
+    "QFORM_SFORM_TOLERANCE_MM",
     "map_points_ras",
 ]
 
@@ -91,6 +95,8 @@ COIL_AXES = {
 XFORM_NAMES = {1: "Scanner", 2: "Aligned", 3: "Talairach", 4: "MNI-152", 5: "Other-Template"}
 
 POSE_TOL = 1e-6  # writer rule, spec §5.3
+#: qform and sform agree when every field-of-view corner maps within this distance (spec §5.2).
+QFORM_SFORM_TOLERANCE_MM = 0.1
 READ_REJECT_TOL = 5e-3  # reader rule, spec §6
 READ_WARN_TOL = 1e-3
 
@@ -343,8 +349,9 @@ class XformCheck:
     affine : ndarray (4, 4)
         The voxel → RAS mm affine the world coordinates refer to.
     xform : str
-        ``"qform=sform"`` (both present and equal), ``"qform"`` or ``"sform"``
-        (only that one present, or chosen by the user).
+        ``"qform=sform"`` (both present and every field-of-view corner within
+        :data:`QFORM_SFORM_TOLERANCE_MM`; the sform is used), ``"qform"`` or
+        ``"sform"`` (only that one present, or chosen by the user).
     code : int
         NIfTI xform code of the affine used (1 scanner … 5 other template).
     qform_code, sform_code : int
@@ -353,6 +360,8 @@ class XformCheck:
     max_difference_mm : float
         Largest displacement between qform and sform over the field-of-view
         corners (0 when only one is present).
+    agree : bool (property)
+        Navigators cannot tell the two apart (one code is 0, or within tolerance).
     """
 
     affine: np.ndarray
@@ -365,15 +374,33 @@ class XformCheck:
     qform: np.ndarray
     sform: np.ndarray
 
+    @property
+    def agree(self):
+        """True when only one transform is present or both map the field of view within the tolerance."""
+        if self.qform_code <= 0 or self.sform_code <= 0:
+            return True
+        return self.max_difference_mm <= QFORM_SFORM_TOLERANCE_MM
+
+    @property
+    def affine_used(self):
+        """The header transform behind :attr:`affine`: ``"sform"`` or ``"qform"``.
+
+        ``"qform=sform"`` (agreement within :data:`QFORM_SFORM_TOLERANCE_MM`)
+        uses the sform.
+        """
+        return "sform" if self.xform == "qform=sform" else self.xform
+
     def as_dict(self):
         return {
             "xform": self.xform,
+            "affine_used": self.affine_used,
             "code": self.code,
             "code_name": XFORM_NAMES.get(self.code, "Unknown"),
             "qform_code": self.qform_code,
             "sform_code": self.sform_code,
             "chosen_by_user": self.chosen,
             "qform_sform_max_difference_mm": self.max_difference_mm,
+            "qform_sform_tolerance_mm": QFORM_SFORM_TOLERANCE_MM,
         }
 
 
@@ -385,9 +412,31 @@ def grid_corners(shape):
     )
 
 
-def _corner_difference_mm(a, b, shape):
-    corners = grid_corners(shape)
-    return float(np.max(np.linalg.norm((corners @ a.T - corners @ b.T)[:, :3], axis=1)))
+def fov_corners(shape):
+    """The 8 corners of a grid's field of view (outer faces of the corner voxels), homogeneous ``(8, 4)`` ijk1."""
+    return np.array([[i, j, k, 1.0] for i in (-0.5, shape[0] - 0.5) for j in (-0.5, shape[1] - 0.5)
+                     for k in (-0.5, shape[2] - 0.5)])
+
+
+def qform_sform_difference_mm(qform, sform, shape):
+    """Largest distance (mm) between where ``qform`` and ``sform`` put a corner of the field of view of ``shape``."""
+    corners = fov_corners(shape)
+    return float(np.max(np.linalg.norm((corners @ np.asarray(qform).T - corners @ np.asarray(sform).T)[:, :3],
+                                       axis=1)))
+
+
+def xforms_agree(img):
+    """True when ``img`` has both a qform and an sform (codes > 0) that agree (spec §5.2).
+
+    They agree when every corner of the field of view maps within
+    :data:`QFORM_SFORM_TOLERANCE_MM` (0.1 mm): float rounding in real scanner
+    exports reaches about 0.01 mm, navigation accuracy is 2-5 mm.
+    """
+    header = img.header
+    if int(header["qform_code"]) <= 0 or int(header["sform_code"]) <= 0:
+        return False
+    diff = qform_sform_difference_mm(header.get_qform(), header.get_sform(), img.shape[:3])
+    return diff <= QFORM_SFORM_TOLERANCE_MM
 
 
 def _is_sheared(affine, tol=1e-4):
@@ -409,8 +458,11 @@ def check_qform_sform(img, choose=None):
     * a sform with code > 0 that is sheared or non-orthogonal → refused,
       whatever ``choose`` says;
     * exactly one code > 0 → that transform;
-    * both codes > 0 and ``allclose(q, s, rtol=1e-5, atol=1e-6)`` → equal;
-    * both codes > 0 and different → :class:`XformMismatchError` unless
+    * both codes > 0 and every corner of the field of view mapped within
+      :data:`QFORM_SFORM_TOLERANCE_MM` (0.1 mm) by both → they agree
+      (``"qform=sform"``): the sform is used and the measured difference
+      recorded (``max_difference_mm``), unless ``choose`` names one;
+    * both codes > 0 and further apart → :class:`XformMismatchError` unless
       ``choose`` is ``"qform"`` or ``"sform"``.
 
     Parameters
@@ -481,13 +533,14 @@ def check_qform_sform(img, choose=None):
                 f"({choose}_code = 0); only the {present} is present"
             )
         return decided(present, present, choose is not None, 0.0)
-    diff = _corner_difference_mm(qform, sform, shape)
+    diff = qform_sform_difference_mm(qform, sform, shape)
     if choose is None:
-        if np.allclose(qform, sform, rtol=1e-5, atol=1e-6):
+        if diff <= QFORM_SFORM_TOLERANCE_MM:
             return decided("sform", "qform=sform", False, diff)
         raise XformMismatchError(
             f"the T1 qform (code {qcode}) and sform (code {scode}) differ by up to "
-            f"{diff:.2f} mm over the field of view; navigators disagree about which one they "
+            f"{diff:.2f} mm over the field of view (more than {QFORM_SFORM_TOLERANCE_MM} mm); navigators disagree "
+            "about which one they "
             "use (nibabel and SimNIBS: sform; Brainsight <= 2.5.2 and ANT visor2: qform; "
             "ITK/Slicer: depends on the codes), so the same coordinates could land in "
             "different places on the head. Fix the T1 header so both agree, or state which "

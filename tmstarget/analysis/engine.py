@@ -413,11 +413,14 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None):
 
 def _xform_used(img):
     """The NIfTI transform behind ``img.affine``, so behind the scalp and coil: nibabel takes the sform when
-    its code is > 0, else the qform. ``"qform=sform"`` when both are set and agree; None without a NIfTI header."""
+    its code is > 0, else the qform. ``"qform=sform"`` when both are set and agree within 0.1 mm over the field of
+    view (:func:`tmstarget.spaces.xforms_agree`); None without a NIfTI header."""
+    from tmstarget.spaces import xforms_agree
+
     header = img.header
     if not hasattr(header, "get_sform"):
         return None
     qcode, scode = int(header["qform_code"]), int(header["sform_code"])
-    if qcode > 0 and scode > 0 and np.allclose(header.get_qform(), header.get_sform(), rtol=1e-5, atol=1e-6):
+    if xforms_agree(img):
         return "qform=sform"
     return "sform" if scode > 0 else ("qform" if qcode > 0 else None)

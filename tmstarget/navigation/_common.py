@@ -349,11 +349,8 @@ class T1Reference:
 
     @property
     def agree(self):
-        """True when qform and sform agree (or only one is present)."""
-        x = self.xform
-        if x.qform_code <= 0 or x.sform_code <= 0:
-            return True
-        return bool(np.allclose(x.qform, x.sform, rtol=1e-5, atol=1e-6))
+        """True when qform and sform agree within 0.1 mm over the field of view (or only one is present)."""
+        return self.xform.agree
 
     def as_dict(self):
         out = {"file": self.name, "sha256": self.sha256}
@@ -473,6 +470,8 @@ def build_provenance(fmt, path, t1ref, *, world, coil_axes, targets, extra=None)
         "t1_file": t1ref.name,
         "t1_sha256": t1ref.sha256,
         "xform": t1ref.xform.xform,
+        "affine_used": t1ref.xform.affine_used,
+        "qform_sform_max_difference_mm": t1ref.xform.max_difference_mm,
         "world": world,
         "coil_axes": coil_axes,
         "canonical_pose": "SimNIBS axes, RAS mm: " + SIMNIBS_AXES_TEXT,
@@ -487,7 +486,7 @@ def provenance_comment(t1ref, *, world, axes):
     """One-line provenance text for in-file comments (no '--', no newlines)."""
     text = (
         f"tmstarget {__version__}; T1={t1ref.name} sha256={t1ref.sha256}; world={world}; "
-        f"xform={t1ref.xform.xform}; axes={axes}"
+        f"xform={t1ref.xform.xform}; affine={t1ref.xform.affine_used}; axes={axes}"
     )
     return text.replace("--", "-\u2010").replace("\n", " ")
 
@@ -671,6 +670,7 @@ def tmstarget_declaration(t1ref, **fields):
         "t1": t1ref.name,
         "t1_sha256": t1ref.sha256,
         "xform": t1ref.xform.xform,
+        "affine_used": t1ref.xform.affine_used,
         **fields,
     }
 

@@ -16,6 +16,18 @@ hold one (Slicer ``.mrk.json`` without orientation, ``.fcsv``, SimNIBS
 Formats that always carry an orientation (Localite, Brainsight, ANT) are
 refused when asked for by name, and skipped (reported) under ``all``:
 tmstarget never invents a coil orientation a clinician could follow.
+
+qform and sform
+---------------
+They agree when every corner of the T1's field of view maps within 0.1 mm
+(spec §5.2); the sform is then used and the measured difference recorded in
+every ``<file>.provenance.json`` (``xform``, ``affine_used``,
+``qform_sform_max_difference_mm``).  Further apart, the export is refused
+unless ``t1_choice`` (``--affine``) names the transform.  With a choice, a
+navigator known to read the *other* transform (ANT visor2 and SimNIBS: qform;
+Slicer: ITK's rule; Brainsight 12: qform) is refused when asked for by name,
+and under ``all`` it is skipped and reported in ``ExportResult.skipped`` (one
+reason per format) while every valid format is written.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ import numpy as np
 
 from tmstarget._fileio import sha256_file
 from tmstarget.errors import InputError, NavigationFormatError, OrientationError, OutputError
-from tmstarget.navigation._common import NavTarget, load_t1_reference
+from tmstarget.navigation._common import NavTarget, check_navigator_xform, load_t1_reference
 from tmstarget.navigation.bids import bids_sidecar_paths
 from tmstarget.navigation.formats import FORMATS, normalize_formats
 from tmstarget.navigation.localite import localite_marker_filename
@@ -92,7 +104,8 @@ class ExportResult:
     files : dict
         Format key → list of written paths (provenance sidecars included).
     skipped : dict
-        Format key → reason (only under ``all``).
+        Format key → reason (only under ``all``: no coil pose, or a navigator
+        that reads the T1 transform the coordinates do not refer to).
     markers : list of str
     warnings : list of str
     """
@@ -495,6 +508,14 @@ def export_plan(
 
     if brainsight_version is None:
         brainsight_version = 12 if t1ref.agree else 14
+    if from_all:
+        # an all-formats request writes what is valid: a navigator that reads the other transform is reported
+        for k in list(keys):
+            try:
+                check_navigator_xform(t1ref, f"brainsight{brainsight_version}" if k == "brainsight" else k)
+            except NavigationFormatError as exc:
+                skipped[k] = exc.message
+                keys.remove(k)
     localite_name = localite_marker_filename()
     plan_prov = {
         "target_json_sha256": sha256_file(plan.target_json),

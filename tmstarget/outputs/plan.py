@@ -176,9 +176,10 @@ class Plan:
         affine : {None, "qform", "sform"}
             Which T1 affine the navigator uses, needed only when they differ.
         on_navigation_skipped : callable, optional
-            With ``navigation="all"``, a T1 whose qform and sform disagree skips
-            the navigation files instead of failing: called with the error
-            (default: :func:`warnings.warn`).
+            With ``navigation="all"``, a T1 whose qform and sform disagree (more
+            than 0.1 mm) skips the navigation files instead of failing, and with
+            ``affine`` a navigator reading the other transform skips its format:
+            called with one line per skip (default: :func:`warnings.warn`).
         writers : iterable of callable
             ``f(staging_folder)`` writing more files before the folder is published.
 
@@ -247,25 +248,33 @@ class Plan:
 def navigation_writer(formats, affine=None, on_skipped=None):
     """``f(plan_dir)`` writing navigation files into ``plan_dir/navigation``.
 
-    With ``formats == "all"``, a T1 the navigators disagree on (qform != sform
-    without ``affine``) is skipped, reported to ``on_skipped(error)`` (default:
-    a warning), not fatal.
+    With ``formats == "all"`` nothing that is valid is withheld: a T1 the
+    navigators disagree on (qform and sform more than 0.1 mm apart, no
+    ``affine``) skips the navigation files, and with ``affine`` each format
+    whose navigator reads the other transform is skipped. Each skip is one
+    line passed to ``on_skipped(message)`` (default: a warning), not fatal.
     """
     import warnings
 
     from tmstarget.errors import OrientationError
     from tmstarget.navigation.export import export_plan
 
+    def report(message):
+        if on_skipped is None:
+            warnings.warn(message, stacklevel=3)
+        else:
+            on_skipped(message)
+
     def write(plan_dir):
         try:
-            export_plan(plan_dir, formats, t1_choice=affine)
+            result = export_plan(plan_dir, formats, t1_choice=affine)
         except OrientationError as exc:
             if formats != "all":
                 raise
-            if on_skipped is None:
-                warnings.warn(f"navigation files not written: {exc}", stacklevel=2)
-            else:
-                on_skipped(exc)
+            report(f"navigation files not written: {exc} (run 'tmstarget export' with --affine)")
+            return
+        for fmt, reason in result.skipped.items():
+            report(f"{fmt} navigation file not written: {reason}")
 
     return write
 
