@@ -49,7 +49,6 @@ __all__ = [
     "pose_difference",
     "check_qform_sform",
     "grid_corners",
-    "fov_corners",
     "qform_sform_difference_mm",
     "xforms_agree",
     "QFORM_SFORM_TOLERANCE_MM",
@@ -377,9 +376,7 @@ class XformCheck:
     @property
     def agree(self):
         """True when only one transform is present or both map the field of view within the tolerance."""
-        if self.qform_code <= 0 or self.sform_code <= 0:
-            return True
-        return self.max_difference_mm <= QFORM_SFORM_TOLERANCE_MM
+        return min(self.qform_code, self.sform_code) <= 0 or self.max_difference_mm <= QFORM_SFORM_TOLERANCE_MM
 
     @property
     def affine_used(self):
@@ -412,17 +409,11 @@ def grid_corners(shape):
     )
 
 
-def fov_corners(shape):
-    """The 8 corners of a grid's field of view (outer faces of the corner voxels), homogeneous ``(8, 4)`` ijk1."""
-    return np.array([[i, j, k, 1.0] for i in (-0.5, shape[0] - 0.5) for j in (-0.5, shape[1] - 0.5)
-                     for k in (-0.5, shape[2] - 0.5)])
-
-
 def qform_sform_difference_mm(qform, sform, shape):
-    """Largest distance (mm) between where ``qform`` and ``sform`` put a corner of the field of view of ``shape``."""
-    corners = fov_corners(shape)
-    return float(np.max(np.linalg.norm((corners @ np.asarray(qform).T - corners @ np.asarray(sform).T)[:, :3],
-                                       axis=1)))
+    """Largest distance (mm) between where ``qform`` and ``sform`` put a corner of the field of view of ``shape``
+    (the outer faces of the corner voxels)."""
+    corners = grid_corners(np.asarray(shape[:3]) + 1) - [0.5, 0.5, 0.5, 0.0]
+    return float(np.max(np.linalg.norm((corners @ (np.asarray(qform) - np.asarray(sform)).T)[:, :3], axis=1)))
 
 
 def xforms_agree(img):
@@ -540,8 +531,7 @@ def check_qform_sform(img, choose=None):
         raise XformMismatchError(
             f"the T1 qform (code {qcode}) and sform (code {scode}) differ by up to "
             f"{diff:.2f} mm over the field of view (more than {QFORM_SFORM_TOLERANCE_MM} mm); navigators disagree "
-            "about which one they "
-            "use (nibabel and SimNIBS: sform; Brainsight <= 2.5.2 and ANT visor2: qform; "
+            "about which one they use (nibabel and SimNIBS: sform; Brainsight <= 2.5.2 and ANT visor2: qform; "
             "ITK/Slicer: depends on the codes), so the same coordinates could land in "
             "different places on the head. Fix the T1 header so both agree, or state which "
             "affine the plan's coordinates refer to with --affine qform|sform"
