@@ -58,7 +58,8 @@ PATIENT = {
 }
 PERSON_NAME_FIELDS = ("PatientName", "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName")
 REST_DESCRIPTION = "ep2d_rest QUIXWORTH"  # the family name typed into the protocol by the operator
-CLEAN = ["--set", "clean.min_volumes=20", "--set", "clean.dummy_volumes=0"]  # a 40-volume run
+CLEAN = ["--set", "clean.min_volumes=20", "--set", "clean.dummy_volumes=0",  # a 40-volume run
+         "--set", "inference.min_effective_dof=0"]
 # Runs the CLI with every logger at DEBUG on stderr (main's own basicConfig then keeps it).
 CLI = ("import logging, sys; logging.basicConfig(level=logging.DEBUG, "
        "format='%(levelname)s %(name)s: %(message)s'); "

@@ -11,6 +11,7 @@ the pipeline uses and what the outputs record.
 import dataclasses
 import difflib
 import hashlib
+import math
 import tomllib
 import types
 import typing
@@ -312,9 +313,44 @@ class QcParams(_Section):
     rumination_subsystem_check: bool = True
 
 
+@dataclass(frozen=True)
+class InferenceParams(_Section):
+    """``[inference]``: is the target real (family-wise null), and how sure is its position (bootstrap)?
+
+    See :mod:`tmstarget.analysis.inference`.
+
+    Attributes
+    ----------
+    alpha : float
+        A target is ``significant`` when its family-wise p (``p_fwe``) is at most this.
+    n_permutations : int
+        Null draws (block relabelings for a contrast, phase-randomized seeds for
+        a rest map); fewer when fewer distinct relabelings exist (then all are used).
+    n_bootstrap : int
+        Block-bootstrap resamples that re-pick the target (0: no bootstrap).
+    random_seed : int
+        Seeds every random draw: identical inputs give identical output.
+    min_effective_dof : float
+        A state needs at least this many effective degrees of freedom (after
+        scrubbing, filtering and regression) or the plan is refused.
+    segment_s : float
+        Length (s) of the frame segments used as exchangeable blocks when a
+        state is a whole run (rest bootstrap, separate-runs relabeling, split halves).
+    """
+
+    section: ClassVar[str] = "inference"
+    alpha: float = _key(0.05, _range(0.0, 0.5, lo_open=True))
+    n_permutations: int = _key(1000, _range(1, 100000))
+    n_bootstrap: int = _key(200, _range(0, 100000))
+    random_seed: int = _key(0, _range(0, 2**32 - 1))
+    min_effective_dof: float = _key(10.0, _range(0.0, 100000.0))
+    segment_s: float = _key(60.0, _range(4.0, 3600.0))
+
+
 # TOML tables in the order the outputs record them.
 _SECTIONS = {cls.section: cls for cls in (CleanParams, RoisParams, SeedParams, SearchParams, ConnectivityParams,
-                                          TargetParams, FixedParams, CoilParams, PrescriptionParams, QcParams)}
+                                          TargetParams, FixedParams, CoilParams, PrescriptionParams, QcParams,
+                                          InferenceParams)}
 @dataclass(frozen=True)
 class _TopLevel:
     """The top-level keys, checked like table fields (name and description are required)."""
@@ -348,6 +384,7 @@ class Protocol:
     coil : CoilParams
     prescription : PrescriptionParams
     qc : QcParams
+    inference : InferenceParams
     source : str
         Path of the TOML file (or ``protocols/name.toml``).
     sha256 : str
@@ -371,6 +408,7 @@ class Protocol:
     coil: CoilParams = field(default_factory=CoilParams)
     prescription: PrescriptionParams = field(default_factory=PrescriptionParams)
     qc: QcParams = field(default_factory=QcParams)
+    inference: InferenceParams = field(default_factory=InferenceParams)
     source: str = "<protocol>"
     sha256: str = ""
     overrides: dict = field(default_factory=dict)
@@ -451,7 +489,12 @@ class Protocol:
                 raise ProtocolError("a fixed protocol needs exactly one of [fixed] site or mni_mm", path=source,
                                     key="fixed")
             return
-        seed, conn, clean = self.seed, self.connectivity, self.clean
+        seed, conn, clean, inference = self.seed, self.connectivity, self.clean, self.inference
+        if (1 + inference.n_permutations) * inference.alpha < 1:
+            raise ProtocolError(
+                f"n_permutations = {inference.n_permutations} cannot reach p <= alpha = {inference.alpha:g} "
+                f"(the smallest p is 1/(1 + n_permutations)); use at least {math.ceil(1 / inference.alpha) - 1}",
+                path=source, key="inference.n_permutations")
         if (seed.subsystem is None) == (seed.sphere is None):
             raise ProtocolError("needs exactly one of [seed] subsystem or sphere", path=source, key="seed")
         if self.search.region is None:

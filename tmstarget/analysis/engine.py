@@ -15,6 +15,7 @@ from scipy import ndimage
 from tmstarget.analysis import rois as roi_defs
 from tmstarget.analysis.clean import plan_cleaning
 from tmstarget.analysis.connectivity import correlation_with_seed, fisher_z, seed_signal, state_frames, subsystem_fc
+from tmstarget.analysis.inference import effective_dof
 from tmstarget.analysis.targets import fixed_target, pick_targets
 from tmstarget.analysis.voxels import VoxelSet, read_voxel_timeseries
 from tmstarget.errors import InputError
@@ -280,14 +281,16 @@ def plan(selection, protocol, t_r=None, progress=None):
     _progress(progress, "computing connectivity")
     states = protocol.states
     rows = _state_rows(runs, plans, states, conn)
+    seed = seed_signal(data, seed_groups)
+    dof = {state: effective_dof([p.operator for p in plans], seed, sel) for state, sel in rows.items()}
     for state, sel in rows.items():
-        if sel.sum() < clean_p.min_volumes:
+        if dof[state] < protocol.inference.min_effective_dof:
             raise InputError(
-                f"state '{state}' has only {int(sel.sum())} usable volumes after scrubbing and block selection; "
-                f"at least {clean_p.min_volumes} are needed ([clean] min_volumes)",
+                f"state '{state}' has only {dof[state]:.1f} effective degrees of freedom ({int(sel.sum())} frames "
+                "after scrubbing and block selection, fewer independent ones after filtering and regression); "
+                f"at least {protocol.inference.min_effective_dof:g} are needed ([inference] min_effective_dof)",
                 path=runs[0].paths["bold"],
             )
-    seed = seed_signal(data, seed_groups)
     z_maps, score = _score_map(data, seed, rows, conn)
 
     _progress(progress, "picking the target")
@@ -338,6 +341,7 @@ def plan(selection, protocol, t_r=None, progress=None):
     qc = {
         "runs": run_qc,
         "frames_per_state": {s: int(sel.sum()) for s, sel in rows.items()},
+        "effective_dof_per_state": {s: round(float(v), 2) for s, v in dof.items()},
         "seed": seed_label,
         "search_region_voxels": int(len(region_cols)),
         "subsystem_fc": table,
