@@ -6,6 +6,10 @@ schema is the dataclasses below, one per TOML table: each field has a type
 :class:`~tmstarget.errors.ProtocolError` naming the file, the key and the
 problem.  The resolved protocol (defaults filled, overrides applied) is what
 the pipeline uses and what the outputs record.
+
+Size: the whole schema (one dataclass per TOML table, with its checks and
+documentation) and its loader in one place, so a key is defined, checked and
+documented exactly once.
 """
 
 import dataclasses
