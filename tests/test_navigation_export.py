@@ -84,6 +84,8 @@ def test_export_all_formats(plan):
         names = [t.name for t in nav.targets]
         if fmt in ("csv", "json"):
             assert names == ["sgacc-dlpfc-1", "sgacc-dlpfc-2", "sgacc-dlpfc-3"]
+        elif FORMATS[fmt].cortex:  # coil pose and cortical target, both shown (tests/test_navigation_cortex.py)
+            assert names == [f"sgacc-dlpfc-{i} {what}" for i in (1, 2) for what in ("coil", "cortex")]
         else:
             assert names == ["sgacc-dlpfc-1", "sgacc-dlpfc-2"]
         first = nav.targets[0]
@@ -287,7 +289,7 @@ def test_cli_export_import_compare(plan, capsys):
     assert args.handler(args) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("index\tname")
-    assert len(table) == 3
+    assert len(table) == 5  # target and candidate 2, each as coil and cortex markers
     args = parser.parse_args(["navigation", "compare", str(plan), str(xml), "--json"])
     assert args.handler(args) == 0
     rows = json.loads(capsys.readouterr().out)

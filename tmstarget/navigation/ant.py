@@ -2,7 +2,10 @@
 
 ``RigidTransformMatrix4x4`` is a list of rows in SimNIBS convention
 (``"CoilAxesConvention": "simnibs"``), in the world of the associated image.
-``AssociatedImageInfo`` stores that image's qform (quaternion b, c, d;
+The format holds coil targets only (a second ``CoilTarget`` at the cortex
+would be offered as a coil pose inside the head), so each target's cortical
+point is recorded in ``SourceInfo.CorticalTargetsRAS`` (name → RAS mm), for
+the record, not for visor2.  ``AssociatedImageInfo`` stores that image's qform (quaternion b, c, d;
 qoffset; pixdim[0..3] with pixdim[0] = qfac), so visor2 is taken to place
 coordinates with the **qform** (inferred, [U]); the writer therefore refuses
 a plan whose coordinates refer to a differing sform.
@@ -39,6 +42,11 @@ def render_ant(targets, t1ref, coil_type="", coil_id=""):
                 "T1Sha256": t1ref.sha256,
                 "World": f"RAS mm of the T1 {t1ref.xform.xform}",
                 "CoilAxes": "simnibs (z into the head, y away from the handle, handle = -y)",
+                "CorticalTargetsRAS": {
+                    t.name: [float(v) for v in t.info["cortex_ras_mm"]]
+                    for t in targets
+                    if "cortex_ras_mm" in t.info
+                },
             },
             "AssociatedImageInfo": {
                 "NIfTI_quatern": [float(v) for v in t1ref.quatern],

@@ -17,6 +17,19 @@ Formats that always carry an orientation (Localite, Brainsight, ANT) are
 refused when asked for by name, and skipped (reported) under ``all``:
 tmstarget never invents a coil orientation a clinician could follow.
 
+Coil and cortex
+---------------
+Where the format can show two markers, each coil pose is written as
+``"<name> coil"`` followed by ``"<name> cortex"``, the cortical target
+(:func:`with_cortex_markers`; the mode per format is
+:attr:`FormatSpec.cortex`): Localite and Brainsight get a second marker /
+target with the coil's orientation at the cortical point, Slicer
+(``.mrk.json``, ``.fcsv``) a second control point, SimNIBS a ``Generic`` row
+(never a second ``CoilPos``, which SimNIBS would simulate).  ANT visor2's
+``.mrk`` holds coil targets only, so the cortical target goes into its
+``SourceInfo`` (``CorticalTargetsRAS``) and the coil target keeps the plan's
+name; BIDS and the plain CSV/JSON carry it in the same row (``target_*``).
+
 qform and sform
 ---------------
 They agree when every corner of the T1's field of view maps within 0.1 mm
@@ -57,6 +70,7 @@ __all__ = [
     "ExportResult",
     "plan_markers",
     "check_head_geometry",
+    "with_cortex_markers",
 ]
 
 FOV_MARGIN_MM = 50.0
@@ -323,6 +337,38 @@ def plan_markers(plan, *, all_candidates=False):
     return out
 
 
+def with_cortex_markers(markers, mode):
+    """Each coil marker followed by its cortical target, for a format that can show both.
+
+    A marker with a pose and a known cortical target (``info["cortex_ras_mm"]``)
+    becomes ``"<name> coil"`` (the pose) and ``"<name> cortex"`` (kind
+    ``"cortex"``): with ``mode="pose"`` the coil's orientation placed at the
+    cortical target (for formats whose markers are all poses; the marker then
+    lies on the coil axis, along z, when the coil is aimed at the target), with
+    ``mode="point"`` the position alone.  ``mode=None`` returns ``markers``
+    unchanged, as do markers without a pose (their position is the target).
+    """
+    if mode not in (None, "pose", "point"):
+        raise ValueError(f"mode must be None, 'pose' or 'point'; got {mode!r}")
+    if mode is None:
+        return list(markers)
+    out = []
+    for m in markers:
+        cortex = m.info.get("cortex_ras_mm")
+        if not m.has_pose or cortex is None:
+            out.append(m)
+            continue
+        out.append(NavTarget(f"{m.name} coil", m.pose_ras, kind=m.kind, info=m.info))
+        info = {"coil_marker": f"{m.name} coil", "cortex_ras_mm": list(cortex)}
+        if mode == "pose":
+            pose = m.pose_ras.copy()
+            pose[:3, 3] = cortex
+            out.append(NavTarget(f"{m.name} cortex", pose, kind="cortex", info=info))
+        else:
+            out.append(NavTarget(f"{m.name} cortex", None, position_ras_mm=cortex, kind="cortex", info=info))
+    return out
+
+
 def head_centroid_ras(t1_path, affine):
     """Intensity-thresholded centroid of the head in the T1 (RAS mm).
 
@@ -534,7 +580,7 @@ def export_plan(
             if k == "bids"
             else _dest_name(k, plan.participant, localite_name)
         )
-        markers = all_markers if k in ("csv", "json") else nav_markers
+        markers = all_markers if k in ("csv", "json") else with_cortex_markers(nav_markers, FORMATS[k].cortex)
         jobs.append((k, rel, markers))
 
     # refuse before writing anything

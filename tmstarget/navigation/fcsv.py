@@ -62,11 +62,12 @@ def render_fcsv(targets, t1ref):
         "# CoordinateSystem = 0",
         "# columns = " + ",".join(DEFAULT_COLUMNS),
     ]
-    desc = _clean(
-        f"tmstarget {__version__} coil centre; T1 {t1ref.name} sha256={t1ref.sha256}; "
-        f"RAS ({t1ref.xform.xform}); orientation not stored"
-    )
     for i, tgt in enumerate(targets, start=1):
+        what = "cortical target" if tgt.kind == "cortex" else ("coil centre" if tgt.has_pose else "target")
+        desc = _clean(
+            f"tmstarget {__version__} {what}; T1 {t1ref.name} sha256={t1ref.sha256}; "
+            f"RAS ({t1ref.xform.xform}); orientation not stored"
+        )
         x, y, z = (fmt_num(v, DECIMALS) for v in tgt.position_ras_mm)
         lines.append(f"{i},{x},{y},{z},0,0,0,1,1,1,1,{tgt.name},{desc},")
     return "\n".join(lines) + "\n"

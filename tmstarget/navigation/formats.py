@@ -37,6 +37,14 @@ class FormatSpec:
     pose_required : bool
         True when the format cannot hold a position without an orientation.
     description : str
+    cortex : {None, "pose", "point"}
+        How a plan export adds the cortical target beside each coil pose
+        (markers ``"<name> coil"`` and ``"<name> cortex"``): ``"pose"`` = a
+        second marker with the coil's orientation at the cortical target (the
+        format holds poses only), ``"point"`` = a position-only point; None =
+        no second marker (ANT visor2 holds coil targets only and gets the point
+        in its ``SourceInfo``; BIDS and the plain tables carry it in the same
+        row as ``target_*``).
     """
 
     key: str
@@ -44,6 +52,7 @@ class FormatSpec:
     reader: Callable
     pose_required: bool
     description: str
+    cortex: str | None = None
 
 
 FORMATS = {
@@ -53,6 +62,7 @@ FORMATS = {
         read_localite,
         True,
         "Localite TMS Navigator InstrumentMarkerList XML (RAS or LPS)",
+        cortex="pose",
     ),
     "brainsight": FormatSpec(
         "brainsight",
@@ -60,10 +70,16 @@ FORMATS = {
         read_brainsight,
         True,
         "Brainsight targets .txt (version 12, or 14 when q/s differ)",
+        cortex="pose",
     ),
     "ant": FormatSpec("ant", write_ant, read_ant, True, "ANT Neuro visor2 .mrk (JSON)"),
     "slicer": FormatSpec(
-        "slicer", write_slicer_json, read_slicer_json, False, "3D Slicer markups .mrk.json (LPS)"
+        "slicer",
+        write_slicer_json,
+        read_slicer_json,
+        False,
+        "3D Slicer markups .mrk.json (LPS)",
+        cortex="point",
     ),
     "fcsv": FormatSpec(
         "fcsv",
@@ -71,13 +87,15 @@ FORMATS = {
         read_fcsv,
         False,
         "3D Slicer legacy .fcsv (positions, CoordinateSystem = 0)",
+        cortex="point",
     ),
     "simnibs": FormatSpec(
         "simnibs",
         write_simnibs_csv,
         read_simnibs_csv,
         False,
-        "SimNIBS positions CSV (CoilPos rows)",
+        "SimNIBS positions CSV (CoilPos rows; the cortical target as a Generic row)",
+        cortex="point",
     ),
     "bids": FormatSpec(
         "bids",

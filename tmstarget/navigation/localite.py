@@ -34,6 +34,9 @@ from tmstarget.spaces import D, pose_from_file, pose_to_file
 __all__ = ["write_localite", "read_localite", "localite_marker_filename"]
 
 DECIMALS = 10
+#: Marker colours: coil poses red, cortical targets (``kind="cortex"``) cyan.
+COIL_COLOR = "#ff0000"
+CORTEX_COLOR = "#00ffff"
 
 
 def localite_marker_filename(when=None):
@@ -52,8 +55,9 @@ def render_localite(targets, t1ref, space):
         mat = pose_to_file(tgt.pose_ras, world=space, axes="localite")
         d = {f"data{r}{c}": fmt_num(mat[r, c], DECIMALS) for r in range(3) for c in range(4)}
         lines.append(f'    <InstrumentMarker alwaysVisible="false" index="{idx}" selected="false">')
+        color = CORTEX_COLOR if tgt.kind == "cortex" else COIL_COLOR
         lines.append(
-            '        <Marker additionalInformation="" color="#ff0000" '
+            f'        <Marker additionalInformation="" color="{color}" '
             f'description={quoteattr(tgt.name)} set="true">'
         )
         for r in range(3):

@@ -49,7 +49,7 @@ def render_slicer_json(targets, t1ref, space):
         point = {
             "id": str(i),
             "label": tgt.name,
-            "description": "",
+            "description": "cortical target" if tgt.kind == "cortex" else ("coil centre" if tgt.has_pose else ""),
             "position": [float(v) + 0.0 for v in pos],
         }
         if tgt.has_pose:
