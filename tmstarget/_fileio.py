@@ -84,12 +84,19 @@ def write_json_atomic(path, obj):
 
 
 def write_nifti_atomic(path, img):
-    """Save a nibabel image atomically; the suffix decides compression."""
+    """Save a nibabel image atomically; the suffix decides compression.
+
+    An image read from a file (or bytes) whose stored integers carry a
+    ``scl_slope``/``scl_inter`` is written with the same stored integers and
+    the same scaling: nibabel alone would scale the values to float and choose
+    a new integer scaling, losing precision.
+    """
     import nibabel as nib
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+    img = _keep_stored_scaling(img)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
@@ -101,3 +108,19 @@ def write_nifti_atomic(path, img):
             os.unlink(tmp)
         raise
     return path
+
+
+def _keep_stored_scaling(img):
+    """The same image with its stored values as data and their scaling in the header (see write_nifti_atomic)."""
+    import nibabel as nib
+    import numpy as np
+
+    proxy = img.dataobj
+    if not nib.is_proxy(proxy) or not hasattr(proxy, "get_unscaled") or not isinstance(img, nib.Nifti1Image):
+        return img
+    slope, inter = float(proxy.slope), float(proxy.inter)
+    if (slope, inter) == (1.0, 0.0) or np.dtype(proxy.dtype) != img.get_data_dtype():
+        return img
+    out = nib.Nifti1Image(np.asanyarray(proxy.get_unscaled()), img.affine, img.header)
+    out.header.set_slope_inter(slope, inter)
+    return out

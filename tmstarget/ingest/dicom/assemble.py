@@ -8,7 +8,9 @@ Voxel axes of the result (same convention as dcm2niix):
 
 * i: DICOM column index (along the row cosine),
 * j: DICOM row index reversed (so j grows opposite to the column cosine),
-* k: slices sorted by position along ``row_cosine x column_cosine``,
+* k: slices sorted by position along ``row_cosine x column_cosine``; for a
+  Siemens mosaic, the tile order (along the CSA slice normal), reversed when
+  the scanner numbered the images Head>>Feet (``FileHeader.slice_direction``),
 * t: volumes in acquisition order.
 
 The affine maps these voxel indices to RAS+ mm: DICOM LPS coordinates are
@@ -20,8 +22,10 @@ from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from tmstarget.errors import DicomError
+from tmstarget.ingest.dicom.ge import slice_times as ge_slice_times
 from tmstarget.ingest.dicom.headers import ACQUISITION_KEYS
 from tmstarget.ingest.dicom.pixels import read_frames
 from tmstarget.ingest.dicom.sidecar import build_sidecar
@@ -39,7 +43,9 @@ class SeriesPlan:
     """Where each frame goes and the geometry of a series (see module docstring).
 
     ``frame_file``/``frame_in_file``/``volume``/``slice`` are per-frame
-    arrays (n_frames,); ``affine_ras`` maps (i, j, k) to RAS mm.
+    arrays (n_frames,); ``affine_ras`` maps (i, j, k) to RAS mm;
+    ``slice_timing_reason`` says why ``slice_timing_s`` is None for a
+    multi-slice time series (None otherwise).
     """
 
     headers: list
@@ -53,6 +59,7 @@ class SeriesPlan:
     cols: int
     affine_ras: np.ndarray
     slice_timing_s: np.ndarray | None
+    slice_timing_reason: str | None
     volume_key: str | None
     rescale: np.ndarray
     first_header: object
@@ -88,7 +95,9 @@ def plan_series(headers):
     _check_orientation(headers, frames)
     _check_per_file_volumes(headers)
     row_cos, col_cos = frames["orientation"][0, :3], frames["orientation"][0, 3:]
-    normal = np.cross(row_cos, col_cos)
+    normal = headers[0].slice_direction
+    if normal is None:
+        normal = np.cross(row_cos, col_cos)
     distance_mm = frames["position"] @ normal
     location, centres_mm = _cluster_locations(distance_mm)
     n_slices = len(centres_mm)
@@ -112,7 +121,7 @@ def plan_series(headers):
     affine_ras = _affine_ras(headers, frames, location, volume, normal, centres_mm)
     first_file = frames["file"][np.flatnonzero(volume == 0)[0]]
     first = headers[first_file]
-    timing = _slice_timing(frames, location, volume, n_slices, first.meta.get("RepetitionTime"))
+    timing, timing_reason = _slice_timing(first, frames, location, volume, n_slices)
     return SeriesPlan(
         headers=headers,
         frame_file=frames["file"],
@@ -125,6 +134,7 @@ def plan_series(headers):
         cols=headers[0].cols,
         affine_ras=affine_ras,
         slice_timing_s=timing,
+        slice_timing_reason=timing_reason,
         volume_key=key_name,
         rescale=frames["rescale"],
         first_header=first,
@@ -166,10 +176,17 @@ def assemble_image(plan):
     data = blocks.transpose(3, 2, 1, 0)[:, ::-1, :, :]
     if plan.n_volumes == 1:
         data = data[..., 0]
-    image = nib.Nifti1Image(data, plan.affine_ras)
+    affine = plan.affine_ras
+    ornt = np.array([[0, 1], [1, 1], [2, 1]])  # new axis and flip of each assembled axis i, j, k
+    if _is_3d_anatomical(plan):
+        ornt = io_orientation(affine)
+        affine = affine @ inv_ornt_aff(ornt, data.shape[:3])
+        data = np.ascontiguousarray(apply_orientation(data, ornt))
+    phase = _phase_encoding(plan.first_header)
+    image = nib.Nifti1Image(data, affine)
     header = image.header
-    header.set_qform(plan.affine_ras, code=1)
-    header.set_sform(plan.affine_ras, code=1)
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
     header.set_xyzt_units("mm", "sec")
     repetition_time_s = plan.first_header.meta.get("RepetitionTime")
     if plan.n_volumes > 1 and repetition_time_s:
@@ -177,9 +194,11 @@ def assemble_image(plan):
     scaled = uniform and (plan.rescale[0, 0] != 1.0 or plan.rescale[0, 1] != 0.0)
     if scaled:
         header.set_slope_inter(float(plan.rescale[0, 0]), float(plan.rescale[0, 1]))
-    phase = _phase_encoding(plan.first_header)
     if phase is not None:
-        header.set_dim_info(freq=1 - "ij".index(phase[0][0]), phase="ij".index(phase[0][0]), slice=2)
+        pe_axis = "ij".index(phase[0][0])
+        header.set_dim_info(freq=int(ornt[1 - pe_axis, 0]), phase=int(ornt[pe_axis, 0]), slice=int(ornt[2, 0]))
+        sign = (-1 if phase[0].endswith("-") else 1) * int(ornt[pe_axis, 1])
+        phase = ("ijk"[int(ornt[pe_axis, 0])] + ("-" if sign < 0 else ""), phase[1])
     echo_s = plan.first_header.meta.get("EchoTime")
     header["descrip"] = f"tmstarget TE={echo_s * 1000:g}ms" if echo_s else "tmstarget"
     if scaled:
@@ -189,10 +208,22 @@ def assemble_image(plan):
     sidecar = build_sidecar(
         plan.first_header.meta,
         slice_timing_s=plan.slice_timing_s,
+        slice_timing_reason=plan.slice_timing_reason,
         phase_encoding=phase,
         phi_tokens=plan.first_header.phi_tokens,
     )
     return image, sidecar
+
+
+def _is_3d_anatomical(plan):
+    """A single 3-D (not EPI) volume of several slices: stored closest to RAS, as dcm2niix does."""
+    meta = plan.first_header.meta
+    return (
+        plan.n_volumes == 1
+        and plan.n_slices > 1
+        and str(meta.get("MRAcquisitionType", "")).upper() == "3D"
+        and "EP" not in str(meta.get("ScanningSequence", "")).upper().replace("\\", " ").split()
+    )
 
 
 def _narrow_dtype(blocks):
@@ -411,42 +442,70 @@ def _affine_ras(headers, frames, location, volume, normal, centres_mm):
     return D @ affine_lps
 
 
-def _slice_timing(frames, location, volume, n_slices, repetition_time_s):
-    """Slice times (s, spatial slice order) of the first volume, relative to its first slice.
+def _slice_timing(first, frames, location, volume, n_slices):
+    """Slice times (s, NIfTI slice order) of the first volume relative to its first slice, or why they are unknown.
 
-    Exception: the first file of a Siemens multiband run can carry the
-    single-band timing (CMRR-C2P/MB issue 29; dcm2niix issue 875).  When the
-    second volume has fewer distinct slice times than the first (slices
-    excited together), the second volume's times are used.
+    Returns ``(times, None)``, or ``(None, reason)`` for a time series of
+    several 2-D slices whose times cannot be known (``(None, None)`` when
+    slice times do not apply: one slice, one volume, a 3-D acquisition).
+
+    Per-frame times (Siemens MosaicRefAcqTimes, enhanced frame times) are
+    used as recorded.  Exception (dcm2niix issues 870/875; CMRR-C2P/MB issue
+    29): the first file of a Siemens mosaic run can carry other times than
+    the rest (single-band timing of a multiband run, a clock 2.5 ms off);
+    when the first two volumes' time spans differ, the second volume's times
+    are used, as dcm2niix does.
+    GE slice times come from the acquisition recipe (`tmstarget.ingest.dicom.ge`),
+    counted from the first prescribed slice (lowest InstanceNumber).
     """
+    n_volumes = int(volume.max()) + 1
+    is_3d = str(first.meta.get("MRAcquisitionType", "")).upper() == "3D"
+    if n_slices < 2 or is_3d:
+        return None, None
+    if first.ge_recipe is not None:
+        if n_volumes < 2:
+            return None, None
+        times, reason = ge_slice_times(first.ge_recipe, n_slices)
+        if times is None:
+            return None, reason
+        in_first = volume == 0
+        prescribed = location[in_first][np.argsort(frames["keys"]["InstanceNumber"][in_first], kind="stable")]
+        return (times[::-1] if prescribed[0] > prescribed[-1] else times), None
     per_volume = []
-    for index in range(min(2, volume.max() + 1)):
+    for index in range(min(2, n_volumes)):
         chosen = volume == index
         times = np.full(n_slices, np.nan)
         times[location[chosen]] = frames["time"][chosen]
         per_volume.append(times)
     times = per_volume[0]
-    if len(per_volume) == 2 and _n_distinct(per_volume[1]) < _n_distinct(per_volume[0]):
-        logger.info("first volume reports single-band slice times: using the second volume's")
+    if first.layout == "mosaic" and len(per_volume) == 2 and _second_volume_times_apply(*per_volume,
+                                                                                      first.meta.get("RepetitionTime")):
+        logger.info("the first volume's slice times span differently from the second's: using the second volume's")
         times = per_volume[1]
-    if n_slices < 2 or not np.all(np.isfinite(times)):
-        return None
+    unknown = (None, "the DICOM headers hold no slice times") if n_volumes > 1 else (None, None)
+    if not np.all(np.isfinite(times)):
+        return unknown
     relative = times - times.min()
     if np.all(relative == 0):
-        return None
+        return unknown
+    repetition_time_s = first.meta.get("RepetitionTime")
     if repetition_time_s and relative.max() >= repetition_time_s:
         logger.warning(
             "slice times span %.3f s, not below the repetition time %.3f s: SliceTiming omitted",
             relative.max(),
             repetition_time_s,
         )
-        return None
-    return relative
+        return None, f"the recorded slice times span {relative.max():.3f} s, not below the repetition time"
+    return relative, None
 
 
-def _n_distinct(times_s):
-    """Number of distinct slice times at 1 ms resolution."""
-    return len(np.unique(np.round(times_s[np.isfinite(times_s)], 3)))
+def _second_volume_times_apply(first_s, second_s, repetition_time_s):
+    """True when the second volume's slice times are valid and span differently from the first's (> 0.1 us)."""
+    if not (np.all(np.isfinite(first_s)) and np.all(np.isfinite(second_s))):
+        return False
+    span_first, span_second = np.ptp(first_s), np.ptp(second_s)
+    valid = span_second > 0 and (not repetition_time_s or span_second < repetition_time_s)
+    return bool(valid and abs(span_first - span_second) > 1e-7)
 
 
 def _phase_encoding(header):

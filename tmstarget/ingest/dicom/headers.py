@@ -21,6 +21,7 @@ and the same field readers; split, each layout would repeat them.
 
 import datetime as _dt
 import os
+import re
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from pydicom.uid import UID
 
 from tmstarget.errors import DicomError
 from tmstarget.ingest.dicom.csa import parse_csa_header
+from tmstarget.ingest.dicom.ge import effective_repetition_time_s, read_recipe
 from tmstarget.ingest.dicom.sidecar import fields_from_dataset
 
 UNCOMPRESSED_SYNTAXES = {
@@ -43,6 +45,7 @@ UNCOMPRESSED_SYNTAXES = {
 PIXEL_DATA_TAG = 0x7FE00010
 ACQUISITION_KEYS = ("AcquisitionNumber", "TemporalPositionIdentifier", "InstanceNumber", "AcquisitionTime")
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
+_UC_IMAGE_NUMB = re.compile(rb"sSliceArray\.ucImageNumb\w*\s*=\s*(0x[0-9a-fA-F]+|\d+)")
 _LONG_LENGTH_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"SQ", b"UC", b"UR"}
 
 
@@ -83,9 +86,13 @@ class FileHeader:
     pixel; ``orientation`` (n, 6) DICOM ImageOrientationPatient (row cosine
     = direction of increasing column index, then column cosine);
     ``pixel_spacing_mm`` (n, 2) (between rows, between columns);
-    ``frame_time_s`` (n,) slice acquisition times (NaN when unknown);
+    ``frame_time_s`` (n,) slice acquisition times (NaN when unknown; GE
+    times come from ``ge_recipe``, see `tmstarget.ingest.dicom.ge`);
     ``rescale`` (n, 2) slope and intercept; ``echo_time_ms`` (n,);
     ``keys[name]`` (n,) acquisition keys (NaN when absent).
+    ``slice_direction`` (3,) is the LPS unit vector along which the slices
+    are stacked in the output (mosaics only, see `_mosaic_frames`); None
+    means along row cosine x column cosine.
     """
 
     path: Path
@@ -104,6 +111,8 @@ class FileHeader:
     image_type: tuple
     slice_spacing_mm: float | None
     pe_positive: int | None
+    slice_direction: np.ndarray | None = None
+    ge_recipe: object = None
     meta: dict = field(default_factory=dict)
     phi_tokens: frozenset = field(default=frozenset(), repr=False)
 
@@ -201,6 +210,9 @@ def _build_header(path, ds, element_offset, element_head, file_size):
         frames = _single_frame(path, ds)
         layout = "single"
     meta = fields_from_dataset(ds, csa)
+    ge_recipe = read_recipe(ds)
+    if ge_recipe is not None and ge_recipe.repetition_time_s:
+        meta["RepetitionTime"] = round(effective_repetition_time_s(ge_recipe), 9)
     return FileHeader(
         path=path,
         series_uid=str(ds.SeriesInstanceUID),
@@ -218,6 +230,8 @@ def _build_header(path, ds, element_offset, element_head, file_size):
         image_type=image_type,
         slice_spacing_mm=_slice_spacing(ds),
         pe_positive=_pe_polarity(ds, csa),
+        slice_direction=frames.get("slice_direction"),
+        ge_recipe=ge_recipe,
         meta=meta,
         phi_tokens=patient_tokens(ds),
     )
@@ -372,6 +386,10 @@ def _mosaic_frames(path, ds, csa):
         + col_cos * spacing[0] * (mosaic_rows - rows) / 2.0
     )
     positions = first + np.outer(np.arange(n_tiles) * spacing_between, normal)
+    # dcm2niix's convention: the slices keep the tile order (along the CSA slice
+    # normal, so a Siemens sagittal R>>L stack stays R>>L), except when Siemens
+    # numbered the images Head>>Feet (reversed): then the tiles are flipped.
+    direction = -normal if _mosaic_numbering_reversed(ds, csa) else normal
     times_ms = _siemens_mr_header(ds, 0x29, "<f8")
     if times_ms is None and csa is not None and csa.get("MosaicRefAcqTimes"):
         times_ms = np.asarray(csa["MosaicRefAcqTimes"], dtype=float)
@@ -390,24 +408,47 @@ def _mosaic_frames(path, ds, csa):
         "rescale": np.tile(_rescale(ds), (n_tiles, 1)),
         "echo": np.full(n_tiles, _float(ds.get("EchoTime"))),
         "keys": {name: np.full(n_tiles, value) for name, value in file_keys.items()},
+        "slice_direction": direction,
     }
+
+
+def _mosaic_numbering_reversed(ds, csa):
+    """True when Siemens stored the mosaic tiles in reversed (e.g. Head>>Feet) image numbering.
+
+    Two signs, the ones dcm2niix documents: the CSA image header's
+    ``ProtocolSliceNumber`` of the first tile is above 1, or the protocol
+    (``MrPhoenixProtocol`` in the CSA series header) sets a non-zero
+    ``sSliceArray.ucImageNumb*`` (Sag/Cor/Tra: "image numbering reversed").
+    """
+    if csa is not None and csa.get("ProtocolSliceNumber") and csa["ProtocolSliceNumber"][0] > 1:
+        return True
+    try:
+        raw = ds.get_private_item(0x0029, 0x20, "SIEMENS CSA HEADER").value
+    except KeyError:
+        return False
+    if not isinstance(raw, (bytes, bytearray)):
+        return False
+    begin = raw.find(b"### ASCCONV BEGIN")
+    if begin < 0:
+        return False
+    end = raw.find(b"### ASCCONV END", begin)
+    protocol = raw[begin : end if end > 0 else len(raw)]
+    for match in _UC_IMAGE_NUMB.finditer(protocol):
+        if int(match.group(1), 0) != 0:
+            return True
+    return False
 
 
 def _single_frame(path, ds):
     orientation, spacing = _plane(path, ds)
     file_keys = _file_keys(ds)
-    time_s = np.nan
-    if str(ds.get("Manufacturer", "")).upper().startswith("GE"):
-        rtia = ds.get((0x0021, 0x105E))
-        if rtia is not None and not isinstance(rtia.value, (bytes, bytearray)):
-            time_s = _float(rtia.value)
     return {
         "rows": int(ds.Rows),
         "cols": int(ds.Columns),
         "position": _vector(path, ds, "ImagePositionPatient", 3)[None, :],
         "orientation": orientation[None, :],
         "spacing": spacing[None, :],
-        "time": np.array([time_s]),
+        "time": np.array([np.nan]),
         "rescale": _rescale(ds)[None, :],
         "echo": np.array([_float(ds.get("EchoTime"))]),
         "keys": {name: np.array([value]) for name, value in file_keys.items()},

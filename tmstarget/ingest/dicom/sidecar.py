@@ -21,9 +21,9 @@ _TEXT_FIELDS = (
     ("PatientPosition", "PatientPosition"),
 )
 _JOINED_FIELDS = (
-    ("SoftwareVersions", "SoftwareVersions", " "),
-    ("ScanningSequence", "ScanningSequence", "_"),
-    ("SequenceVariant", "SequenceVariant", "_"),
+    ("SoftwareVersions", "SoftwareVersions", "\\"),
+    ("ScanningSequence", "ScanningSequence", "\\"),
+    ("SequenceVariant", "SequenceVariant", "\\"),
 )
 _NUMBER_FIELDS = (
     ("MagneticFieldStrength", "MagneticFieldStrength"),
@@ -95,12 +95,17 @@ def fields_from_dataset(ds, csa=None):
     if acq_time:
         text = str(acq_time).strip()
         if len(text) >= 6 and text[:6].isdigit():
-            out["AcquisitionTime"] = f"{text[0:2]}:{text[2:4]}:{text[4:]}"
+            try:
+                seconds = float(text[4:])
+            except ValueError:
+                seconds = None
+            if seconds is not None:
+                out["AcquisitionTime"] = f"{text[0:2]}:{text[2:4]}:{seconds:09.6f}"  # as dcm2niix
     out.update(_philips_scaling(ds))
     return out
 
 
-def build_sidecar(meta, *, slice_timing_s=None, phase_encoding=None, phi_tokens=()):
+def build_sidecar(meta, *, slice_timing_s=None, slice_timing_reason=None, phase_encoding=None, phi_tokens=()):
     """Assemble the final sidecar of a series.
 
     Parameters
@@ -109,6 +114,10 @@ def build_sidecar(meta, *, slice_timing_s=None, phase_encoding=None, phi_tokens=
         Output of `fields_from_dataset` for the series' first volume.
     slice_timing_s : sequence of float, optional
         Acquisition time of each slice, in NIfTI (spatial) slice order, s.
+    slice_timing_reason : str, optional
+        Why a time series has no slice times; written as
+        ``SliceTimingUnknownReason`` (not a BIDS key) so that readers and
+        ``--slice-timing`` can say so.
     phase_encoding : tuple of (str, bool), optional
         (axis "i"/"j"/"k", polarity known); when the polarity is not known
         only ``PhaseEncodingAxis`` is written.
@@ -123,6 +132,8 @@ def build_sidecar(meta, *, slice_timing_s=None, phase_encoding=None, phi_tokens=
     sidecar = dict(meta)
     if slice_timing_s is not None:
         sidecar["SliceTiming"] = [round(float(t), 6) for t in slice_timing_s]
+    elif slice_timing_reason:
+        sidecar["SliceTimingUnknownReason"] = slice_timing_reason
     if phase_encoding is not None:
         direction, polarity_known = phase_encoding
         if polarity_known:
