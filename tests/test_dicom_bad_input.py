@@ -133,7 +133,7 @@ def test_failed_convert_writes_nothing(shared_data, tmp_path):
     folder, _ = _copy(shared_data, FUNC, tmp_path, names=[0, 2])
     out = tmp_path / "out"
     with pytest.raises(DicomError, match="missing volume"):
-        convert(folder, out)
+        convert(folder, out, "01")
     assert not out.exists() or not any(out.iterdir())
 
 

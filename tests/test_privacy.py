@@ -212,9 +212,11 @@ def test_helper_finds_identifiers_wherever_they_hide(tmp_path, forms):
 def test_convert_writes_no_identifier(inputs, forms, tmp_path):
     out = tmp_path / "converted"
     result = _run("convert", inputs["dicom"], out, "--participant", PARTICIPANT)
-    written = sorted(p.name for p in out.iterdir())
-    assert written == [f"sub-{PARTICIPANT}_series-002_t1mprage.json", f"sub-{PARTICIPANT}_series-002_t1mprage.nii.gz",
-                       f"sub-{PARTICIPANT}_series-005_series.json", f"sub-{PARTICIPANT}_series-005_series.nii.gz"]
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    sub = f"sub-{PARTICIPANT}"
+    # series 5's description holds the patient's name: the task label falls back to the series number
+    assert written == ["dataset_description.json", f"{sub}/anat/{sub}_T1w.json", f"{sub}/anat/{sub}_T1w.nii.gz",
+                       f"{sub}/func/{sub}_task-series005_bold.json", f"{sub}/func/{sub}_task-series005_bold.nii.gz"]
     assert "DEBUG" in result.stderr  # the log was on
     _assert_clean(forms, [out], _texts("convert", result))
 

@@ -18,6 +18,49 @@ class Progress:
             print(f"[{time.perf_counter() - self.start:6.1f} s] {message}", file=sys.stderr, flush=True)
 
 
+class CountProgress:
+    """``progress(stage, done, total)`` shown on stderr: one line updated in place on a terminal, plain lines otherwise.
+
+    On a terminal the line is redrawn at most every 0.1 s; elsewhere (a log
+    file, CI) a stage prints when it starts, at each further tenth and when
+    it completes, so a long step is never silent and a log stays short.
+    """
+
+    def __init__(self, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.perf_counter()
+        self.stage = None
+        self.last = (0.0, -1)
+        self.open_line = False
+
+    def __call__(self, stage, done, total):
+        now = time.perf_counter()
+        tenth = done * 10 // total if total else 10
+        if stage != self.stage:
+            self.close()
+            self.stage, self.last = stage, (0.0, -1)
+        text = f"[{now - self.start:6.1f} s] {stage}: {done}/{total}"
+        if self.tty:
+            if done == total or now - self.last[0] >= 0.1:
+                self.stream.write("\r\x1b[K" + text)
+                self.stream.flush()
+                self.open_line = True
+                self.last = (now, tenth)
+            if done == total:
+                self.close()
+        elif tenth != self.last[1]:
+            print(text, file=self.stream, flush=True)
+            self.last = (now, tenth)
+
+    def close(self):
+        """End an in-place line (call once at the end, also after an error)."""
+        if self.open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open_line = False
+
+
 def add_common(parser):
     """``--quiet`` and ``--verbose``."""
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")

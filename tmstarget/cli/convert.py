@@ -1,25 +1,28 @@
-"""``tmstarget convert DICOM_DIR OUTPUT_DIR``: DICOM series to NIfTI + JSON sidecars."""
+"""``tmstarget convert DICOM_DIR OUTPUT_DIR --subject LABEL``: DICOM series to a BIDS-style NIfTI + JSON tree."""
+
+from tmstarget.cli._common import CountProgress, add_common
 
 
 def add_subcommand(subparsers):
     """Register the ``convert`` subcommand; its handler is ``args.handler(args) -> int``."""
     parser = subparsers.add_parser(
         "convert",
-        help="convert DICOM series to NIfTI (.nii.gz) with BIDS-style JSON sidecars",
+        help="convert DICOM series to NIfTI (.nii.gz) with BIDS-style names and JSON sidecars",
         description=(
-            "Convert every image series of DICOM_DIR (or the one given with --series) to "
-            "OUTPUT_DIR/sub-<label>_series-<NNN>_<description>.nii.gz + .json. "
-            "Patient fields are never written."
+            "Convert every image series of DICOM_DIR (or the ones given with --series) into the BIDS root "
+            "OUTPUT_DIR: sub-<label>/func/sub-<label>_task-<task>_bold.nii.gz for time series, "
+            "sub-<label>/anat/sub-<label>_T1w.nii.gz for a T1, sub-<label>/misc/... otherwise, each with its "
+            "JSON sidecar. The subject label is yours to give; patient fields are never used or written."
         ),
     )
     parser.add_argument("dicom_dir", metavar="DICOM_DIR", help="folder of DICOM files (scanned recursively)")
-    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="output folder (must be empty unless --force)")
-    parser.add_argument(
-        "--participant",
-        metavar="LABEL",
-        default=None,
-        help="participant label (letters and digits) for file names; default 'anon'",
-    )
+    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="BIDS root (created; sub-<label>/ must not exist "
+                        "unless --force)")
+    parser.add_argument("--subject", "--participant", dest="subject", metavar="LABEL", required=True,
+                        help="subject label (letters and digits, 'sub-' optional); never taken from the DICOM")
+    parser.add_argument("--task", metavar="LABEL", default=None,
+                        help="BIDS task label of the functional series (default: the series description, "
+                        "letters and digits only)")
     parser.add_argument(
         "--series",
         metavar="N",
@@ -27,13 +30,14 @@ def add_subcommand(subparsers):
         action="append",
         help="series number or SeriesInstanceUID to convert (repeatable); default: all",
     )
-    parser.add_argument("--force", action="store_true", help="write into a non-empty output folder")
+    parser.add_argument("--force", action="store_true", help="write into an existing sub-<label>/ folder")
+    add_common(parser)
     parser.set_defaults(handler=run_convert)
     return parser
 
 
 def run_convert(args):
-    """Run the conversion for parsed arguments; print one line per file written.
+    """Run the conversion for parsed arguments; progress on stderr, one line per file written on stdout.
 
     Returns
     -------
@@ -46,9 +50,14 @@ def run_convert(args):
     if args.series:
         series = [int(s) if s.isdigit() else s for s in args.series]
         series = series[0] if len(series) == 1 else series
+    progress = None if args.quiet else CountProgress()
     # errors (TmsTargetError) are printed as one line by tmstarget.cli.main.main
-    written = convert(args.dicom_dir, args.output_dir, participant=args.participant, series=series, force=args.force)
+    try:
+        written = convert(args.dicom_dir, args.output_dir, args.subject, task=args.task, series=series,
+                          force=args.force, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     for path in written:
         print(path)
     return 0
-

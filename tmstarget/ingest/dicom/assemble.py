@@ -141,19 +141,23 @@ def plan_series(headers):
     )
 
 
-def assemble_image(plan):
+def assemble_image(plan, progress=None):
     """Read the pixels of a planned series into a NIfTI image and its sidecar.
 
     Parameters
     ----------
     plan : SeriesPlan
+    progress : callable, optional
+        Called as ``progress(volumes_done, n_volumes)`` as volumes complete.
 
     Returns
     -------
     image : nibabel.Nifti1Image
         3-D (one volume) or 4-D; qform = sform = ``plan.affine_ras``, codes 1
-        (scanner); stored values with ``scl_slope``/``scl_inter`` when the
-        DICOM rescale is the same for every frame, float32 otherwise.
+        (scanner); the stored integers with ``scl_slope``/``scl_inter`` when
+        the DICOM rescale is the same for every frame (Philips: the precise
+        floating-point scale, as dcm2niix), float32 otherwise.  A single 3-D
+        non-EPI volume (T1) is stored with its axes closest to RAS (dcm2niix).
     sidecar : dict
         BIDS-style fields (see `tmstarget.ingest.dicom.sidecar`).
     """
@@ -161,6 +165,8 @@ def assemble_image(plan):
     blocks = None
     order = np.argsort(plan.frame_file, kind="stable")
     bounds = np.searchsorted(plan.frame_file[order], np.arange(len(plan.headers) + 1))
+    frames_left = np.bincount(plan.volume, minlength=plan.n_volumes)
+    done = 0
     for index, header in enumerate(plan.headers):
         sel = order[bounds[index] : bounds[index + 1]]
         frames = read_frames(header)[plan.frame_in_file[sel]]
@@ -172,6 +178,12 @@ def assemble_image(plan):
         if blocks is None:
             blocks = np.empty((plan.n_volumes, plan.n_slices, plan.rows, plan.cols), dtype=frames.dtype)
         blocks[plan.volume[sel], plan.slice[sel]] = frames
+        if progress is not None:
+            np.subtract.at(frames_left, plan.volume[sel], 1)
+            now = int(np.count_nonzero(frames_left == 0))
+            if now != done:
+                done = now
+                progress(done, plan.n_volumes)
     blocks = _narrow_dtype(blocks)
     data = blocks.transpose(3, 2, 1, 0)[:, ::-1, :, :]
     if plan.n_volumes == 1:

@@ -4,7 +4,7 @@ Public API::
 
     find_series(folder, recursive=True) -> SeriesList[SeriesInfo]
     load_series(folder_or_files, series=None, recursive=True) -> (Nifti1Image, sidecar)
-    convert(dicom_dir, output_dir, participant=None, series=None, force=False) -> list[Path]
+    convert(dicom_dir, output_dir, subject, task=None, series=None, force=False, progress=None) -> list[Path]
 
 Files are grouped by SeriesInstanceUID and never mixed.  Non-DICOM files and
 DICOM files without pixel data are skipped and counted; anything that would
@@ -18,7 +18,8 @@ file (Philips, GE, Siemens), and enhanced multi-frame MR (Siemens XA).  See
 `tmstarget.ingest.dicom.assemble` for the voxel axes and affine convention.
 
 No patient field (name, ID, birth date) is ever written, logged or used in a
-file name: outputs are named from the participant label given, or ``anon``.
+file name: outputs are named from the subject label the user gives (BIDS
+layout, see `convert`).
 """
 
 import logging
@@ -30,6 +31,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import tmstarget
 from tmstarget._fileio import write_json_atomic, write_nifti_atomic
 from tmstarget.errors import DicomError, InputError, OutputError
 from tmstarget.ingest.dicom.assemble import assemble_image, plan_series
@@ -38,7 +40,6 @@ from tmstarget.ingest.dicom.sidecar import REDACTED
 
 logger = logging.getLogger(__name__)
 
-ANONYMOUS_LABEL = "anon"
 __all__ = ["SeriesInfo", "SeriesList", "find_series", "load_series", "convert", "DicomError"]
 
 
@@ -172,52 +173,74 @@ def load_series(folder_or_files, series=None, recursive=True):
     return _load(scan, info)
 
 
-def convert(dicom_dir, output_dir, participant=None, series=None, force=False):
-    """Convert DICOM series to ``*.nii.gz`` + ``*.json`` pairs.
+def convert(dicom_dir, output_dir, subject, *, task=None, series=None, force=False, progress=None):
+    """Convert DICOM series to a BIDS-style tree of ``*.nii.gz`` + ``*.json`` pairs.
 
     Parameters
     ----------
     dicom_dir : str or os.PathLike
         Folder scanned recursively.
     output_dir : str or os.PathLike
-        Created if needed; must be empty unless ``force``.
-    participant : str, optional
-        Participant label (letters and digits) used in file names; ``anon``
-        when not given.  Patient fields are never used.
+        BIDS root, created if needed.  ``sub-<subject>/`` must not exist in it
+        unless ``force``; ``dataset_description.json`` is written when absent.
+    subject : str
+        Subject label (letters and digits; a leading ``sub-`` is dropped),
+        given by the user.  Patient fields (name, ID) are never used.
+    task : str, optional
+        BIDS task label of every functional series; by default each
+        series' description reduced to letters and digits.
     series : int or str or sequence, optional
         Series number(s)/UID(s) to convert; all image series by default.
     force : bool
-        Write into a non-empty output folder (files of the same name are
+        Write into an existing ``sub-<subject>/`` (files of the same name are
         replaced).
+    progress : callable, optional
+        Called as ``progress(stage, done, total)`` while header files are read
+        (stage ``"reading DICOM headers"``), volumes assembled (stage
+        ``"series N: assembling volumes"``) and each NIfTI written.
 
     Returns
     -------
     list of Path
-        The written files, NIfTI then JSON for each series.
+        The written files: NIfTI then JSON for each series, then
+        ``dataset_description.json`` when it was written.
 
     Raises
     ------
     InputError
-        Invalid participant label.
+        Invalid subject or task label.
     OutputError
-        Output folder not empty without ``force``, or not writable.
+        ``sub-<subject>/`` exists without ``force``, or the folder is not writable.
     DicomError
         Any selected series cannot be converted; nothing is written then.
 
     Notes
     -----
-    Names are ``sub-<label>_series-<NNN>_<description>`` with the
-    description reduced to letters and digits.  Every series is written to a
-    staging folder first and moved into place only when all succeeded.
+    Names (BIDS where a convention exists):
+
+    * a time series (two volumes or more, not diffusion):
+      ``sub-<s>/func/sub-<s>_task-<task>[_run-<n>]_bold`` (``TaskName`` in its JSON);
+    * one volume named like a T1 (t1, mprage, mp2rage, spgr, bravo, tfl) or a
+      3-D inversion-recovery non-EPI volume: ``sub-<s>/anat/sub-<s>[_run-<n>]_T1w``;
+    * anything else: ``sub-<s>/misc/sub-<s>_series-<NNN>_<description>`` (not BIDS).
+
+    ``_run-<n>`` numbers series that would share a name, in series order.  A
+    description holding a patient identifier is never used (the task label
+    falls back to ``series<NNN>``).  Every series is written to a staging
+    folder first and moved into place only when all succeeded.
     """
-    label = _participant_label(participant)
+    label = _label(subject, "subject")
+    task_label = None if task is None else _label(task, "task")
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError("exists and is not a folder", path=output_dir)
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not force:
-        raise OutputError("output folder is not empty; use force=True (--force) to write into it", path=output_dir)
-    scan = _scan(dicom_dir, True)
+    subject_dir = output_dir / f"sub-{label}"
+    if subject_dir.exists() and not force:
+        raise OutputError(f"sub-{label} already exists in the output folder; use force=True (--force) to write into "
+                          "it", path=subject_dir)
+    scan = _scan(dicom_dir, True, progress)
     infos = _pick_many(scan.infos, series, dicom_dir)
+    names = _bids_names(label, task_label, infos, scan)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tmstarget-convert-", dir=output_dir))
@@ -225,16 +248,26 @@ def convert(dicom_dir, output_dir, participant=None, series=None, force=False):
         raise OutputError(f"cannot create the output folder ({exc.strerror})", path=output_dir) from exc
     try:
         staged = []
-        used_names = set()
         for info in infos:
-            image, sidecar = _load(scan, info)
-            stem = _unique(_output_stem(label, info, scan.groups[info.uid][0].phi_tokens), used_names)
+            image, sidecar = _load(scan, info, progress)
+            stem, task_name = names[info.uid]
+            if task_name is not None:
+                sidecar["TaskName"] = task_name
+            if progress is not None:
+                progress(f"series {info.number}: writing {Path(stem).name}.nii.gz", 0, 1)
             write_nifti_atomic(staging / f"{stem}.nii.gz", image)
             write_json_atomic(staging / f"{stem}.json", sidecar)
+            if progress is not None:
+                progress(f"series {info.number}: writing {Path(stem).name}.nii.gz", 1, 1)
             staged += [f"{stem}.nii.gz", f"{stem}.json"]
-            logger.info("series %s converted: shape %s", info.number, image.shape)
+            logger.info("series %s converted: shape %s -> %s", info.number, image.shape, stem)
+        description = output_dir / "dataset_description.json"
+        if not description.exists():
+            write_json_atomic(staging / description.name, _dataset_description())
+            staged.append(description.name)
         written = []
         for name in staged:
+            (output_dir / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / name, output_dir / name)
             written.append(output_dir / name)
     finally:
@@ -242,12 +275,14 @@ def convert(dicom_dir, output_dir, participant=None, series=None, force=False):
     return written
 
 
-def _scan(folder_or_files, recursive):
+def _scan(folder_or_files, recursive, progress=None):
     paths = _input_files(folder_or_files, recursive)
     groups = defaultdict(list)
     n_non_dicom = n_non_image = 0
     unreadable = []
-    for path in paths:
+    for index, path in enumerate(paths):
+        if progress is not None:
+            progress("reading DICOM headers", index, len(paths))
         try:
             result = read_file_header(path)
         except DicomError as exc:
@@ -260,6 +295,8 @@ def _scan(folder_or_files, recursive):
                 n_non_image += 1
             continue
         groups[result.series_uid].append(result)
+    if progress is not None:
+        progress("reading DICOM headers", len(paths), len(paths))
     if n_non_dicom or n_non_image:
         logger.info("skipped %d non-DICOM file(s) and %d DICOM file(s) without pixel data", n_non_dicom, n_non_image)
     for path, message in unreadable:
@@ -323,7 +360,7 @@ def _series_info(uid, headers):
     )
 
 
-def _load(scan, info):
+def _load(scan, info, progress=None):
     if scan.infos.unreadable:
         path, message = scan.infos.unreadable[0]
         raise DicomError(
@@ -336,7 +373,11 @@ def _load(scan, info):
         if header.pixels.problem:
             raise DicomError(f"series {info.number} '{info.description}': {header.pixels.problem}", path=header.path)
     plan = plan_series(headers)
-    return assemble_image(plan)
+    stage = f"series {info.number}: assembling volumes"
+    image, sidecar = assemble_image(plan, progress=None if progress is None else lambda d, t: progress(stage, d, t))
+    if sidecar.get("SliceTimingUnknownReason"):
+        logger.warning("series %s: slice times unknown (%s)", info.number, sidecar["SliceTimingUnknownReason"])
+    return image, sidecar
 
 
 def _describe(infos):
@@ -389,28 +430,79 @@ def _match(infos, series, source):
     )
 
 
-def _participant_label(participant):
-    if participant is None:
-        return ANONYMOUS_LABEL
-    label = str(participant)
-    label = label[4:] if label.startswith("sub-") else label
+def _label(value, what):
+    label = str(value)
+    label = label[4:] if what == "subject" and label.startswith("sub-") else label
     if not re.fullmatch(r"[A-Za-z0-9]+", label):
-        raise InputError(
-            f"participant label must be letters and digits only (BIDS), got {participant!r}",
-            key="participant",
-        )
+        raise InputError(f"{what} label must be letters and digits only (BIDS), got {value!r}", key=what)
     return label
 
 
-def _output_stem(label, info, phi_tokens):
+_T1_NAME = re.compile(r"t1|mprage|mp2rage|spgr|bravo|tfl", re.IGNORECASE)
+_DIFFUSION_NAME = re.compile(r"dwi|dti|diff", re.IGNORECASE)
+
+
+def _kind(info, header):
+    """"func", "anat" or "misc" (see `convert`)."""
+    meta = header.meta
+    names = " ".join(str(meta.get(k, "")) for k in ("SeriesDescription", "ProtocolName", "SequenceName"))
+    image_type = " ".join(meta.get("ImageType", [])).upper()
+    if info.n_volumes >= 2:
+        return "misc" if "DIFFUSION" in image_type or _DIFFUSION_NAME.search(names) else "func"
+    epi = "EP" in str(meta.get("ScanningSequence", "")).split("\\")
+    inversion_3d = str(meta.get("MRAcquisitionType", "")).upper() == "3D" and "InversionTime" in meta and not epi
+    return "anat" if info.n_volumes == 1 and (_T1_NAME.search(names) or inversion_3d) else "misc"
+
+
+def _bids_names(label, task, infos, scan):
+    """{series uid: (relative stem, TaskName or None)}, with run numbers where names would clash."""
+    base = {}
+    for info in infos:
+        header = scan.groups[info.uid][0]
+        description = _safe_description(info, header.phi_tokens)
+        kind = _kind(info, header)
+        number = f"{info.number:03d}" if info.number is not None else "000"
+        if kind == "func":
+            name = task or description or f"series{number}"
+            if task is None and not description:
+                logger.warning("series %s: no usable description for the task label: task-%s (give --task)",
+                               info.number, name)
+            base[info.uid] = (f"sub-{label}/func/sub-{label}_task-{name}", "_bold", name)
+        elif kind == "anat":
+            base[info.uid] = (f"sub-{label}/anat/sub-{label}", "_T1w", None)
+        else:
+            base[info.uid] = (f"sub-{label}/misc/sub-{label}_series-{number}_{description or 'series'}", "", None)
+    counts = defaultdict(int)
+    for prefix, suffix, _ in base.values():
+        counts[prefix + suffix] += 1
+    runs = defaultdict(int)
+    names, used = {}, set()
+    for info in infos:
+        prefix, suffix, task_name = base[info.uid]
+        if counts[prefix + suffix] > 1:
+            runs[prefix + suffix] += 1
+            prefix = f"{prefix}_run-{runs[prefix + suffix]}"
+        names[info.uid] = (_unique(prefix + suffix, used), task_name)
+    return names
+
+
+def _safe_description(info, phi_tokens):
+    """The series description reduced to letters and digits, or "" when it holds a patient identifier."""
     description = re.sub(r"[^A-Za-z0-9]+", "", info.description)
     tokens = {re.sub(r"[^A-Za-z0-9]+", "", t).lower() for t in phi_tokens}
     if any(len(t) >= 3 and t in description.lower() for t in tokens):
         logger.warning("series %s: description not used in the file name (%s)", info.number, REDACTED)
-        description = ""
-    description = description or "series"
-    number = f"{info.number:03d}" if info.number is not None else "000"
-    return f"sub-{label}_series-{number}_{description}"
+        return ""
+    return description
+
+
+def _dataset_description():
+    return {
+        "Name": "tmstarget convert",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "raw",
+        "GeneratedBy": [{"Name": "tmstarget", "Version": tmstarget.__version__}],
+    }
 
 
 def _unique(stem, used):
