@@ -115,9 +115,14 @@ def test_sagittal_mosaic_first_slice_is_acquired_first_as_in_dcm2niix(converted)
 
 
 def test_philips_sidecar_says_why_there_is_no_slice_timing(converted):
+    from tmstarget.anatomy.slicetiming import sidecar_slice_timing
+    from tmstarget.errors import InputError
+
     _, sidecar = converted["philips"]
     assert "SliceTiming" not in sidecar
     assert "no slice times" in sidecar["SliceTimingUnknownReason"]
+    with pytest.raises(InputError, match=r"has no SliceTiming \(the DICOM headers hold no slice times\)"):
+        sidecar_slice_timing(sidecar, label="rest")
 
 
 # --- GE: slice times from the Protocol Data Block (item 5) -------------------------------------------
@@ -159,8 +164,21 @@ def _reversed_instances(ds):
     ds.InstanceNumber = (int(ds.InstanceNumber) - 1) // 8 * 8 + (8 - rank)
 
 
+def _multiband(release):
+    """HyperBand factor 2 on a given software release (8 slices: 4 excitations, even)."""
+    def edit(ds):
+        _no_rtia(ds)
+        ds.SoftwareVersions = ["27", "LX", f"MR Software release:{release}"]
+        _edit_protocol(ds, lambda t: t.replace('SLICEORDER "1"', 'SLICEORDER "1"\nMBACCEL "2"'))
+    return edit
+
+
 GE_VARIANTS = {"no_rtia": _no_rtia, "sequential": _sequential, "multiphase_epi": _multiphase_epi,
-               "group_delay": _group_delay, "reversed_instances": _reversed_instances}
+               "group_delay": _group_delay, "reversed_instances": _reversed_instances,
+               # before 27.0 R03 an even excitation count gets one more; from R03 the last two odd ranks swap
+               "multiband_dv26": _multiband("DV26.0_R01_1725.a"), "multiband_rx27r3": _multiband("RX27.0_R03_1831.a"),
+               # HyperBand before software 26: dcm2niix gives no times, nor do we
+               "multiband_dv24": _multiband("DV24.0_R02_1607.b")}
 
 
 def _ge_copy(shared_data, folder, edit):
@@ -201,6 +219,10 @@ def test_ge_slice_timing_equals_dcm2niix_on_edited_headers(variant, shared_data,
     ref_img, ref = _dcm2niix(folder, tmp_path)
     image, sidecar = load_series(folder)
     assert nib.aff2axcodes(image.affine) == nib.aff2axcodes(ref_img.affine)
+    if variant == "multiband_dv24":
+        assert "SliceTiming" not in ref and "SliceTiming" not in sidecar
+        assert "HyperBand" in sidecar["SliceTimingUnknownReason"]
+        return
     np.testing.assert_allclose(sidecar["SliceTiming"], ref["SliceTiming"], rtol=0, atol=1e-4)
     assert _same(sidecar["RepetitionTime"], ref["RepetitionTime"])
     if variant == "sequential":

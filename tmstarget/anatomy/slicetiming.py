@@ -179,8 +179,10 @@ def sidecar_slice_timing(meta, source=None, label="run"):
     """
     times = meta.get("SliceTiming")
     if not times:
+        why = meta.get("SliceTimingUnknownReason")
         raise InputError(f"slice-timing correction needs the slice acquisition times of run {label}: its "
-                         "DICOM header or JSON sidecar has no SliceTiming", path=source, key="SliceTiming")
+                         "DICOM header or JSON sidecar has no SliceTiming" + (f" ({why})" if why else ""),
+                         path=source, key="SliceTiming")
     direction = str(meta.get("SliceEncodingDirection", "k"))
     if direction not in ("i", "j", "k", "i-", "j-", "k-"):
         raise InputError(f"SliceEncodingDirection must be i, j or k (optionally with -); got {direction!r}",
