@@ -141,5 +141,53 @@ def test_output_inside_input_is_refused(capsys, tmp_path):
     shutil.copytree(SAMPLE / "derivatives", ds / "derivatives")
     code = main(["plan", str(ds), "--participant", "01", "--protocol", "rest-dmpfc",
                  "--output", str(ds / "derivatives" / "fmriprep" / "plan"), "--quiet"])
-    assert code == 1 and "inside the input folder" in capsys.readouterr().err
+    assert code == 1 and "inside the dataset" in capsys.readouterr().err
     assert not (ds / "derivatives" / "fmriprep" / "plan").exists()
+
+
+def test_readme_explicit_files_example_writes_beside_its_inputs(tmp_path, monkeypatch):
+    """The README's explicit-files command, run in a plain folder holding its inputs: `--output out` is accepted."""
+    for name, source in (("task.nii.gz", TASK_BOLD), ("task_confounds.tsv", TASK_CONF),
+                         ("task_events.tsv", EVENTS), ("mask.nii.gz", TASK_MASK)):
+        (tmp_path / name).symlink_to(source)
+    monkeypatch.chdir(tmp_path)
+    code = main(["plan", "--task-bold", "task.nii.gz", "--task-confounds", "task_confounds.tsv", "--events",
+                 "task_events.tsv", "--mask", "mask.nii.gz", "--output", "out", "--quiet"])
+    assert code == 0
+    assert (tmp_path / "out" / "target.json").is_file()
+
+
+def test_missing_input_is_named_before_the_output_rules(capsys, tmp_path):
+    """A BOLD file that does not exist is the error, even when the output folder would also be refused."""
+    ds = tmp_path / "ds"
+    shutil.copytree(SAMPLE / "derivatives", ds / "derivatives")
+    out = ds / "derivatives" / "fmriprep" / "plan"
+    code = main(["plan", *map(str, rest_args(bold=tmp_path / "nope.nii.gz")), "--output", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "nope.nii.gz: BOLD file not found" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("where, refused", [
+    ("plain/out", None),                                  # a plain folder holding the input files
+    ("plain/bold.nii.gz", "is, or holds, the input"),     # the output path is an input
+    ("plain", "is, or holds, the input"),                 # replacing it would delete the inputs
+    ("dicom/out", "inside the input folder"),             # a folder given as input (a DICOM series)
+    ("bids/sub-01/func/out", "inside the dataset"),       # a BIDS tree
+    ("bids/derivatives/fmriprep/out", "inside the dataset"),  # fMRIPrep's own dataset
+    ("bids/derivatives/tmstarget", None),                 # BIDS's place for a new pipeline's derivatives
+])
+def test_output_rules(tmp_path, where, refused):
+    from tmstarget.errors import OutputError
+    from tmstarget.outputs.plan_folder import check_output_dir
+
+    for folder in ("plain", "dicom", "bids/sub-01/func", "bids/derivatives/fmriprep"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "plain" / "bold.nii.gz").write_bytes(b"x")
+    for dataset in ("bids", "bids/derivatives/fmriprep"):
+        (tmp_path / dataset / "dataset_description.json").write_text("{}")
+    inputs = [tmp_path / "plain" / "bold.nii.gz", tmp_path / "dicom", tmp_path / "bids" / "sub-01" / "func"]
+    if refused is None:
+        check_output_dir(tmp_path / where, inputs=inputs)
+    else:
+        with pytest.raises(OutputError, match=refused):
+            check_output_dir(tmp_path / where, inputs=inputs)

@@ -40,7 +40,8 @@ def _build_plan_parser(sub):
     p.add_argument("--protocol", default="rumination-dmpfc",
                    help="shipped protocol name (see 'tmstarget protocols') or path to a .toml file "
                    "(default: rumination-dmpfc)")
-    p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created; never inside the inputs)")
+    p.add_argument("--output", "-o", type=Path, required=True,
+                   help="output folder (created; never over an input nor inside a BIDS/fMRIPrep dataset)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--participant", help="participant label (with or without 'sub-'); also names the outputs")
     p.add_argument("--task", default="rumination",

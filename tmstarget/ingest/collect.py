@@ -35,13 +35,15 @@ class Selection:
     """Runs to analyse: ``(files, state)`` pairs; ``state`` None = states from events blocks.
 
     ``grid`` builds the MNI-defined masks on the runs' grid; None means the runs
-    are in MNI space (:class:`tmstarget.analysis.rois.MniGrid`).
+    are in MNI space (:class:`tmstarget.analysis.rois.MniGrid`). ``inputs`` are
+    the files and folders read (the output must never replace or enter them, see
+    :func:`tmstarget.outputs.plan_folder.check_output_dir`).
     """
 
     runs: list
     t1: Path | None
     mask: Path | None
-    input_dirs: list
+    inputs: list
     grid: object = None
 
 
@@ -50,10 +52,9 @@ def _events_states(run_files):
         return set()
     import pandas as pd
 
-    try:
-        table = pd.read_csv(run_files.events, sep="\t", dtype={"trial_type": str})
-    except Exception as exc:
-        raise InputError(f"events are not a readable TSV: {exc}", path=run_files.events) from exc
+    from tmstarget.ingest.read import read_table
+
+    table = read_table(run_files.events, "events", na_values=["n/a"], dtype={"trial_type": str})
     return set(table.get("trial_type", pd.Series(dtype=str)).dropna())
 
 
@@ -87,13 +88,13 @@ def select_runs(states, dataset=None, participant=None, rest_task="rest", task="
     """
     explicit_state_runs = explicit_state_runs or {}
     fmriprep_dir = bids = None
-    input_dirs = []
+    inputs = []
     if dataset is not None:
         if participant is None:
             raise InputError("--participant is needed with a dataset folder", path=dataset)
         participant = participant_label(participant)
         fmriprep_dir, bids = resolve_dataset(dataset, bids_dir)
-        input_dirs += [Path(dataset)] + ([bids] if bids else [])
+        inputs += [Path(dataset)] + ([bids] if bids else [])
 
     def dataset_runs(label):
         return find_runs(fmriprep_dir, participant, label, bids) if fmriprep_dir is not None else []
@@ -139,6 +140,8 @@ def select_runs(states, dataset=None, participant=None, rest_task="rest", task="
     if t1 is None and fmriprep_dir is not None:
         t1 = find_t1(fmriprep_dir, participant)
     for run, _ in selected:
-        input_dirs.append(Path(run.bold).parent)
-    return Selection(selected, Path(t1) if t1 else None, Path(mask) if mask else None, input_dirs)
+        inputs += [Path(getattr(run, role)) for role in ("bold", "confounds", "sidecar", "events", "mask")
+                   if getattr(run, role, None) is not None]
+    inputs += [Path(p) for p in (t1, mask) if p]
+    return Selection(selected, Path(t1) if t1 else None, Path(mask) if mask else None, inputs)
 

@@ -4,13 +4,11 @@
 series or a NIfTI file into a nibabel image and its sidecar dict.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
-
 from tmstarget.errors import InputError
+from tmstarget.ingest.read import read_image, read_json
 
 
 @dataclass(frozen=True)
@@ -80,15 +78,6 @@ def load_image(source, series=None, sidecar=None, what="functional run"):
     if _is_dicom_source(source):
         pick = series if series is not None and len(find_series(source)) > 1 else None
         return load_series(source, series=pick)
-    try:
-        img = nib.load(source)
-    except Exception as exc:  # nibabel raises many types for unreadable files
-        raise InputError(f"cannot read the {what} as NIfTI: {exc}", path=source) from exc
+    img = read_image(source, what)
     sidecar = Path(sidecar) if sidecar is not None else _sidecar_beside(source)
-    meta = {}
-    if sidecar is not None:
-        try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"sidecar is not readable JSON: {exc}", path=sidecar) from exc
-    return img, meta
+    return img, ({} if sidecar is None else read_json(sidecar, "sidecar"))

@@ -4,7 +4,6 @@ Every check raises :class:`~tmstarget.errors.InputError` naming the file and,
 where it applies, the column, row or volume, before any output is written.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from tmstarget.errors import InputError
+from tmstarget.ingest.read import read_image, read_json, read_table
 
 MOTION_COLUMNS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 TR_TOLERANCE_S = 1e-3
@@ -55,22 +55,9 @@ class Run:
         return self.img.shape[3]
 
 
-def _require_file(path, role):
-    if path is None:
-        raise InputError(f"the {role} file is missing")
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{role} file not found", path=path)
-    return path
-
-
 def load_bold(path):
-    """Open a 4-D BOLD NIfTI (header only) or raise a one-line InputError."""
-    path = _require_file(path, "BOLD")
-    try:
-        img = nib.load(path)
-    except Exception as exc:  # nibabel raises many types for unreadable files
-        raise InputError(f"cannot read as NIfTI: {exc}", path=path) from exc
+    """Open a 4-D BOLD NIfTI (checked complete, data read on demand) or raise a one-line InputError."""
+    img = read_image(path, "BOLD")
     if img.ndim != 4:
         raise InputError(f"expected a 4-D BOLD image, got a {img.ndim}-D image of shape {img.shape}", path=path)
     if img.shape[3] < 2:
@@ -100,11 +87,7 @@ def resolve_tr(img, bold_path, sidecar_path=None, t_r=None):
     if head is not None:
         sources[f"NIfTI header of {Path(bold_path).name}"] = head
     if sidecar_path is not None:
-        sidecar_path = _require_file(sidecar_path, "sidecar")
-        try:
-            meta = json.loads(Path(sidecar_path).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"sidecar is not valid JSON: {exc}", path=sidecar_path) from exc
+        meta = read_json(sidecar_path, "sidecar")
         if "RepetitionTime" in meta:
             value = meta["RepetitionTime"]
             if not isinstance(value, (int, float)) or value <= 0:
@@ -124,11 +107,7 @@ def resolve_tr(img, bold_path, sidecar_path=None, t_r=None):
 
 def load_confounds(path, n_volumes):
     """Read an fMRIPrep-style confounds TSV (``n/a`` allowed) and check its length."""
-    path = _require_file(path, "confounds")
-    try:
-        table = pd.read_csv(path, sep="\t", na_values=["n/a", "N/A", "NaN", "nan"])
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"confounds are not a readable TSV: {exc}", path=path) from exc
+    table = read_table(path, "confounds", na_values=["n/a", "N/A", "NaN", "nan"])
     if len(table) != n_volumes:
         raise InputError(f"confounds have {len(table)} rows but the BOLD run has {n_volumes} volumes", path=path)
     return table
@@ -143,11 +122,7 @@ def load_events(path, n_volumes, t_r):
         Missing columns, non-numeric or negative times, or a block beyond the
         run's end (row number given, counting the header as row 1).
     """
-    path = _require_file(path, "events")
-    try:
-        table = pd.read_csv(path, sep="\t", na_values=["n/a"], dtype={"trial_type": str})
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"events are not a readable TSV: {exc}", path=path) from exc
+    table = read_table(path, "events", na_values=["n/a"], dtype={"trial_type": str})
     for column in ("onset", "duration", "trial_type"):
         if column not in table.columns:
             raise InputError(f"events need a '{column}' column; found {list(table.columns)}", path=path, key=column)
@@ -201,11 +176,7 @@ def confound_column(confounds, column, path=None, why=""):
 
 def load_mask(path, bold_img, bold_path):
     """Brain mask on the BOLD grid (shape and affine must match within 1e-3 mm)."""
-    path = _require_file(path, "brain mask")
-    try:
-        mask_img = nib.load(path)
-    except Exception as exc:
-        raise InputError(f"cannot read as NIfTI: {exc}", path=path) from exc
+    mask_img = read_image(path, "brain mask")
     data = np.asanyarray(mask_img.dataobj)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

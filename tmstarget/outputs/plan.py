@@ -102,9 +102,9 @@ class Plan:
     files : dict of str to bytes
         Other files of the folder by relative path: the transforms
         (``xfm/...``) of a native plan, a T1 converted from DICOM (``anat/...``).
-    input_dirs : tuple of Path
-        Folders of the inputs, which :meth:`save` never writes into (empty
-        for a loaded plan; not compared).
+    inputs : tuple of Path
+        The input files and folders, which :meth:`save` never replaces or
+        writes into (empty for a loaded plan; not compared).
     """
 
     document: dict
@@ -112,7 +112,7 @@ class Plan:
     masks: dict
     protocol: object
     files: dict = dataclasses.field(default_factory=dict)
-    input_dirs: tuple = dataclasses.field(default=(), repr=False)
+    inputs: tuple = dataclasses.field(default=(), repr=False)
 
     @property
     def target(self) -> PlanPoint:
@@ -188,7 +188,7 @@ class Plan:
         Path
             ``folder``.
         """
-        check_output_dir(folder, force, self.input_dirs)
+        check_output_dir(folder, force, self.inputs)
         out = Path(folder).resolve()
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
@@ -290,7 +290,7 @@ def _same_images(a, b):
     return True
 
 
-def build_plan(result, participant, command=None, input_dirs=(), coils=None, anatomy=None, extra_inputs=None,
+def build_plan(result, participant, command=None, inputs=(), coils=None, anatomy=None, extra_inputs=None,
                files=None, grid_space=None):
     """A :class:`Plan` from the engine's result (what ``save`` writes, computed once).
 
@@ -301,8 +301,8 @@ def build_plan(result, participant, command=None, input_dirs=(), coils=None, ana
         Label used in the outputs (never a DICOM patient field).
     command : list of str, optional
         Command line, for provenance.
-    input_dirs : sequence of Path
-        Folders the plan must never be saved into.
+    inputs : sequence of Path
+        Input files and folders the plan must never replace or be saved into.
     coils : list of dict, optional
         Coil block per candidate (``coils[0]`` is the target's).
     anatomy : dict, optional
@@ -342,7 +342,7 @@ def build_plan(result, participant, command=None, input_dirs=(), coils=None, ana
                                  + (["search_region.nii.gz"] if "search_region" in result.masks else []))
     # the document as target.json holds it (lists, plain floats): a loaded plan compares equal
     document = json.loads(json.dumps(document, allow_nan=False))
-    return Plan(document, maps, masks, result.protocol, dict(files or {}), tuple(input_dirs))
+    return Plan(document, maps, masks, result.protocol, dict(files or {}), tuple(inputs))
 
 
 def load_plan(folder: str | Path) -> Plan:

@@ -3,8 +3,8 @@
 :class:`tmstarget.outputs.plan.Plan` assembles them and writes the folder:
 built under a temporary name beside the destination and renamed into place at
 the end, so a failure never leaves a half-written plan; an existing non-empty
-folder is replaced only with ``force``.  Nothing is ever written inside an
-input folder.
+folder is replaced only with ``force``.  Nothing is ever written over an
+input or into a dataset tree (:func:`check_output_dir`).
 """
 
 import datetime
@@ -22,17 +22,56 @@ from tmstarget._fileio import sha256_file
 from tmstarget.errors import OutputError
 
 
-def check_output_dir(out_dir, force=False, input_dirs=()):
-    """Refuse an output folder that is non-empty (without ``force``) or inside/equal to an input folder."""
+def dataset_root(path):
+    """The nearest folder at or above ``path`` with a ``dataset_description.json`` (BIDS/fMRIPrep), or None."""
+    for folder in (path, *path.parents):
+        if (folder / "dataset_description.json").is_file():
+            return folder
+    return None
+
+
+def check_output_dir(out_dir, force=False, inputs=()):
+    """Refuse an output folder that could harm the inputs, or a non-empty one without ``force``.
+
+    Refused, because replacing or filling it could damage data:
+
+    * a path that is an input, or holds one (``force`` would replace it);
+    * a path inside a folder given as input (a DICOM series, a dataset folder);
+    * a path inside a BIDS or fMRIPrep dataset tree (a ``dataset_description.json``
+      at or above it), except a pipeline folder of its own under the dataset's
+      ``derivatives/`` (``<root>/derivatives/<name>``, where BIDS puts derivatives).
+
+    A plain folder holding input files (no ``dataset_description.json`` up the
+    tree) may hold the output folder.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+    force : bool
+        Replace a non-empty folder.
+    inputs : sequence of Path
+        Input files and folders, as given.
+
+    Raises
+    ------
+    OutputError
+    """
     out = Path(out_dir).resolve()
-    for folder in input_dirs:
-        folder = Path(folder).resolve()
-        if out == folder or folder in out.parents:
-            raise OutputError(
-                f"the output folder lies inside the input folder {folder}; choose a folder outside the inputs "
-                f"(e.g. {folder.parent / (folder.name + '-tmstarget')})",
-                path=out_dir,
-            )
+    root = dataset_root(out)
+    relative = out.relative_to(root).parts if root is not None else ()
+    own_derivatives = root is not None and len(relative) >= 2 and relative[0] == "derivatives"
+    given = [(item, Path(item).resolve()) for item in inputs]
+    for item, path in given:
+        if out == path or out in path.parents:
+            raise OutputError(f"the output path is, or holds, the input {item}; choose a folder that holds no input",
+                              path=out_dir)
+    if root is not None and not own_derivatives:
+        raise OutputError(f"the output folder lies inside the dataset {root} (it holds dataset_description.json); "
+                          f"choose a folder outside it, or {root / 'derivatives' / 'tmstarget'}", path=out_dir)
+    for item, path in given:
+        if path.is_dir() and path in out.parents and not own_derivatives:
+            raise OutputError(f"the output folder lies inside the input folder {item}; choose a folder outside it "
+                              f"(e.g. {path.parent / (path.name + '-tmstarget')})", path=out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError("output path exists and is not a folder", path=out_dir)
     if out.is_dir() and any(out.iterdir()) and not force:

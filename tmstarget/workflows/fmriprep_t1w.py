@@ -287,6 +287,9 @@ def choose_fmriprep_space(fmriprep_dir, participant, requested=None, mni_t1_path
         if requested == T1_SPACE:
             raise InputError(f"cannot plan in {T1_SPACE}: {reason}", path=fmriprep_dir)
         return None, f"{MNI_SPACE} ({reason})"
+    from tmstarget.ingest.read import read_image
+
+    read_image(anatomy.t1_path, "T1w")
     qc = dict(anatomy.qc)
     if mni_t1_path is None:
         qc["transform_check"] = "not run: no MNI-space T1w to compare with"

@@ -39,12 +39,12 @@ def _fixed_selection(request):
     from tmstarget.ingest.fmriprep import find_t1, resolve_dataset
 
     t1 = request.t1
-    dirs = []
+    inputs = []
     if t1 is None and request.dataset is not None and request.participant:
         fmriprep_dir, _ = resolve_dataset(request.dataset, request.bids_dir)
         t1 = find_t1(fmriprep_dir, request.participant)
-        dirs.append(request.dataset)
-    return Selection([], t1, None, dirs + ([Path(t1).parent] if t1 else []))
+        inputs.append(request.dataset)
+    return Selection([], t1, None, inputs + ([Path(t1)] if t1 else []))
 
 
 def plan_request_mni(request, protocol, *, command=None, output=None, force=False, progress=None):
@@ -58,7 +58,7 @@ def plan_request_mni(request, protocol, *, command=None, output=None, force=Fals
     command : list of str, optional
         Command line, for provenance.
     output : Path, optional
-        Plan folder checked (``force``, never inside the inputs) before any work.
+        Plan folder checked (``force``, never over an input or in a dataset tree) before any work.
     force : bool
     progress : callable, optional
 
@@ -70,6 +70,7 @@ def plan_request_mni(request, protocol, *, command=None, output=None, force=Fals
     from tmstarget.analysis.engine import SPACE, place_coils, plan
     from tmstarget.ingest.collect import select_runs
     from tmstarget.ingest.fmriprep import resolve_dataset
+    from tmstarget.ingest.read import read_image
     from tmstarget.outputs.plan import build_plan
     from tmstarget.outputs.plan_folder import check_output_dir
     from tmstarget.workflows.fmriprep_t1w import choose_fmriprep_space, fmriprep_plan_to_t1w
@@ -86,7 +87,9 @@ def plan_request_mni(request, protocol, *, command=None, output=None, force=Fals
         explicit_state_runs=by_state, t1=request.t1, mask=request.mask,
     ) if protocol.kind == "connectivity" else _fixed_selection(request)
     if output is not None:
-        check_output_dir(output, force, selection.input_dirs)
+        check_output_dir(output, force, selection.inputs)
+    if selection.t1 is not None:
+        read_image(selection.t1, "T1")  # a corrupt T1 fails now, not after the analysis
     fmriprep_dir = resolve_dataset(request.dataset, request.bids_dir)[0] if request.dataset is not None else None
     anatomy_t1w, space_note = choose_fmriprep_space(
         fmriprep_dir, request.participant, request.space, mni_t1_path=None if request.t1 else selection.t1,
@@ -101,7 +104,7 @@ def plan_request_mni(request, protocol, *, command=None, output=None, force=Fals
         _say(progress, "placing the coil on the scalp")
         _, coils, anatomy = place_coils(result, selection.t1)
     _say(progress, "writing outputs")
-    return build_plan(result, request.label, command=command, input_dirs=selection.input_dirs, coils=coils,
+    return build_plan(result, request.label, command=command, inputs=selection.inputs, coils=coils,
                       anatomy=anatomy, grid_space=SPACE if anatomy_t1w is not None else None)
 
 

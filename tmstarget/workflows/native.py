@@ -313,9 +313,8 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
     done()
 
     grid = NativeGrid(mean_img, epi_to_mni)
-    input_dirs = [Path(r.source) if _is_dicom_source(r.source) else Path(r.source).parent for r in runs]
-    input_dirs.append(Path(t1) if t1_from_dicom else Path(t1).parent)
-    selection = Selection(selected, t1_path, None, input_dirs, grid=grid)
+    inputs = [Path(r.source) for r in runs] + [Path(r.events) for r in runs if r.events] + [Path(t1)]
+    selection = Selection(selected, t1_path, None, inputs, grid=grid)
     qc = {"motion_reference": f"volume 0 of {runs[0].label}", "motion": motion_qc, "stage_seconds": timings}
     return NativeSession(selection, epi_to_t1, t1_to_mni, t1_path, t1_from_dicom, qc)
 
@@ -471,7 +470,7 @@ def native_plan(session, protocol, participant, command=None, t_r=None, progress
         anatomy["t1"] = t1_name
         files[t1_name] = session.t1_path.read_bytes()
     say("writing outputs")
-    return build_plan(result, participant, command=command, input_dirs=session.selection.input_dirs, coils=coils,
+    return build_plan(result, participant, command=command, inputs=session.selection.inputs, coils=coils,
                       anatomy=anatomy, files=files)
 
 
@@ -507,10 +506,8 @@ def plan_native(runs, t1, protocol, participant, *, t1_series=None, slice_timing
     from tmstarget.outputs.plan_folder import check_output_dir
 
     t1 = Path(t1)
-    input_dirs = [r.source if r.source.is_dir() else r.source.parent for r in runs]
-    input_dirs.append(t1 if t1.is_dir() else t1.parent)
     if output is not None:
-        check_output_dir(output, force, input_dirs)
+        check_output_dir(output, force, [r.source for r in runs] + [r.events for r in runs if r.events] + [t1])
     work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="tmstarget-native-"))
     try:
         session = prepare_native(runs, t1, work, participant, t1_series=t1_series, progress=progress,
