@@ -517,22 +517,42 @@ class Protocol:
             )
 
 
-def _override_key(dotted):
+def _override_key(dotted, label):
     if dotted.count(".") != 1:
-        raise ProtocolError(f"override key {dotted!r} must be section.key (e.g. clean.fd_threshold_mm)", key=dotted)
+        raise ProtocolError(f"{label}: the key must be section.key (e.g. clean.fd_threshold_mm)")
     return dotted
 
 
 def _parse_override(text):
+    label = f"--set {text}"
     if "=" not in text:
-        raise ProtocolError(f"override {text!r} must look like section.key=value", key=text)
+        raise ProtocolError(f"{label}: must look like section.key=value")
     dotted, value_text = (part.strip() for part in text.split("=", 1))
-    dotted = _override_key(dotted)
+    dotted = _override_key(dotted, label)
     try:
         value = tomllib.loads(f"v = {value_text}")["v"]
     except tomllib.TOMLDecodeError:
         value = value_text  # bare words are strings: picker=cluster
-    return dotted, value
+    return dotted, value, label
+
+
+def _check_override(dotted, value, label):
+    """One override checked on its own, so its mistakes are blamed on it (``label``), not on the protocol file."""
+    section, key = dotted.split(".")
+    if section not in _SECTIONS:
+        hint = difflib.get_close_matches(section, list(_SECTIONS), n=1)
+        raise ProtocolError(f"{label}: unknown table [{section}]" + (f"; did you mean '{hint[0]}'?" if hint else "")
+                            + f" (tables: {', '.join(_SECTIONS)})")
+    fields = {f.name: f for f in dataclasses.fields(_SECTIONS[section]) if f.name != "_given"}
+    if key not in fields:
+        hint = difflib.get_close_matches(key, list(fields), n=1)
+        raise ProtocolError(f"{label}: unknown key '{key}' in [{section}]"
+                            + (f"; did you mean '{hint[0]}'?" if hint else "")
+                            + f" (allowed: {', '.join(sorted(fields))})")
+    try:
+        _checked(fields[key], value, dotted, "")
+    except ProtocolError as exc:
+        raise ProtocolError(f"{label}: {exc.message}") from None
 
 
 def _protocol_dir():
@@ -556,15 +576,16 @@ def _locate(name_or_path):
             raise ProtocolError("protocol file not found", path=path)
         return path.read_bytes(), str(path)
     names = builtin_protocol_names()
-    if name_or_path not in names:
-        hint = difflib.get_close_matches(name_or_path, names, n=1)
+    name = str(name_or_path).lower()  # shipped names are lower-case: SGACC-DLPFC is sgacc-dlpfc
+    if name not in names:
+        hint = difflib.get_close_matches(name, names, n=1)
         did_you_mean = f" Did you mean '{hint[0]}'?" if hint else ""
         raise ProtocolError(
             f"unknown protocol '{name_or_path}'; shipped protocols: {', '.join(names)}.{did_you_mean} "
             "A path to your own .toml file also works."
         )
-    resource = _protocol_dir().joinpath(f"{name_or_path}.toml")
-    return resource.read_bytes(), f"protocols/{name_or_path}.toml"
+    resource = _protocol_dir().joinpath(f"{name}.toml")
+    return resource.read_bytes(), f"protocols/{name}.toml"
 
 
 def load_protocol(name_or_path: str | Path,
@@ -574,12 +595,14 @@ def load_protocol(name_or_path: str | Path,
     Parameters
     ----------
     name_or_path : str or Path
-        A shipped protocol name (``tmstarget protocols`` lists them) or a path
-        to a user's own ``.toml`` file.
+        A shipped protocol name (``tmstarget protocols`` lists them; any case,
+        ``SGACC-DLPFC`` is ``sgacc-dlpfc``) or a path to a user's own ``.toml`` file.
     overrides : iterable of str or mapping, optional
-        ``"section.key=value"`` strings (TOML value syntax), or a mapping
-        ``{"section.key": value}``, applied on top of the file and validated
-        like it.
+        ``"section.key=value"`` strings (TOML value syntax; ``tmstarget plan
+        --set``), or a mapping ``{"section.key": value}``, applied on top of the
+        file and validated like it. A mistake in an override is blamed on it,
+        not on the file: ``--set target.pickr=cluster: unknown key 'pickr' in
+        [target]; did you mean 'picker'?``.
 
     Returns
     -------
@@ -596,15 +619,25 @@ def load_protocol(name_or_path: str | Path,
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not valid TOML: {exc}", path=source) from exc
     if isinstance(overrides, Mapping):
-        pairs = [(_override_key(dotted), value) for dotted, value in overrides.items()]
+        triples = [(_override_key(dotted, f"override {dotted!r}"), value, f"override {dotted!r}")
+                   for dotted, value in overrides.items()]
     else:
-        pairs = [_parse_override(text) for text in overrides or ()]
+        triples = [_parse_override(text) for text in overrides or ()]
+    for dotted, value, label in triples:
+        _check_override(dotted, value, label)
+    sha256 = hashlib.sha256(data).hexdigest()
+    text = data.decode("utf-8")
+    if not triples:
+        return Protocol.from_dict(raw, source, sha256=sha256, toml_text=text)
+    merged = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
     applied = {}
-    for dotted, value in pairs:
+    for dotted, value, _ in triples:
         section, key = dotted.split(".")
-        if section not in _SECTIONS:
-            _unknown("overrides", section, list(_SECTIONS), source)
-        raw.setdefault(section, {})[key] = value
+        merged.setdefault(section, {})[key] = value
         applied[dotted] = value
-    return Protocol.from_dict(raw, source, sha256=hashlib.sha256(data).hexdigest(), overrides=applied,
-                              toml_text=data.decode("utf-8"))
+    try:
+        return Protocol.from_dict(merged, source, sha256=sha256, overrides=applied, toml_text=text)
+    except ProtocolError as exc:
+        Protocol.from_dict(raw, source, sha256=sha256, toml_text=text)  # the file alone fails: its own error
+        labels = ", ".join(label for *_, label in triples)
+        raise ProtocolError(f"{labels}: {exc}") from None
