@@ -38,6 +38,7 @@ def _without_dates(document):
     document = json.loads(json.dumps(document))
     document["provenance"]["date_utc"] = None
     document["provenance"]["command"] = None
+    document["outputs"] = [name for name in document["outputs"] if not name.startswith("navigation/")]
     return document
 
 

@@ -158,11 +158,12 @@ def test_maps_stay_on_the_mni_grid_and_say_so(plans):
     np.testing.assert_allclose(doc["analysis_grid"]["affine"], bold.affine, atol=1e-6)
     ijk = doc["target"]["voxel_ijk"]
     np.testing.assert_allclose(apply_affine(bold.affine, ijk)[0], doc["target"]["mni_mm"], atol=1e-3)
-    for name in ("map-delta.nii.gz", "map-z_rumination.nii.gz"):
+    for name in (doc["images"]["maps"]["delta"], doc["images"]["maps"]["z_rumination"]):
+        assert name.startswith(f"sub-01_space-{MNI}_desc-") and name.endswith("_statmap.nii.gz")
         img = nib.load(out / name)
         assert int(img.header["qform_code"]) == 4 and int(img.header["sform_code"]) == 4, name
         np.testing.assert_allclose(img.affine, bold.affine, atol=1e-6)
-    sphere = nib.load(out / "target_sphere.nii.gz")
+    sphere = nib.load(out / doc["images"]["masks"]["target_sphere"])
     centroid = apply_affine(sphere.affine, np.argwhere(np.asarray(sphere.dataobj) > 0).mean(axis=0))[0]
     assert np.linalg.norm(centroid - doc["target"]["mni_mm"]) < 1.0
     assert "MNI" in doc["qc"]["coordinates"]["analysis_grid"]

@@ -214,10 +214,10 @@ def test_analysis_grid_and_maps_are_moved_into_t1_world(native_truth):
     corners = np.array([[i, j, k] for i in (0, EPI_SHAPE[0] - 1) for j in (0, EPI_SHAPE[1] - 1)
                         for k in (0, EPI_SHAPE[2] - 1)], dtype=float)
     for what, affine in (("analysis_grid", np.asarray(document["analysis_grid"]["affine"])),
-                         ("map-z_rest", nib.load(out / "map-z_rest.nii.gz").affine)):
+                         ("map z_rest", nib.load(out / document["images"]["maps"]["z_rest"]).affine)):
         error = np.linalg.norm(apply_affine(affine, corners) - apply_affine(truth, corners), axis=1).max()
         assert error < DISPLACEMENT_TOL_MM, f"{what}: grid corners off by {error:.2f} mm"
-    sphere = nib.load(out / "target_sphere.nii.gz")
+    sphere = nib.load(out / document["images"]["masks"]["target_sphere"])
     centroid = apply_affine(sphere.affine, np.argwhere(np.asarray(sphere.dataobj) > 0).mean(axis=0))[0]
     assert np.linalg.norm(centroid - np.asarray(document["target"]["ras_mm"])) < EPI_VOXEL_MM / 2
 

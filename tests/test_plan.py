@@ -91,7 +91,7 @@ def test_qc_thresholds_change_the_warnings_not_the_target(sample_plans, tmp_path
         f"task-rumination: high motion (mean FD {run['mean_fd_power_mm']:.2f} mm)",
     ]
     assert low["target"] == doc["target"] and low["candidates"] == doc["candidates"]
-    for name in ("map-delta.nii.gz", "targets.tsv"):
+    for name in (doc["images"]["maps"]["delta"], "targets.tsv"):
         assert (tmp_path / "qc" / name).read_bytes() == (folder / name).read_bytes()
 
 
@@ -132,7 +132,7 @@ def nilearn_task():
 
 
 def test_maps_equal_plain_nilearn(sample_plans, nilearn_task):
-    out, _ = sample_plans["rumination-dmpfc"]
+    out, doc = sample_plans["rumination-dmpfc"]
     _, mask, _, cleaned, frames, seed = nilearn_task
     expected = {}
     for state in ("rumination", "distraction"):
@@ -140,10 +140,10 @@ def test_maps_equal_plain_nilearn(sample_plans, nilearn_task):
         expected[f"z_{state}"] = ref.zmap(cleaned[sel], seed[sel])
     expected["delta"] = expected["z_rumination"] - expected["z_distraction"]
     for name, values in expected.items():
-        ours = nib.load(out / f"map-{name}.nii.gz").get_fdata()[mask]
+        ours = nib.load(out / doc["images"]["maps"][name]).get_fdata()[mask]
         assert np.abs(ours - values).max() < 1e-5, name
     # the tolerance sees a frame selection without the haemodynamic delay, or one volume off, by far
-    delta = nib.load(out / "map-delta.nii.gz").get_fdata()[mask]
+    delta = nib.load(out / doc["images"]["maps"]["delta"]).get_fdata()[mask]
     for shifted, delay in ((frames, 0.0), (frames + 1, 4.0), (frames - 1, 4.0)):
         z = {s: ref.zmap(cleaned[sel], seed[sel]) for s in ("rumination", "distraction")
              for sel in [ref.block_frames(EVENTS, shifted, 2.0, s, delay=delay)]}
@@ -181,7 +181,7 @@ def test_provenance_holds_real_hashes(sample_plans):
     assert (out / "protocol.toml").read_bytes() == protocol_file.read_bytes()
     rows = (out / "targets.tsv").read_text().splitlines()
     assert len(rows) == 1 + len(doc["candidates"]) and rows[1].split("\t")[1] == "rumination-dmpfc-1"
-    sphere = nib.load(out / "target_sphere.nii.gz")
+    sphere = nib.load(out / doc["images"]["masks"]["target_sphere"])
     centre = np.argwhere(sphere.get_fdata() > 0).mean(axis=0)
     assert np.allclose(centre, doc["target"]["voxel_ijk"], atol=0.01)
 

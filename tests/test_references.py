@@ -72,9 +72,9 @@ def test_rest_protocol_parameters_are_those_the_reference_uses(rest_plan):
 
 @pytest.mark.slow
 def test_rest_z_map_equals_nilearn_maskers(rest_plan, rest_reference):
-    out, _ = rest_plan
+    out, doc = rest_plan
     mask = rest_reference["mask"]
-    ours = nib.load(out / "map-z_rest.nii.gz").get_fdata()
+    ours = nib.load(out / doc["images"]["maps"]["z_rest"]).get_fdata()
     diff = np.abs(ours[mask] - rest_reference["z"][mask])
     assert diff.max() < Z_TOLERANCE, diff.max()
     assert np.all(ours[~mask] == 0)
@@ -85,7 +85,7 @@ def test_rest_z_map_equals_nilearn_maskers(rest_plan, rest_reference):
 @pytest.mark.slow
 def test_rest_search_region_equals_published_sites_in_grey_matter(rest_plan, rest_reference):
     out, doc = rest_plan
-    region = nib.load(out / "search_region.nii.gz").get_fdata() > 0
+    region = nib.load(out / doc["images"]["masks"]["search_region"]).get_fdata() > 0
     assert np.array_equal(region, rest_reference["region"])
     assert doc["qc"]["search_region_voxels"] == int(rest_reference["region"].sum())
 
@@ -110,8 +110,8 @@ def test_rest_target_equals_reference_cluster_pick(rest_plan, rest_reference):
 def test_rest_cluster_pick_on_the_plan_own_map_is_identical(rest_plan):
     """The reference picker on the map and region the plan wrote gives the plan's candidates exactly."""
     out, doc = rest_plan
-    z_img = nib.load(out / "map-z_rest.nii.gz")
-    region = nib.load(out / "search_region.nii.gz").get_fdata() > 0
+    z_img = nib.load(out / doc["images"]["maps"]["z_rest"])
+    region = nib.load(out / doc["images"]["masks"]["search_region"]).get_fdata() > 0
     picks = ref.cluster_pick(z_img.get_fdata(), region, z_img.affine, 0.10, "negative", 5)
     assert len(picks) == len(doc["candidates"])
     # two-voxel clusters put the centroid half-way between two region voxels: either is the rule's answer

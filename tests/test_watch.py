@@ -111,7 +111,8 @@ def test_live_maps_equal_the_final_plan_maps(real_watch):
     out = real_watch["out"]
     assert real_watch["live"]["live_maps"]["after_volume"] == 119
     live = nib.load(out / "live_map-z_rest.nii.gz")
-    final = nib.load(out / "plan" / "map-z_rest.nii.gz")
+    final_doc = json.loads((out / "plan" / "target.json").read_text())
+    final = nib.load(out / "plan" / final_doc["images"]["maps"]["z_rest"])
     assert np.allclose(live.affine, final.affine, atol=1e-4)  # both on the EPI grid in T1w world
     assert np.abs(live.get_fdata() - final.get_fdata()).max() < 1e-6
 

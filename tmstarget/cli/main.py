@@ -131,14 +131,15 @@ def _request(args):
 
 
 def run_plan(args):
+    from tmstarget.outputs.plan_folder import anonymous_command
     from tmstarget.protocol import load_protocol
     from tmstarget.workflows import run_plan as compute_plan
 
     progress = Progress(args.quiet)
     navigation = navigation_formats(args)
     protocol = load_protocol(args.protocol, _overrides(args))
-    plan = compute_plan(_request(args), protocol, command=["tmstarget"] + sys.argv[1:], output=args.output,
-                        force=args.force, progress=progress)
+    plan = compute_plan(_request(args), protocol, command=anonymous_command(["tmstarget"] + sys.argv[1:]),
+                        output=args.output, force=args.force, progress=progress)
     plan.save(args.output, force=args.force, navigation=navigation, affine=args.affine,
               on_navigation_skipped=navigation_skipped)
     _print_summary(plan.document, protocol, args)
@@ -161,6 +162,11 @@ def _print_summary(document, protocol, args):
                 else f"scalp-to-target {c['scalp_to_target_mm']:.1f} mm (no brain mask)"
             print(f"coil centre on the scalp: {[round(v, 1) for v in c['centre_ras_mm']]} mm, {depth}, "
                   f"handle {c['handle_rule']}")
+            navigation = [name for name in document["outputs"] if name.startswith("navigation/")]
+            print(f"navigation files: {len(navigation)} in {args.output}/navigation" if navigation else
+                  "navigation files: none written")
+        else:
+            print(f"coil: not placed ({document['coil_reason']})")
         for warning in document["qc"].get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
 

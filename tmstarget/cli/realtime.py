@@ -55,6 +55,7 @@ def add_subcommands(sub):
 def run_watch(args):
     from tmstarget.ingest.fmriprep import participant_label
     from tmstarget.outputs.plan import navigation_writer
+    from tmstarget.outputs.plan_folder import anonymous_command
     from tmstarget.protocol import load_protocol
     from tmstarget.realtime.watch import Watcher, WatchOptions
 
@@ -69,7 +70,7 @@ def run_watch(args):
         gap_timeout_s=args.gap_timeout, participant=participant_label(args.participant) if args.participant
         else "anonymous", stable_mm=args.stable_mm, stable_minutes=args.stable_minutes, map_every=args.map_every,
         extra_writers=writers,
-        command=["tmstarget"] + sys.argv[1:], force=args.force,
+        command=anonymous_command(["tmstarget"] + sys.argv[1:]), force=args.force,
     )
     document = Watcher(opts, progress=Progress(args.quiet)).run()
     if not args.quiet and document is not None:

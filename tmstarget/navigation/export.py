@@ -361,6 +361,8 @@ def export_plan(
     localite_space="RAS",
     force=False,
     brainsight_version=None,
+    dry_run=False,
+    when=None,
 ):
     """Write a plan's target (and candidates with poses) in navigation formats.
 
@@ -380,6 +382,10 @@ def export_plan(
         Replace existing files (otherwise refused, nothing written).
     brainsight_version : {None, 12, 14}
         Default 12 when qform == sform, 14 (``NIfTI:Q|S:``) when they differ.
+    dry_run : bool
+        Run every check and return the files that would be written, writing none.
+    when : datetime, optional
+        Time stamp of the Localite file name (default now).
 
     Returns
     -------
@@ -447,7 +453,7 @@ def export_plan(
             except NavigationFormatError as exc:
                 skipped[k] = exc.message
                 keys.remove(k)
-    localite_name = localite_marker_filename()
+    localite_name = localite_marker_filename(when)
     plan_prov = {
         "target_json_sha256": sha256_file(plan.target_json),
         "protocol": plan.protocol,
@@ -485,6 +491,10 @@ def export_plan(
             + "; use --force to replace them",
             path=output_dir,
         )
+    if dry_run:
+        return ExportResult(output_dir=output_dir, files={k: [output_dir / out for out in _outputs(rel)]
+                                                          for k, rel, _ in jobs},
+                            skipped=skipped, markers=[m.name for m in nav_markers], warnings=warnings_out)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmstarget-export-", dir=output_dir))

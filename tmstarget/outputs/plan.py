@@ -13,6 +13,7 @@ import dataclasses
 import json
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -22,17 +23,19 @@ import numpy as np
 from tmstarget._fileio import publish_mode, write_bytes_atomic, write_json_atomic, write_nifti_atomic, write_text_atomic
 from tmstarget.errors import InputError, OutputError
 from tmstarget.outputs.plan_folder import (
+    NO_T1_REASON,
     _float_img,
     _protocol_bytes,
     _swap_into_place,
     check_output_dir,
+    image_names,
     provenance,
     target_document,
     targets_tsv,
 )
 
-#: Files every plan folder holds besides the maps (``map-<name>.nii.gz``).
-_MASK_FILES = {"search_region": "search_region.nii.gz", "target_sphere": "target_sphere.nii.gz"}
+#: Files every plan folder holds besides its images (named in ``target.json``'s ``images``).
+_FIXED_FILES = ("target.json", "targets.tsv", "protocol.toml")
 _OVERRIDE_NOTE = "\n# Overridden on the command line (applied on top of the values above):\n"
 
 
@@ -91,12 +94,15 @@ class Plan:
     Attributes
     ----------
     document : dict
-        The ``target.json`` content (target, candidates, coil, QC, provenance).
+        The ``target.json`` content (target, candidates, coil, QC, provenance;
+        ``images`` names the file of every map and mask, ``outputs`` lists
+        every file of the folder as last saved).
     maps : dict of str to nibabel.Nifti1Image
         Fisher-z connectivity maps by name (``"z_rest"``, ``"delta"``, ...),
-        saved as ``map-<name>.nii.gz``.
+        saved as ``sub-<label>_space-<space>_desc-<zRest|delta>_statmap.nii.gz``.
     masks : dict of str to nibabel.Nifti1Image
-        ``"target_sphere"`` and, for connectivity protocols, ``"search_region"``.
+        ``"target_sphere"`` and, for connectivity protocols, ``"search_region"``
+        (``..._desc-targetSphere_mask.nii.gz``, ``..._desc-searchRegion_mask.nii.gz``).
     protocol : tmstarget.protocol.Protocol
         The protocol as used (overrides applied).
     files : dict of str to bytes
@@ -194,24 +200,35 @@ class Plan:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
         publish_mode(staging, directory=True)
         writers = list(writers)
+        navigators = [w for w in writers if isinstance(w, NavigationWriter)]
+        others = [w for w in writers if not isinstance(w, NavigationWriter)]
         if navigation and self.coil is not None:
-            writers.insert(0, navigation_writer(navigation, affine, on_navigation_skipped))
+            navigators.insert(0, NavigationWriter(navigation, affine, on_navigation_skipped))
+        images = self.document["images"]
         try:
             for name, img in self.maps.items():
-                write_nifti_atomic(staging / f"map-{name}.nii.gz", img)
+                write_nifti_atomic(staging / images["maps"][name], img)
             for name, img in self.masks.items():
-                write_nifti_atomic(staging / _MASK_FILES[name], img)
+                write_nifti_atomic(staging / images["masks"][name], img)
             write_text_atomic(staging / "targets.tsv", targets_tsv(self.document))
             write_bytes_atomic(staging / "protocol.toml", _protocol_bytes(self.protocol))
-            write_json_atomic(staging / "target.json", self.document)
             for relative, data in self.files.items():
                 write_bytes_atomic(staging / relative, data)
-            for writer in writers:
+            for writer in others:
+                writer(staging)
+            document = dict(self.document)
+            write_json_atomic(staging / "target.json", document)  # the navigation checks read it
+            planned = [name for writer in navigators for name in writer.plan(staging)]
+            written = [p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()]
+            document["outputs"] = sorted(set(written) | set(planned))
+            write_json_atomic(staging / "target.json", document)  # final: what the navigation files hash
+            for writer in navigators:
                 writer(staging)
             _swap_into_place(staging, out)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        self.document = document
         return Path(folder)
 
     def export(self, format: str | Iterable[str], folder: str | Path, affine: str | None = None,
@@ -245,38 +262,67 @@ class Plan:
         return written
 
 
-def navigation_writer(formats, affine=None, on_skipped=None):
-    """``f(plan_dir)`` writing navigation files into ``plan_dir/navigation``.
+class NavigationWriter:
+    """Writes navigation files into ``plan_dir/navigation`` (``f(plan_dir)``), for :meth:`Plan.save`.
 
     With ``formats == "all"`` nothing that is valid is withheld: a T1 the
     navigators disagree on (qform and sform more than 0.1 mm apart, no
     ``affine``) skips the navigation files, and with ``affine`` each format
     whose navigator reads the other transform is skipped. Each skip is one
     line passed to ``on_skipped(message)`` (default: a warning), not fatal.
+    :meth:`plan` runs every check, reports the skips and returns the files that
+    calling the writer will then write (same Localite time stamp), so
+    ``target.json`` can list them before they are written.
     """
-    import warnings
 
-    from tmstarget.errors import OrientationError
-    from tmstarget.navigation.export import export_plan
+    def __init__(self, formats, affine=None, on_skipped=None):
+        self.formats, self.affine, self.on_skipped = formats, affine, on_skipped
+        self.when = None
+        self.skipped = False
+        self.planned = False
 
-    def report(message):
-        if on_skipped is None:
-            warnings.warn(message, stacklevel=3)
+    def _report(self, message):
+        if self.on_skipped is None:
+            warnings.warn(message, stacklevel=4)
         else:
-            on_skipped(message)
+            self.on_skipped(message)
 
-    def write(plan_dir):
+    def _export(self, plan_dir, dry_run):
+        from tmstarget.errors import OrientationError
+        from tmstarget.navigation.export import export_plan
+
         try:
-            result = export_plan(plan_dir, formats, t1_choice=affine)
+            result = export_plan(plan_dir, self.formats, t1_choice=self.affine, dry_run=dry_run, when=self.when)
         except OrientationError as exc:
-            if formats != "all":
+            if self.formats != "all":
                 raise
-            report(f"navigation files not written: {exc} (run 'tmstarget export' with --affine)")
-            return
+            self.skipped = True
+            self._report(f"navigation files not written: {exc} (run 'tmstarget export' with --affine)")
+            return None
         for fmt, reason in result.skipped.items():
-            report(f"{fmt} navigation file not written: {reason}")
+            self._report(f"{fmt} navigation file not written: {reason}")
+        return result
 
-    return write
+    def plan(self, plan_dir) -> list[str]:
+        """The files (relative to ``plan_dir``) the writer will write; [] when skipped."""
+        import datetime
+
+        self.when, self.skipped, self.planned = datetime.datetime.now(), False, True
+        result = self._export(plan_dir, dry_run=True)
+        return [] if result is None else [p.relative_to(plan_dir).as_posix() for p in result.all_files()]
+
+    def __call__(self, plan_dir):
+        if not self.planned:
+            self._export(plan_dir, dry_run=False)
+        elif not self.skipped:  # checked and reported by plan(): write quietly
+            from tmstarget.navigation.export import export_plan
+
+            export_plan(plan_dir, self.formats, t1_choice=self.affine, when=self.when)
+
+
+def navigation_writer(formats, affine=None, on_skipped=None):
+    """A :class:`NavigationWriter` for ``Plan.save(writers=...)``."""
+    return NavigationWriter(formats, affine, on_skipped)
 
 
 def _same_images(a, b):
@@ -291,14 +337,15 @@ def _same_images(a, b):
 
 
 def build_plan(result, participant, command=None, inputs=(), coils=None, anatomy=None, extra_inputs=None,
-               files=None, grid_space=None):
+               files=None, grid_space=None, roots=(), coil_reason=NO_T1_REASON):
     """A :class:`Plan` from the engine's result (what ``save`` writes, computed once).
 
     Parameters
     ----------
     result : tmstarget.analysis.engine.PlanResult
-    participant : str
-        Label used in the outputs (never a DICOM patient field).
+    participant : str or None
+        Label used in the outputs (never a DICOM patient field); None when
+        unknown (``sub-`` left out of the file names).
     command : list of str, optional
         Command line, for provenance.
     inputs : sequence of Path
@@ -317,6 +364,11 @@ def build_plan(result, participant, command=None, inputs=(), coils=None, anatomy
         inputs reported in T1w keeps its grid in MNI152NLin2009cAsym. Only an
         MNI space is accepted then, and the sphere is centred on
         ``result.mni_mm[0]``. Default: ``result.space``.
+    roots : sequence of Path
+        Dataset folders: input paths under one are recorded relative to it,
+        others by file name only (:func:`~tmstarget.outputs.plan_folder.stored_path`).
+    coil_reason : str
+        Why there is no coil, recorded when ``coils`` is None.
 
     Returns
     -------
@@ -328,8 +380,8 @@ def build_plan(result, participant, command=None, inputs=(), coils=None, anatomy
     if grid_space != result.space and (not grid_space.startswith("MNI") or result.mni_mm is None):
         raise OutputError(f"an analysis grid in {grid_space} under {result.space} coordinates needs an MNI grid "
                           "and the candidates' mni_mm")
-    prov = provenance(result, command, extra_inputs)
-    document = target_document(result, participant, prov, coils, anatomy)
+    prov = provenance(result, command, extra_inputs, roots)
+    document = target_document(result, participant, prov, coils, anatomy, coil_reason)
     maps = {name: _float_img(array, result.affine, grid_space) for name, array in result.maps.items()}
     masks = {}
     if "search_region" in result.masks:
@@ -337,9 +389,9 @@ def build_plan(result, participant, command=None, inputs=(), coils=None, anatomy
     radius = result.protocol.target.sphere_radius_mm
     centre = result.target.ras_mm if grid_space == result.space else result.mni_mm[0]
     masks["target_sphere"] = mask_to_img(ball_mask(result.shape, result.affine, centre, radius), result.affine)
-    document["outputs"] = sorted(["target.json", "targets.tsv", "target_sphere.nii.gz", "protocol.toml"]
-                                 + [f"map-{n}.nii.gz" for n in result.maps]
-                                 + (["search_region.nii.gz"] if "search_region" in result.masks else []))
+    document["images"] = image_names(participant, grid_space, maps, masks)
+    document["outputs"] = sorted([*_FIXED_FILES, *document["images"]["maps"].values(),
+                                  *document["images"]["masks"].values(), *(files or {})])
     # the document as target.json holds it (lists, plain floats): a loaded plan compares equal
     document = json.loads(json.dumps(document, allow_nan=False))
     return Plan(document, maps, masks, result.protocol, dict(files or {}), tuple(inputs))
@@ -357,7 +409,8 @@ def load_plan(folder: str | Path) -> Plan:
     -------
     Plan
         Equal to the plan that was saved. Navigation files (``navigation/``)
-        are not part of it: :meth:`Plan.export` writes them again.
+        are listed in ``document["outputs"]`` but not read: :meth:`Plan.export`
+        writes them again.
     """
     folder = Path(folder)
     if not (folder / "target.json").is_file():
@@ -366,16 +419,13 @@ def load_plan(folder: str | Path) -> Plan:
         document = json.loads((folder / "target.json").read_text(encoding="utf-8"))
     except ValueError as exc:
         raise InputError(f"target.json is not readable JSON: {exc}", path=folder / "target.json") from exc
-    known = set(document["outputs"])
-    maps = {name[len("map-"):-len(".nii.gz")]: _load_image(folder / name)
-            for name in sorted(known) if name.startswith("map-")}
-    masks = {key: _load_image(folder / name) for key, name in _MASK_FILES.items() if name in known}
+    images = document["images"]
+    maps = {name: _load_image(folder / file) for name, file in images["maps"].items()}
+    masks = {name: _load_image(folder / file) for name, file in images["masks"].items()}
     protocol = _load_saved_protocol(folder / "protocol.toml", document["provenance"]["protocol"])
-    files = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        relative = path.relative_to(folder).as_posix()
-        if relative not in known and not relative.startswith("navigation/"):
-            files[relative] = path.read_bytes()
+    own = {*_FIXED_FILES, *images["maps"].values(), *images["masks"].values()}
+    files = {relative: (folder / relative).read_bytes() for relative in document["outputs"]
+             if relative not in own and not relative.startswith("navigation/")}
     return Plan(document, maps, masks, protocol, files)
 
 

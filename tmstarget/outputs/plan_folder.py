@@ -86,16 +86,51 @@ def _library_versions():
             "nibabel": nib.__version__, "nilearn": nilearn.__version__}
 
 
-def provenance(result, command=None, extra_inputs=None):
-    """Provenance block: version, date, inputs with sha256, protocol and every parameter."""
+def stored_path(path, roots=()):
+    """How an input path is recorded: relative to the first dataset root holding it, else its file name only.
+
+    A folder name can carry a patient's name, so no absolute path and no folder
+    outside a dataset is ever recorded; the sha256 is the file's identity.
+    """
+    path = Path(path).resolve()
+    for root in roots:
+        root = Path(root).resolve()
+        if root in path.parents:
+            return path.relative_to(root).as_posix()
+    return path.name
+
+
+def anonymous_command(argv):
+    """A command line for provenance with every path cut to its last part, and folders given as ``<folder>``.
+
+    A token (or the part after ``=`` in ``STATE=FILE`` or ``--option=FILE``) is a
+    path when it holds a path separator or names an existing file or folder.
+    """
+    import os
+
+    def clean(token):
+        if token.startswith("-") and "=" not in token:
+            return token
+        head, sep, value = token.rpartition("=") if "=" in token else ("", "", token)
+        if os.sep not in value and "/" not in value and not Path(value).exists():
+            return token
+        path = Path(value)
+        return head + sep + ("<folder>" if path.is_dir() else path.name)
+
+    return [clean(str(token)) for token in argv]
+
+
+def provenance(result, command=None, extra_inputs=None, roots=()):
+    """Provenance block: version, date, inputs (path as :func:`stored_path`, sha256), protocol and every parameter."""
     inputs = {}
     for role, path in sorted({**result.input_files, **(extra_inputs or {})}.items()):
-        inputs[role] = {"path": str(path), "sha256": sha256_file(path)}
+        inputs[role] = {"path": stored_path(path, roots), "sha256": sha256_file(path)}
     return {
         "generated_by": {"name": "tmstarget", "version": __version__},
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "inputs": inputs,
+        "inputs_note": "paths relative to the dataset folder given, else file names only; sha256 identifies each",
         "protocol": result.protocol.to_dict(),
         "libraries": _library_versions(),
     }
@@ -135,8 +170,40 @@ def _score_name(protocol):
     return None
 
 
-def target_document(result, participant, prov, coils=None, anatomy=None):
-    """The ``target.json`` content (``coils``: one coil block per candidate, or None)."""
+#: Why a plan has no coil (``coil_reason`` in target.json) when no T1 was known.
+NO_T1_REASON = ("no T1 known: the coil is placed on the scalp of a T1 in the plan's space (--t1, or fMRIPrep's "
+                "*_space-MNI152NLin2009cAsym_desc-preproc_T1w); no coil pose and no navigation files")
+MNI_SPACE = "MNI152NLin2009cAsym"
+
+
+def _camel(words):
+    parts = [w for w in "".join(c if c.isalnum() else " " for c in words).split() if w]
+    return "".join(w if i == 0 else w[0].upper() + w[1:] for i, w in enumerate(parts))
+
+
+def image_file_name(participant, space, name, suffix):
+    """BIDS-style name of a plan image: ``sub-<label>_space-<space>_desc-<name>_<suffix>.nii.gz``.
+
+    ``sub-`` is left out when the participant is unknown; ``name`` is written in
+    camel case without separators (``z_rest`` -> ``zRest``, ``search_region`` ->
+    ``searchRegion``), as BIDS entity values hold letters and digits only.
+    """
+    entities = ([f"sub-{participant}"] if participant else []) + [f"space-{space}", f"desc-{_camel(name)}"]
+    return "_".join(entities) + f"_{suffix}.nii.gz"
+
+
+def image_names(participant, space, maps, masks):
+    """``{"maps": {name: file}, "masks": {name: file}}``: maps end in ``_statmap``, masks in ``_mask``."""
+    names = {"maps": {n: image_file_name(participant, space, n, "statmap") for n in maps},
+             "masks": {n: image_file_name(participant, space, n, "mask") for n in masks}}
+    files = [f for group in names.values() for f in group.values()]
+    if len(set(files)) != len(files):
+        raise OutputError(f"two plan images would share a file name: {sorted(files)}")
+    return names
+
+
+def target_document(result, participant, prov, coils=None, anatomy=None, coil_reason=NO_T1_REASON):
+    """The ``target.json`` content (``coils``: one coil block per candidate, or None, then ``coil_reason``)."""
     protocol = result.protocol
     coils = coils or [None] * len(result.candidates)
     mni = result.mni_mm if result.mni_mm is not None else [None] * len(result.candidates)
@@ -152,6 +219,7 @@ def target_document(result, participant, prov, coils=None, anatomy=None):
         "target": {**{k: v for k, v in candidates[0].items() if k != "coil"}, "score_name": _score_name(protocol)},
         "candidates": candidates,
         "coil": coils[0],
+        "coil_reason": None if coils[0] is not None else coil_reason,
         "anatomy": anatomy,
         "analysis_grid": {"shape": [int(s) for s in result.shape], "affine": np.round(result.affine, 6).tolist()},
         "prescription": prescription or None,
@@ -161,16 +229,25 @@ def target_document(result, participant, prov, coils=None, anatomy=None):
 
 
 def targets_tsv(document):
-    """One row per candidate."""
-    header = ["rank", "name", "x_mm", "y_mm", "z_mm", "i", "j", "k", "score", "method", "cluster_size"]
+    """One row per candidate; the coordinate columns name their space (``x_t1w_mm``, ``x_mni152nlin2009casym_mm``).
+
+    A plan in MNI space has one set of coordinates; a plan in a T1's world has
+    its T1w coordinates and then the MNI ones. ``i j k`` index the analysis grid.
+    """
+    spaces = [("ras_mm", document["space"].lower())]
+    if document["space"] != MNI_SPACE:
+        spaces.append(("mni_mm", MNI_SPACE.lower()))
+    header = ["rank", "name"] + [f"{axis}_{space}_mm" for _, space in spaces for axis in "xyz"]
+    header += ["i", "j", "k", "score", "method", "cluster_size"]
     lines = ["\t".join(header)]
     for c in document["candidates"]:
-        x, y, z = c["ras_mm"]
-        i, j, k = c["voxel_ijk"]
+        coordinates = []
+        for key, _ in spaces:
+            coordinates += ["n/a"] * 3 if c[key] is None else [f"{v:.4f}" for v in c[key]]
         score = "n/a" if c["score"] is None else f"{c['score']:.6f}"
         size = str(c.get("cluster_size", "n/a"))
-        lines.append("\t".join([str(c["rank"]), c["name"], f"{x:.4f}", f"{y:.4f}", f"{z:.4f}",
-                                str(i), str(j), str(k), score, c["method"], size]))
+        lines.append("\t".join([str(c["rank"]), c["name"], *coordinates, *map(str, c["voxel_ijk"]), score,
+                                c["method"], size]))
     return "\n".join(lines) + "\n"
 
 

@@ -662,21 +662,21 @@ class Watcher:
         plan.save(plan_dir, force=True, writers=self.opts.extra_writers)
         document = plan.document
         self.finished = {"reason": reason, "plan": "plan/target.json",
-                         "max_abs_dz_stream_vs_plan": self._self_check(plan_dir),
+                         "max_abs_dz_stream_vs_plan": self._self_check(plan_dir, document["images"]["maps"]),
                          "same_target_voxel_as_live": (self.live_target is not None and list(
                              self.live_target["candidates"][0].voxel_ijk) == document["target"]["voxel_ijk"])}
         self.status = "finished"
         self.write_live()
         return document
 
-    def _self_check(self, plan_dir):
+    def _self_check(self, plan_dir, map_files):
         """Largest |z difference| between the streaming maps and the final plan's maps (both on the EPI grid)."""
         z, score = self.stream.brain_maps()
         self._write_live_maps(len(self.store.rows) - 1, z, score)
         ijk = tuple(self.layout.voxels.ijk.T)
         worst = 0.0
         for state, values in z.items():
-            written = np.asarray(nib.load(plan_dir / f"map-z_{state}.nii.gz").dataobj)[ijk]
+            written = np.asarray(nib.load(plan_dir / map_files[f"z_{state}"]).dataobj)[ijk]
             worst = max(worst, float(np.abs(values - written).max()))
         return worst
 

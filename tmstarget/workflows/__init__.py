@@ -53,11 +53,21 @@ class PlanRequest:
         return bool(self.rest_dicom or self.task_dicom or self.t1_dicom or self.native)
 
     @property
-    def label(self) -> str:
-        """Participant label used in the outputs (``"anonymous"`` without one)."""
-        from tmstarget.ingest.fmriprep import participant_label
+    def subject(self) -> str | None:
+        """Participant label: ``participant``, else the one ``sub-<label>`` all input file names share, else None."""
+        from tmstarget.ingest.fmriprep import parse_entities, participant_label
 
-        return participant_label(self.participant) if self.participant else "anonymous"
+        if self.participant:
+            return participant_label(self.participant)
+        paths = [*self.rest_bold, *self.rest_confounds, *(p for _, p in self.task_bold),
+                 *(p for _, p in self.task_confounds), *self.events, self.mask, self.t1]
+        labels = {parse_entities(Path(p).name).get("sub") for p in paths if p is not None}
+        return labels.pop() if len(labels) == 1 and None not in labels else None
+
+    @property
+    def label(self) -> str:
+        """Participant label used in file names of intermediate files (``"anonymous"`` without one)."""
+        return self.subject or "anonymous"
 
 
 #: Role of each path field of :class:`PlanRequest`, for "... not found" messages; True: a folder.

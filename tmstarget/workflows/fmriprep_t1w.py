@@ -72,7 +72,7 @@ def find_fmriprep_anatomy(fmriprep_dir, participant):
     native = [p for p in sorted(sub_dir.rglob(f"sub-{label}*{_FMRIPREP_T1W}*"))
               if "space" not in parse_entities(p.name)]
     if not native:
-        return None, f"no native sub-{label}*_desc-preproc_T1w.nii.gz (without space-) under {sub_dir}"
+        return None, f"no native sub-{label}*_desc-preproc_T1w.nii.gz (without space-) under sub-{label}/"
     complete, missing = [], []
     for t1 in native:
         prefix = t1.name[:t1.name.index(_FMRIPREP_T1W)]
@@ -80,13 +80,13 @@ def find_fmriprep_anatomy(fmriprep_dir, participant):
                  for a, b in ((T1_SPACE, MNI_SPACE), (MNI_SPACE, T1_SPACE))]
         absent = [f.name for f in files if not f.is_file()]
         if absent:
-            missing.append(f"no {' nor '.join(absent)} beside {t1}")
+            missing.append(f"no {' nor '.join(absent)} beside {t1.name}")
         else:
             complete.append((t1, files))
     if not complete:
         return None, "; ".join(missing)
     if len(complete) > 1:
-        return None, "several native T1w with transforms (" + ", ".join(str(t) for t, _ in complete) + ")"
+        return None, "several native T1w with transforms (" + ", ".join(t.name for t, _ in complete) + ")"
     t1, files = complete[0]
     qc = {"t1": t1.name, "mni_to_t1w_points": files[0].name, "t1w_to_mni_points": files[1].name}
     return FmriprepAnatomy(t1, read_fmriprep_transforms(files), qc), None

@@ -104,7 +104,8 @@ def plan_request_mni(request, protocol, *, command=None, output=None, force=Fals
         _say(progress, "placing the coil on the scalp")
         _, coils, anatomy = place_coils(result, selection.t1)
     _say(progress, "writing outputs")
-    return build_plan(result, request.label, command=command, inputs=selection.inputs, coils=coils,
+    roots = [root for root in (request.dataset, request.bids_dir) if root is not None]
+    return build_plan(result, request.subject, command=command, inputs=selection.inputs, coils=coils, roots=roots,
                       anatomy=anatomy, grid_space=SPACE if anatomy_t1w is not None else None)
 
 
