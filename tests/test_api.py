@@ -91,9 +91,9 @@ def test_paths_and_objects_give_the_same_plan(files, protocol):
     for name in from_paths.maps:
         assert np.array_equal(from_objects.maps[name].dataobj, from_paths.maps[name].dataobj), name
     assert from_objects.qc["runs"] == from_paths.qc["runs"]
-    if "t1" in files:  # the coil sits on the same scalp; the T1 written for the engine lives with the plan
+    if "t1" in files:  # the coil sits on the same scalp; the T1 travels with the plan
         assert from_objects.coil == from_paths.coil is not None
-        assert Path(from_objects.anatomy["t1"]).is_file()
+        assert from_objects.anatomy["t1"] == "anat/T1w.nii.gz" and from_objects.anatomy["t1"] in from_objects.files
 
 
 def test_separate_runs_mapping_matches_the_cli(tmp_path):

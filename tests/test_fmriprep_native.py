@@ -215,7 +215,21 @@ def test_a_missing_transform_is_named(tmp_path):
 
 
 def test_space_mni_refused_for_native_runs(tmp_path, capsys):
+    (tmp_path / "t1.nii.gz").write_bytes(b"")  # inputs are found first; the option is refused before reading them
     code = main(["plan", "--rest-dicom", str(tmp_path), "--t1", str(tmp_path / "t1.nii.gz"), "--space", MNI,
                  "--output", str(tmp_path / "out")])
     assert code == 1
     assert "always in the T1's world" in capsys.readouterr().err
+
+
+def test_targets_tsv_has_t1w_and_mni_columns(plans):
+    """Issue 14 item 14: a plan in the T1's world names both spaces in targets.tsv and carries the MNI columns."""
+    doc, out = plans["t1w"], plans["t1w_dir"]
+    rows = [line.split("\t") for line in (out / "targets.tsv").read_text().splitlines()]
+    header = rows[0]
+    t1w = [header.index(f"{axis}_t1w_mm") for axis in "xyz"]
+    mni = [header.index(f"{axis}_mni152nlin2009casym_mm") for axis in "xyz"]
+    for row, candidate in zip(rows[1:], doc["candidates"]):
+        assert [float(row[i]) for i in t1w] == pytest.approx(candidate["ras_mm"], abs=1e-4)
+        assert [float(row[i]) for i in mni] == pytest.approx(candidate["mni_mm"], abs=1e-4)
+    assert candidate["ras_mm"] != pytest.approx(candidate["mni_mm"], abs=1.0)  # two different spaces

@@ -252,7 +252,7 @@ def test_coil_pose_and_navigation_files(sample_plans):
     assert handle[0] < -0.5 and handle[1] < -0.5  # left DLPFC: handle posterior and lateral (left)
     assert pose[0, 3] < target[0] - 5  # the scalp point lies lateral (further left) of a left DLPFC target
     assert 8 < coil["scalp_to_cortex_mm"] < 25
-    assert doc["anatomy"]["t1_sha256"] == hashlib.sha256(Path(doc["anatomy"]["t1"]).read_bytes()).hexdigest()
+    assert doc["anatomy"]["t1_sha256"] == hashlib.sha256((out / doc["anatomy"]["t1"]).read_bytes()).hexdigest()
     # Localite marker read with a plain XML parser (spec §3.1): RAS file, column 0 = coil normal, column 3 = centre
     import xml.etree.ElementTree as ET
 

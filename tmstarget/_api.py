@@ -140,15 +140,9 @@ def plan(
             t1_dicom=_path(t1_dicom), native=native, space=space, bids_dir=_path(bids_dir), rest_task=rest_task,
             task=task, t_r=t_r, series=series, slice_timing=slice_timing, work_dir=_path(work_dir),
         )
-        result = run_plan(request, protocol, progress=progress)
-    except BaseException:
+        return run_plan(request, protocol, progress=progress)  # the plan holds a copy of its T1
+    finally:
         scratch.cleanup()
-        raise
-    if files.written:
-        result._scratch = scratch  # objects written for the engine (e.g. the T1 for navigation) live with the plan
-    else:
-        scratch.cleanup()
-    return result
 
 
 def _path(value):
@@ -174,7 +168,6 @@ class _Files:
 
     def __init__(self, folder):
         self.folder = folder
-        self.written = False
 
     def image(self, value, name):
         if isinstance(value, (str, PathLike)):
@@ -185,7 +178,6 @@ class _Files:
         img = check_niimg(value)
         path = self.folder / f"{name}.nii.gz"
         nib.save(img, path)
-        self.written = True
         return path
 
     def table(self, value, name):
@@ -197,7 +189,6 @@ class _Files:
             raise InputError(f"{name}: expected a path or a pandas DataFrame; got {type(value).__name__}")
         path = self.folder / f"{name}.tsv"
         value.to_csv(path, sep="\t", index=False, na_rep="n/a")
-        self.written = True
         return path
 
     def by_state(self, value, kind, write):

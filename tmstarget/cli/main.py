@@ -138,7 +138,7 @@ def run_plan(args):
     progress = Progress(args.quiet)
     navigation = navigation_formats(args)
     protocol = load_protocol(args.protocol, _overrides(args))
-    plan = compute_plan(_request(args), protocol, command=anonymous_command(["tmstarget"] + sys.argv[1:]),
+    plan = compute_plan(_request(args), protocol, command=anonymous_command(args.command_line),
                         output=args.output, force=args.force, progress=progress)
     plan.save(args.output, force=args.force, navigation=navigation, affine=args.affine,
               on_navigation_skipped=navigation_skipped)
@@ -242,6 +242,7 @@ def main(argv=None):
     """Entry point of the ``tmstarget`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = ["tmstarget", *map(str, sys.argv[1:] if argv is None else argv)]  # for provenance
     verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
     logging.basicConfig(
         level=logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING),

@@ -1,6 +1,5 @@
 """``tmstarget watch`` and ``tmstarget replay`` (argument parsing only; the work is in watch.py and replay.py)."""
 
-import sys
 from pathlib import Path
 
 from tmstarget.cli._common import Progress, add_common, navigation_formats, navigation_skipped
@@ -70,7 +69,7 @@ def run_watch(args):
         gap_timeout_s=args.gap_timeout, participant=participant_label(args.participant) if args.participant
         else "anonymous", stable_mm=args.stable_mm, stable_minutes=args.stable_minutes, map_every=args.map_every,
         extra_writers=writers,
-        command=anonymous_command(["tmstarget"] + sys.argv[1:]), force=args.force,
+        command=anonymous_command(args.command_line), force=args.force,
     )
     document = Watcher(opts, progress=Progress(args.quiet)).run()
     if not args.quiet and document is not None:

@@ -107,7 +107,8 @@ class Plan:
         The protocol as used (overrides applied).
     files : dict of str to bytes
         Other files of the folder by relative path: the transforms
-        (``xfm/...``) of a native plan, a T1 converted from DICOM (``anat/...``).
+        (``xfm/...``) of a native plan, the T1 the coordinates and the coil
+        refer to (``anat/...``).
     inputs : tuple of Path
         The input files and folders, which :meth:`save` never replaces or
         writes into (empty for a loaded plan; not compared).
@@ -353,7 +354,9 @@ def build_plan(result, participant, command=None, inputs=(), coils=None, anatomy
     coils : list of dict, optional
         Coil block per candidate (``coils[0]`` is the target's).
     anatomy : dict, optional
-        T1 the world coordinates belong to (path, sha256).
+        T1 the world coordinates belong to (path, sha256). A T1 given by an
+        absolute path is copied into the plan as ``anat/<file name>`` and
+        ``anatomy["t1"]`` names that copy.
     extra_inputs : dict, optional
         More inputs (role -> path) for provenance.
     files : dict of str to bytes, optional
@@ -380,6 +383,12 @@ def build_plan(result, participant, command=None, inputs=(), coils=None, anatomy
     if grid_space != result.space and (not grid_space.startswith("MNI") or result.mni_mm is None):
         raise OutputError(f"an analysis grid in {grid_space} under {result.space} coordinates needs an MNI grid "
                           "and the candidates' mni_mm")
+    files = dict(files or {})
+    if anatomy is not None and Path(anatomy["t1"]).is_absolute():
+        # the T1 travels with the plan (the navigator needs it): no folder name of the inputs is recorded
+        t1 = Path(anatomy["t1"])
+        anatomy = {**anatomy, "t1": f"anat/{t1.name}"}
+        files.setdefault(anatomy["t1"], t1.read_bytes())
     prov = provenance(result, command, extra_inputs, roots)
     document = target_document(result, participant, prov, coils, anatomy, coil_reason)
     maps = {name: _float_img(array, result.affine, grid_space) for name, array in result.maps.items()}
@@ -391,10 +400,10 @@ def build_plan(result, participant, command=None, inputs=(), coils=None, anatomy
     masks["target_sphere"] = mask_to_img(ball_mask(result.shape, result.affine, centre, radius), result.affine)
     document["images"] = image_names(participant, grid_space, maps, masks)
     document["outputs"] = sorted([*_FIXED_FILES, *document["images"]["maps"].values(),
-                                  *document["images"]["masks"].values(), *(files or {})])
+                                  *document["images"]["masks"].values(), *files])
     # the document as target.json holds it (lists, plain floats): a loaded plan compares equal
     document = json.loads(json.dumps(document, allow_nan=False))
-    return Plan(document, maps, masks, result.protocol, dict(files or {}), tuple(inputs))
+    return Plan(document, maps, masks, result.protocol, files, tuple(inputs))
 
 
 def load_plan(folder: str | Path) -> Plan:
