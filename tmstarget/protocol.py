@@ -200,6 +200,9 @@ class CleanParams(_Section):
     filter: str = _key("butterworth", _one_of("butterworth", "cosine"))
     scrub: bool = True
     fd_threshold_mm: float = _key(0.5, _range(0.0, 10.0, lo_open=True))
+    # neighbours of a high-motion frame censored with it (Power 2012; Chen 2020 config: 1 before, 2 after)
+    frames_before: int = _key(0, _range(0, 10))
+    frames_after: int = _key(0, _range(0, 10))
     task_regressors: str = _key("hrf", _one_of("hrf", "boxcar", "none"))
     smoothing_fwhm_mm: float = _key(6.0, _range(0.0, 20.0))
     min_volumes: int = _key(50, _range(10, 100000))
@@ -307,6 +310,20 @@ class QcParams(_Section):
     rumination_subsystem_check : bool
         For a rumination contrast, warn when core-dMPFC FC does not fall and
         core-MTL FC does not rise (the published subsystem pattern).
+    mean_fd_jenkinson_warning_mm : float
+        A run warns when its mean FD_Jenkinson is above this (0.2 mm: REST-meta-MDD, science.md §2 and §8).
+    max_translation_warning_mm, max_rotation_warning_deg : float
+        A run warns when any volume is displaced (relative to the realignment
+        reference) by more than this (3 mm / 3°: the Yan-lab TMS scripts, science.md §2 and §8).
+    state_frames_warning_fraction : float
+        Contrast: warn when the two states' frame counts differ by more than this
+        fraction of the larger count.
+    state_fd_warning_mm : float
+        Contrast: warn when the two states' mean FD_Jenkinson (over their analysed
+        frames) differ by more than this.
+    seed_tsnr_warning_fraction : float
+        Warn that the seed sits in signal dropout when the median tSNR of its voxels
+        is below this fraction of the brain's median tSNR.
     """
 
     section: ClassVar[str] = "qc"
@@ -315,6 +332,12 @@ class QcParams(_Section):
     mean_fd_warning_mm: float = _key(0.5, _range(0.0, 10.0))
     edge_warning_voxels: float = _key(1.01, _range(0.0, 20.0))
     rumination_subsystem_check: bool = True
+    mean_fd_jenkinson_warning_mm: float = _key(0.2, _range(0.0, 10.0))
+    max_translation_warning_mm: float = _key(3.0, _range(0.0, 100.0))
+    max_rotation_warning_deg: float = _key(3.0, _range(0.0, 180.0))
+    state_frames_warning_fraction: float = _key(0.3, _range(0.0, 1.0))
+    state_fd_warning_mm: float = _key(0.05, _range(0.0, 10.0))
+    seed_tsnr_warning_fraction: float = _key(0.5, _range(0.0, 1.0))
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ FWHM_TO_SIGMA = 1.0 / np.sqrt(8.0 * np.log(2.0))
 RANK_RTOL = 1e-7
 
 
-def task_regressors(events, n_volumes, t_r, model="hrf"):
-    """One regressor per trial type, sampled at the start of each volume.
+def task_regressors(events, n_volumes, t_r, model="hrf", frame_offset_s=0.0):
+    """One regressor per trial type, sampled at each frame's time ``k * t_r + frame_offset_s``.
 
     Parameters
     ----------
@@ -55,6 +55,9 @@ def task_regressors(events, n_volumes, t_r, model="hrf"):
     model : {'hrf', 'boxcar'}
         ``'hrf'``: boxcar convolved with the SPM canonical HRF (nilearn);
         ``'boxcar'``: plain indicator, as in Chen 2020.
+    frame_offset_s : float
+        0 (each volume's start, as acquired) or the slice-timing reference
+        (mid-TR) of a slice-timing corrected run (``Run.frame_offset_s``).
 
     Returns
     -------
@@ -63,7 +66,7 @@ def task_regressors(events, n_volumes, t_r, model="hrf"):
     """
     from nilearn.glm.first_level import compute_regressor
 
-    frame_times = np.arange(n_volumes) * t_r
+    frame_times = np.arange(n_volumes) * t_r + frame_offset_s
     names = sorted(events["trial_type"].unique())
     columns = []
     for name in names:
@@ -136,12 +139,37 @@ def nuisance_design(run, params):
         columns.append(confound_column(run.confounds, "global_signal", where, why)[:, None])
         names.append("global_signal")
     if run.events is not None and params.task_regressors != "none":
-        regs, reg_names = task_regressors(run.events, run.n_volumes, run.t_r, params.task_regressors)
+        regs, reg_names = task_regressors(run.events, run.n_volumes, run.t_r, params.task_regressors,
+                                          run.frame_offset_s)
         columns.append(regs)
         names += reg_names
     if not columns:
         return None, []
     return np.hstack(columns), names
+
+
+def censored_frames(fd_mm, threshold_mm, frames_before=0, frames_after=0):
+    """Frames scrubbing leaves out: each frame with FD above the threshold and its neighbours.
+
+    Parameters
+    ----------
+    fd_mm : ndarray (T,)
+        Framewise displacement of the analysed frames (mm).
+    threshold_mm : float
+    frames_before, frames_after : int
+        Neighbours censored with a high-motion frame ``b``: frames
+        ``b - frames_before .. b + frames_after`` (Power 2012; the Chen 2020
+        configuration uses 1 before and 2 after), clipped to the run.
+
+    Returns
+    -------
+    ndarray of bool, shape (T,)
+    """
+    bad = np.flatnonzero(np.asarray(fd_mm) > threshold_mm)
+    out = np.zeros(len(fd_mm), dtype=bool)
+    for b in bad:
+        out[max(b - frames_before, 0):b + frames_after + 1] = True
+    return out
 
 
 def cleaning_operator(n_frames, t_r, confounds=None, kept=None, detrend=True, high_pass_hz=None, low_pass_hz=None):
@@ -290,7 +318,7 @@ def plan_cleaning(run, params):
         fd = np.zeros(run.n_volumes)
     keep = np.ones(n_frames, dtype=bool)
     if params.scrub:
-        keep &= fd[first:] <= params.fd_threshold_mm
+        keep &= ~censored_frames(fd[first:], params.fd_threshold_mm, params.frames_before, params.frames_after)
     if run.confounds is not None and "missing_volume" in run.confounds.columns:
         # a volume the scanner never delivered (real-time gap) holds a placeholder: leave it out, keep its time
         keep &= run.confounds["missing_volume"].to_numpy()[first:] == 0
@@ -298,7 +326,8 @@ def plan_cleaning(run, params):
     if len(kept_local) < params.min_volumes:
         raise InputError(
             f"only {len(kept_local)} usable volumes after scrubbing {n_frames - len(kept_local)} frames with "
-            f"FD > {params.fd_threshold_mm} mm; at least {params.min_volumes} are needed",
+            f"FD > {params.fd_threshold_mm} mm (and {params.frames_before} before / {params.frames_after} after "
+            f"each); at least {params.min_volumes} are needed",
             path=run.paths["bold"],
         )
     confounds = design[first:] if design is not None else None

@@ -63,10 +63,10 @@ def seed_signal(data, column_groups):
     return np.mean(means, axis=0)
 
 
-def state_frames(events, frames, t_r, state, hrf_delay_s, transition_s):
+def state_frames(events, frames, t_r, state, hrf_delay_s, transition_s, frame_offset_s=0.0):
     """Which frames belong to a state given as blocks in ``events``.
 
-    A frame acquired at ``t = frame * t_r`` belongs to a block
+    A frame at ``t = frame * t_r + frame_offset_s`` belongs to a block
     ``[onset, onset + duration)`` when ``onset + hrf_delay_s + transition_s <= t
     < onset + duration + hrf_delay_s``: the haemodynamic delay shifts the block,
     and the first ``transition_s`` of each shifted block (mixed states) are
@@ -80,12 +80,15 @@ def state_frames(events, frames, t_r, state, hrf_delay_s, transition_s):
     t_r : float
     state : str
         ``trial_type`` value.
+    frame_offset_s : float
+        Time of a frame's data after its volume's start: 0 as acquired, the
+        slice-timing reference (mid-TR) after slice-timing correction.
 
     Returns
     -------
     ndarray of bool, shape (len(frames),)
     """
-    times = np.asarray(frames) * t_r
+    times = np.asarray(frames) * t_r + frame_offset_s
     selected = np.zeros(len(times), dtype=bool)
     rows = events[events["trial_type"] == state]
     for onset, duration in zip(rows["onset"], rows["duration"]):

@@ -16,13 +16,18 @@ from tmstarget.analysis import rois as roi_defs
 from tmstarget.analysis.clean import plan_cleaning
 from tmstarget.analysis.connectivity import correlation_with_seed, fisher_z, seed_signal, state_frames, subsystem_fc
 from tmstarget.analysis.inference import effective_dof
-from tmstarget.analysis.targets import fixed_target, pick_targets
+from tmstarget.analysis.targets import fixed_target, pick_targets, score_lead_over_next
 from tmstarget.analysis.voxels import VoxelSet, read_voxel_timeseries
+from tmstarget.anatomy.motion import fd_jenkinson, volume_centre_ras_mm
 from tmstarget.errors import InputError
-from tmstarget.ingest.runs import load_mask, load_run
+from tmstarget.ingest.runs import load_mask, load_run, motion_params
+from tmstarget.spaces import FMRIPREP_MNI_SPACE, NILEARN_MNI_SPACE
 
 log = logging.getLogger(__name__)
-SPACE = "MNI152NLin2009cAsym"
+#: World of an MNI-space plan: fMRIPrep's template (the BOLD, mask and T1 inputs are fMRIPrep's, or given as such).
+SPACE = FMRIPREP_MNI_SPACE
+#: Brain voxels whose raw series are read for the brain's median tSNR (an evenly strided sample).
+_TSNR_SAMPLE = 4000
 
 
 @dataclass
@@ -121,9 +126,8 @@ def _state_rows(runs, plans, states, conn):
             if run.state is not None:
                 rows[state].append(np.full(n, run.state == state))
             else:
-                rows[state].append(
-                    state_frames(run.events, cplan.kept, run.t_r, state, conn.hrf_delay_s, conn.transition_s)
-                )
+                rows[state].append(state_frames(run.events, cplan.kept, run.t_r, state, conn.hrf_delay_s,
+                                                conn.transition_s, run.frame_offset_s))
     return {s: np.concatenate(v) for s, v in rows.items()}
 
 
@@ -162,6 +166,29 @@ class AnalysisLayout:
     seed_groups: list
     seed_label: str
     warnings: list
+    search_voxels_removed: int = 0
+
+
+def seed_exclusion(seed_mask, affine, margin_mm):
+    """The seed ROI grown by ``margin_mm`` (Euclidean, in mm through the voxel sizes).
+
+    Parameters
+    ----------
+    seed_mask : ndarray of bool (I, J, K)
+    affine : array (4, 4)
+    margin_mm : float
+        0 keeps the seed voxels only.
+
+    Returns
+    -------
+    ndarray of bool
+        Voxels whose centre lies within ``margin_mm`` of a seed voxel's centre.
+    """
+    if not seed_mask.any():
+        return seed_mask.copy()
+    sampling = np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
+    distance = ndimage.distance_transform_edt(~seed_mask, sampling=sampling)
+    return distance <= margin_mm + 1e-6
 
 
 def analysis_layout(protocol, brain, affine, grid, where=None):
@@ -178,39 +205,51 @@ def analysis_layout(protocol, brain, affine, grid, where=None):
     where : path, optional
         Named in errors.
 
+    The search region is the atlas region in grey matter and the brain mask,
+    minus every seed ROI voxel grown by one smoothing FWHM
+    (``[clean] smoothing_fwhm_mm``): after smoothing, voxels that close to the
+    seed share its signal, and a target there would correlate with itself.
+
     Returns
     -------
     AnalysisLayout
+        ``search_voxels_removed`` counts the region voxels taken out for the seed.
     """
     warnings = []
     voxels = VoxelSet(brain, affine)
     within = brain & grid.grey_matter(protocol.rois.gm_threshold)
     region_spheres = grid.balls(*roi_defs.region_spec(protocol.search.region))
-    region = region_spheres & within
-    region_cols = voxels.columns(region)
-    if len(region_cols) == 0:
-        raise InputError(
-            f"search region '{protocol.search.region}' is empty: no grey-matter voxel of the brain mask lies "
-            "in it on this grid (check the mask and that the BOLD is in MNI space)",
-            path=where,
-        )
     roi_list = roi_defs.roi_set(protocol.rois.set, protocol.rois.radius_mm)
-    roi_cols = {r.name: voxels.columns(grid.balls(r.centre_mni_mm, r.radius_mm) & within) for r in roi_list}
+    roi_balls = {r.name: grid.balls(r.centre_mni_mm, r.radius_mm) for r in roi_list}
+    roi_cols = {name: voxels.columns(ball & within) for name, ball in roi_balls.items()}
     empty = [name for name, cols in roi_cols.items() if len(cols) == 0]
     if empty:
         warnings.append(f"ROIs empty on this grid/mask and left out of seeds: {', '.join(empty)}")
     seed_p = protocol.seed
     if seed_p.sphere is not None:
         centre, radius = roi_defs.sphere_spec(seed_p.sphere)
-        seed_groups = [voxels.columns(grid.balls(centre, radius) & within)]
+        seed_mask = grid.balls(centre, radius)
+        seed_groups = [voxels.columns(seed_mask & within)]
         seed_label = f"sphere {seed_p.sphere} {list(centre)} r={radius:g} mm"
     else:
-        seed_groups = [roi_cols[r.name] for r in roi_list if r.subsystem == seed_p.subsystem]
+        seed_rois = [r for r in roi_list if r.subsystem == seed_p.subsystem]
+        seed_mask = np.logical_or.reduce([roi_balls[r.name] for r in seed_rois])
+        seed_groups = [roi_cols[r.name] for r in seed_rois]
         seed_label = f"{seed_p.subsystem} subsystem of {protocol.rois.set} ({len(seed_groups)} ROIs)"
     if not any(len(g) for g in seed_groups):
         raise InputError(f"the seed ({seed_label}) is empty on this grid and brain mask", path=where)
+    region = region_spheres & within
+    excluded = region & seed_exclusion(seed_mask, affine, protocol.clean.smoothing_fwhm_mm)
+    region &= ~excluded
+    region_cols = voxels.columns(region)
+    if len(region_cols) == 0:
+        raise InputError(
+            f"search region '{protocol.search.region}' is empty: no grey-matter voxel of the brain mask lies "
+            "in it on this grid, away from the seed (check the mask and that the BOLD is in MNI space)",
+            path=where,
+        )
     return AnalysisLayout(voxels, region, region_spheres, region_cols, roi_list, roi_cols, seed_groups, seed_label,
-                          warnings)
+                          warnings, int(excluded.sum()))
 
 
 def plan(selection, protocol, t_r=None, progress=None):
@@ -247,22 +286,24 @@ def plan(selection, protocol, t_r=None, progress=None):
     roi_list, roi_cols = layout.roi_list, layout.roi_cols
     seed_groups, seed_label = layout.seed_groups, layout.seed_label
 
-    data_blocks, plans, run_qc, tsnr = [], [], [], {}
+    seed_cols = np.unique(np.concatenate([g for g in seed_groups if len(g)]))
+    brain_sample = np.arange(0, len(voxels), max(1, len(voxels) // _TSNR_SAMPLE))
+    raw_cols = np.concatenate([region_cols, seed_cols, brain_sample])
+    data_blocks, plans, run_qc, fdj_rows = [], [], [], []
     for run in runs:
         _progress(progress, f"cleaning {run.label}")
         cplan = plan_cleaning(run, clean_p)
         smoothed, raw = read_voxel_timeseries(
-            run.img, voxels, cplan.first_frame, clean_p.smoothing_fwhm_mm, raw_columns=region_cols
+            run.img, voxels, cplan.first_frame, clean_p.smoothing_fwhm_mm, raw_columns=raw_cols
         )
         # float32 halves memory; the regression model computes in float64 so the streaming sums match it to 1e-6
         dtype = np.float64 if clean_p.filter == "cosine" else np.float32
         data_blocks.append(cplan.operator.astype(dtype) @ smoothed.astype(dtype, copy=False))
         plans.append(cplan)
-        raw_mean = raw.mean(axis=0, dtype=np.float64)
-        raw_std = raw.std(axis=0, dtype=np.float64)
-        tsnr[run.label] = float(np.median(np.where(raw_std > 0, raw_mean / np.where(raw_std > 0, raw_std, 1), 0)))
+        tsnr = voxel_tsnr(raw)
+        n_region, n_seed = len(region_cols), len(seed_cols)
         fd = cplan.fd_mm[cplan.first_frame:]
-        run_qc.append({
+        q = {
             "run": run.label,
             "state": run.state or "blocks: " + ", ".join(sorted(set(run.events["trial_type"]))),
             "volumes": run.n_volumes,
@@ -272,11 +313,23 @@ def plan(selection, protocol, t_r=None, progress=None):
             "mean_fd_power_mm": float(fd.mean()),
             "max_fd_power_mm": float(fd.max()),
             "t_r_s": run.t_r,
+            "frame_time_offset_s": run.frame_offset_s,
             "confounds": cplan.confound_names,
-            "tsnr_search_region_median": tsnr[run.label],
-        })
+            "tsnr_search_region_median": float(np.median(tsnr[:n_region])),
+            "tsnr_seed_median": float(np.median(tsnr[n_region:n_region + n_seed])),
+            "tsnr_brain_median": float(np.median(tsnr[n_region + n_seed:])),
+        }
+        fdj = None
+        if run.confounds is not None and all(c in run.confounds.columns for c in ("trans_x", "rot_z")):
+            motion = motion_params(run.confounds, run.paths.get("confounds"))
+            fdj = fd_jenkinson(motion, volume_centre_ras_mm(run.img.affine, run.img.shape))
+            moved = motion[cplan.first_frame:]
+            q.update(motion_summary(fdj[cplan.first_frame:], moved))
+        fdj_rows.append(fdj[cplan.kept] if fdj is not None else np.full(len(cplan.kept), np.nan))
+        run_qc.append(q)
     data = np.vstack(data_blocks)
     del data_blocks
+    fdj_rows = np.concatenate(fdj_rows)
 
     _progress(progress, "computing connectivity")
     states = protocol.states
@@ -303,6 +356,7 @@ def plan(selection, protocol, t_r=None, progress=None):
     roi_signals = np.column_stack([data[:, roi_cols[n]].mean(axis=1, dtype=np.float64) for n in roi_names])
     subsystems = [r.subsystem for r in roi_list if len(roi_cols[r.name])]
     table = {state: subsystem_fc(roi_signals[sel], subsystems) for state, sel in rows.items()}
+    state_balance = None
     if conn.contrast is not None:
         first, second = conn.contrast
         table[f"{first}-minus-{second}"] = {k: table[first][k] - table[second][k] for k in table[first]}
@@ -313,6 +367,8 @@ def plan(selection, protocol, t_r=None, progress=None):
                 "atypical subsystem pattern: during rumination core-dMPFC FC usually falls and core-MTL FC rises "
                 f"(here {delta['core-dmpfc']:+.3f} and {delta['core-mtl']:+.3f})"
             )
+        state_balance = contrast_balance(rows, fdj_rows, conn.contrast)
+        warnings += balance_warnings(state_balance, qc_p)
     if split_half_mm > qc_p.split_half_warning_mm:
         warnings.append(f"unstable target: the two halves of the data give targets {split_half_mm:.1f} mm apart")
     for q in run_qc:
@@ -321,6 +377,13 @@ def plan(selection, protocol, t_r=None, progress=None):
                             f"(more than {100 * qc_p.scrubbed_warning_fraction:g}%)")
         if q["mean_fd_power_mm"] > qc_p.mean_fd_warning_mm:
             warnings.append(f"{q['run']}: high motion (mean FD {q['mean_fd_power_mm']:.2f} mm)")
+        warnings += motion_warnings(q, qc_p)
+        if q["tsnr_seed_median"] < qc_p.seed_tsnr_warning_fraction * q["tsnr_brain_median"]:
+            warnings.append(
+                f"{q['run']}: the seed sits in signal dropout (median tSNR {q['tsnr_seed_median']:.1f}, below "
+                f"{qc_p.seed_tsnr_warning_fraction:g} x the brain's median {q['tsnr_brain_median']:.1f}): "
+                "its connectivity map is unreliable"
+            )
     # how far the target sits inside the region: near 0 means the optimum may lie outside it
     edge_mm = float(ndimage.distance_transform_edt(region_spheres, sampling=np.sqrt((affine[:3, :3] ** 2).sum(0)))[
         candidates[0].voxel_ijk])
@@ -342,16 +405,18 @@ def plan(selection, protocol, t_r=None, progress=None):
         "runs": run_qc,
         "frames_per_state": {s: int(sel.sum()) for s, sel in rows.items()},
         "effective_dof_per_state": {s: round(float(v), 2) for s, v in dof.items()},
+        "state_balance": state_balance,
         "seed": seed_label,
         "search_region_voxels": int(len(region_cols)),
+        "search_voxels_removed_near_seed": layout.search_voxels_removed,
+        "search_exclusion": f"seed ROI voxels grown by {clean_p.smoothing_fwhm_mm:g} mm (one smoothing FWHM)",
         "subsystem_fc": table,
         "stability": {
             "split_half_distance_mm": split_half_mm,
             "note": "targets picked separately on the first and second half of each state's frames",
         },
-        "score_gap_to_next_candidate": (
-            float(abs(candidates[0].score - candidates[1].score)) if len(candidates) > 1 else None
-        ),
+        "score_statistic": candidates[0].extra.get("score_statistic"),
+        "score_lead_over_next_candidate": score_lead_over_next(candidates, target_p.direction),
         "target_depth_in_search_region_mm": edge_mm,
         "warnings": warnings,
     }
@@ -362,7 +427,13 @@ def plan(selection, protocol, t_r=None, progress=None):
 
 
 def plan_fixed(protocol, t1=None):
-    """A classic fixed target (no fMRI): the MNI coordinate on the T1 grid (or the MNI template's)."""
+    """A classic fixed target (no fMRI): the MNI coordinate on the T1 grid (or the MNI template's).
+
+    Without a T1 the grid is nilearn's template, so the plan's space is
+    ``MNI152NLin2009aSym``; with a T1 it is that T1's (an MNI-space T1 of
+    fMRIPrep: ``MNI152NLin2009cAsym``). The coordinate itself is the
+    published one, used unchanged (``data/atlas.toml`` states its space).
+    """
     import nibabel as nib
     from nilearn import datasets
 
@@ -371,10 +442,81 @@ def plan_fixed(protocol, t1=None):
     grid = nib.load(t1) if t1 is not None else datasets.load_mni152_template(resolution=2)
     candidate = fixed_target(mni, grid.affine, grid.shape)
     return PlanResult(
-        protocol, SPACE, grid.affine, grid.shape[:3], [candidate],
+        protocol, SPACE if t1 is not None else NILEARN_MNI_SPACE, grid.affine, grid.shape[:3], [candidate],
         qc={"warnings": ["fixed target: group-average coordinate, not individualized"]},
         input_files={"t1": t1} if t1 is not None else {},
     )
+
+
+def voxel_tsnr(raw):
+    """Temporal SNR (mean / standard deviation over frames) of each column; 0 where the series is constant."""
+    mean = raw.mean(axis=0, dtype=np.float64)
+    std = raw.std(axis=0, dtype=np.float64)
+    return np.where(std > 0, mean / np.where(std > 0, std, 1.0), 0.0)
+
+
+def motion_summary(fd_jenkinson_mm, motion):
+    """Published motion measures of a run's analysed frames (science.md §2, §8).
+
+    Parameters
+    ----------
+    fd_jenkinson_mm : ndarray (T,)
+        FD_Jenkinson of each analysed frame (mm).
+    motion : ndarray (T, 6)
+        Their rigid parameters relative to the realignment reference (mm, rad).
+
+    Returns
+    -------
+    dict
+        ``mean_fd_jenkinson_mm``, ``max_translation_mm`` (largest absolute
+        translation on any axis) and ``max_rotation_deg`` (largest absolute rotation).
+    """
+    return {
+        "mean_fd_jenkinson_mm": float(np.mean(fd_jenkinson_mm)),
+        "max_translation_mm": float(np.abs(motion[:, :3]).max()),
+        "max_rotation_deg": float(np.degrees(np.abs(motion[:, 3:]).max())),
+    }
+
+
+def motion_warnings(run_qc, qc_p):
+    """Warnings for a run's published motion measures above the protocol's ``[qc]`` thresholds."""
+    if "mean_fd_jenkinson_mm" not in run_qc:
+        return []
+    out = []
+    if run_qc["mean_fd_jenkinson_mm"] > qc_p.mean_fd_jenkinson_warning_mm:
+        out.append(f"{run_qc['run']}: mean FD_Jenkinson {run_qc['mean_fd_jenkinson_mm']:.3f} mm is above "
+                   f"{qc_p.mean_fd_jenkinson_warning_mm:g} mm")
+    if (run_qc["max_translation_mm"] > qc_p.max_translation_warning_mm
+            or run_qc["max_rotation_deg"] > qc_p.max_rotation_warning_deg):
+        out.append(f"{run_qc['run']}: head displaced up to {run_qc['max_translation_mm']:.2f} mm / "
+                   f"{run_qc['max_rotation_deg']:.2f} deg (limits {qc_p.max_translation_warning_mm:g} mm / "
+                   f"{qc_p.max_rotation_warning_deg:g} deg)")
+    return out
+
+
+def contrast_balance(rows, fd_jenkinson_rows, contrast):
+    """Frame counts and mean FD_Jenkinson of the two states of a contrast (over their analysed frames)."""
+    out = {}
+    for state in contrast:
+        fd = fd_jenkinson_rows[rows[state]]
+        out[state] = {"frames": int(rows[state].sum()),
+                      "mean_fd_jenkinson_mm": float(fd.mean()) if fd.size and np.isfinite(fd).all() else None}
+    return out
+
+
+def balance_warnings(balance, qc_p):
+    """Warnings when the two states differ in frame count or motion enough to drive the contrast."""
+    (a, qa), (b, qb) = balance.items()
+    out = []
+    larger = max(qa["frames"], qb["frames"])
+    if abs(qa["frames"] - qb["frames"]) > qc_p.state_frames_warning_fraction * larger:
+        out.append(f"unbalanced states: {a} has {qa['frames']} frames, {b} {qb['frames']} (more than "
+                   f"{100 * qc_p.state_frames_warning_fraction:g}% apart)")
+    fa, fb = qa["mean_fd_jenkinson_mm"], qb["mean_fd_jenkinson_mm"]
+    if fa is not None and fb is not None and abs(fa - fb) > qc_p.state_fd_warning_mm:
+        out.append(f"motion differs between states: mean FD_Jenkinson {a} {fa:.3f} mm, {b} {fb:.3f} mm "
+                   f"(more than {qc_p.state_fd_warning_mm:g} mm apart): motion may drive the contrast")
+    return out
 
 
 _HANDLE_RULES = {"auto": "auto", "dlpfc-45": "dlpfc", "midline-posterior": "midline"}

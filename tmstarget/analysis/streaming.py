@@ -21,7 +21,15 @@ first frame added, and each design column minus its first-frame value times
 the constant: the constant regressor absorbs both shifts (the residuals do not
 change) and the running sums lose far fewer digits (normal equations square
 the design's condition number).
+
+Scrubbing neighbours (``[clean] frames_before`` / ``frames_after``): a frame
+after a high-motion frame is refused when it arrives; a frame *before* one
+is already in the sums when the high-motion frame arrives, so its terms are
+subtracted again (every sum is a plain sum over frames, so removal is exact up
+to float64 rounding). The last ``frames_before`` kept frames are held for that.
 """
+
+from collections import deque
 
 import numpy as np
 
@@ -69,19 +77,24 @@ class RunningSums:
         self.ss = np.zeros(b)
         self.xr = np.zeros((b, p, n_rois))
         self.rr = np.zeros((b, n_rois, n_rois))
+        self.version = 0  # changes with every update (keys cached inverses)
 
-    def add(self, bucket, x, y, s, r=None):
-        """Add frames of one bucket: ``x`` (m, p), ``y`` (m, c), ``s`` (m,), ``r`` (m, n_rois)."""
-        self.count[bucket] += x.shape[0]
-        self.xx[bucket] += x.T @ x
-        self.xy[bucket] += x.T @ y
-        self.yy[bucket] += np.einsum("mc,mc->c", y, y)
-        self.ys[bucket] += s @ y
-        self.xs[bucket] += x.T @ s
-        self.ss[bucket] += s @ s
+    def add(self, bucket, x, y, s, r=None, sign=1):
+        """Add frames of one bucket: ``x`` (m, p), ``y`` (m, c), ``s`` (m,), ``r`` (m, n_rois).
+
+        ``sign=-1`` removes frames added before (a frame censored after the fact).
+        """
+        self.version += 1
+        self.count[bucket] += sign * x.shape[0]
+        self.xx[bucket] += sign * (x.T @ x)
+        self.xy[bucket] += sign * (x.T @ y)
+        self.yy[bucket] += sign * np.einsum("mc,mc->c", y, y)
+        self.ys[bucket] += sign * (s @ y)
+        self.xs[bucket] += sign * (x.T @ s)
+        self.ss[bucket] += sign * (s @ s)
         if r is not None:
-            self.xr[bucket] += x.T @ r
-            self.rr[bucket] += r.T @ r
+            self.xr[bucket] += sign * (x.T @ r)
+            self.rr[bucket] += sign * (r.T @ r)
 
     def state_arrays(self, buckets):
         """Sums over the frames of the given buckets (a state)."""
@@ -150,9 +163,13 @@ class StreamingConnectivity:
     block : int
         Frames buffered before the whole-brain sums are updated (one matrix
         product per block instead of a rank-one update per frame).
+    frame_offset_s : float
+        Time of a frame's data after its volume's start (the slice-timing
+        reference of a corrected run; 0 as acquired), as ``Run.frame_offset_s``.
     """
 
-    def __init__(self, layout, protocol, t_r, n_volumes, events=None, run_state=None, full_brain=True, block=8):
+    def __init__(self, layout, protocol, t_r, n_volumes, events=None, run_state=None, full_brain=True, block=8,
+                 frame_offset_s=0.0):
         from tmstarget.analysis.clean import regression_design, task_regressors
 
         clean = protocol.clean
@@ -164,6 +181,7 @@ class StreamingConnectivity:
             raise InputError("give either the events of a blocks-design run or the state of the whole run")
         self.protocol, self.layout = protocol, layout
         self.t_r, self.n_volumes = float(t_r), int(n_volumes)
+        self.frame_offset_s = float(frame_offset_s)
         self.first = clean.dummy_volumes
         self.n_frames = self.n_volumes - self.first
         if self.n_frames < 2:
@@ -171,7 +189,7 @@ class StreamingConnectivity:
         fixed = regression_design(self.n_frames, t_r, None, clean.detrend, clean.high_pass_hz,
                                   clean.low_pass_hz)
         if events is not None and clean.task_regressors != "none":
-            regs, _ = task_regressors(events, self.n_volumes, t_r, clean.task_regressors)
+            regs, _ = task_regressors(events, self.n_volumes, t_r, clean.task_regressors, self.frame_offset_s)
             fixed = np.hstack([fixed, regs[self.first:]])
         self.fixed = fixed
         self.motion_model = clean.motion
@@ -200,6 +218,9 @@ class StreamingConnectivity:
         self._box = None
         self.previous_motion = None
         self.frames_added = []
+        self.censored_after_the_fact = []  # volumes added, then removed as a high-motion frame's neighbour
+        self._recent = deque(maxlen=clean.frames_before)  # kept frames a later high-motion frame may censor
+        self._censor_through = -1  # frames up to this volume follow a high-motion frame: censored
 
     def _buckets(self, events, run_state, conn):
         from tmstarget.analysis.connectivity import state_frames
@@ -207,7 +228,7 @@ class StreamingConnectivity:
         frames = np.arange(self.n_volumes)
         if events is not None:
             member = np.column_stack([state_frames(events, frames, self.t_r, s, conn.hrf_delay_s,
-                                                   conn.transition_s) for s in self.states])
+                                                   conn.transition_s, self.frame_offset_s) for s in self.states])
         else:
             member = np.column_stack([np.full(len(frames), run_state == s) for s in self.states])
         patterns, bucket_of = np.unique(member, axis=0, return_inverse=True)
@@ -265,7 +286,9 @@ class StreamingConnectivity:
         Returns
         -------
         str
-            ``"dummy"``, ``"missing"``, ``"scrubbed"`` or ``"kept"``.
+            ``"dummy"``, ``"missing"``, ``"scrubbed"`` or ``"kept"``. Earlier
+            volumes a high-motion frame censors after the fact are appended to
+            :attr:`censored_after_the_fact`.
         """
         from tmstarget.analysis.voxels import smoothed_volume_values
 
@@ -275,6 +298,10 @@ class StreamingConnectivity:
             if missing:
                 return "missing"
             if self.params.scrub and fd_mm > self.params.fd_threshold_mm:
+                self._retract(volume - self.params.frames_before)
+                self._censor_through = max(self._censor_through, volume + self.params.frames_after)
+                return "scrubbed"
+            if self.params.scrub and volume <= self._censor_through:
                 return "scrubbed"
             if self._box is None:
                 from tmstarget.analysis.voxels import smoothing_box
@@ -316,10 +343,29 @@ class StreamingConnectivity:
         cols = self.layout.region_cols
         self.region.add(bucket, x[None, :], y[cols][None, :], np.array([s]), r[None, :])
         self.frames_added.append(volume)
+        if self._recent.maxlen:
+            self._recent.append((volume, bucket, x, y, s, r))
         if self.brain is not None:
-            self._pending.append((bucket, x, y, s))
+            self._pending.append((volume, bucket, x, y, s))
             if len(self._pending) >= self.block:
                 self._fold_in_background()
+
+    def _retract(self, from_volume):
+        """Take the held frames from ``from_volume`` on back out of every sum (censored after the fact)."""
+        cols = self.layout.region_cols
+        while self._recent and self._recent[-1][0] >= from_volume:
+            volume, bucket, x, y, s, r = self._recent.pop()
+            self.region.add(bucket, x[None, :], y[cols][None, :], np.array([s]), r[None, :], sign=-1)
+            self.frames_added.remove(volume)
+            self.censored_after_the_fact.append(volume)
+            if self.brain is None:
+                continue
+            waiting = [p for p in self._pending if p[0] == volume]
+            if waiting:
+                self._pending.remove(waiting[0])
+            else:
+                self._submit(self.brain.add, bucket, x[None, :], y[None, :], np.array([s]), None, -1)
+        self._recent.clear()  # frames before from_volume are older than frames_before: never censored now
 
     def _submit(self, job, *args):
         """Run a job on the one worker thread (BLAS runs without the GIL), after every job handed in before."""
@@ -350,7 +396,7 @@ class StreamingConnectivity:
 
     def _fold(self, batch):
         by_bucket = {}
-        for bucket, x, y, s in batch:
+        for _, bucket, x, y, s in batch:
             by_bucket.setdefault(bucket, []).append((x, y, s))
         for bucket, rows in by_bucket.items():  # one worker, in order: the same sums as folding inline
             self.brain.add(bucket, np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
@@ -385,8 +431,8 @@ class StreamingConnectivity:
         return True, ""
 
     def _inverse(self, sums, total):
-        """``G^+`` and rank of a set of sums, computed once per frame count (ready() and the readout share it)."""
-        key = (id(sums), int(total["count"]))
+        """``G^+`` and rank of a set of sums, computed once per state of the sums (ready() and the readout share it)."""
+        key = (id(sums), sums.version, int(total["count"]))
         cached = self._inverse_cache  # one read: the worker thread may replace it meanwhile
         if cached[0] == key:
             return cached[1]

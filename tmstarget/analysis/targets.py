@@ -26,7 +26,9 @@ class Candidate:
     ras_mm : ndarray (3,)
         World coordinate of that voxel (analysis image's world space).
     score : float
-        Map value at the voxel.
+        The candidate's score: the map value at the voxel (``peak``, ``fixed``) or
+        the mean over the cluster's voxels (``cluster``); ``extra["score_statistic"]``
+        names it.
     method : str
         ``'peak'``, ``'cluster'`` or ``'fixed'``.
     extra : dict
@@ -85,34 +87,41 @@ def pick_peak_targets(values, voxels, region_columns, direction="negative", n_ca
             continue
         chosen.append((position, column))
     return [
-        Candidate(rank, tuple(int(v) for v in voxels.ijk[col]), xyz[pos], float(values[col]), "peak")
+        Candidate(rank, tuple(int(v) for v in voxels.ijk[col]), xyz[pos], float(values[col]), "peak",
+                  {"score_statistic": "peak_value"})
         for rank, (pos, col) in enumerate(chosen, start=1)
     ]
 
 
 def pick_cluster_targets(values, voxels, region_columns, direction="negative", fraction=0.10, n_candidates=5):
-    """Cluster picker: extreme ``fraction`` of the region -> 26-connected clusters -> centroids.
+    """Cluster picker (science.md §4, ConTarg/Cash): threshold, 26-connected clusters, centroids.
 
-    The most extreme ``fraction`` of search-region voxels (and only those with
-    the wanted sign) are labelled with 26-connectivity; clusters are ranked by
+    Of the search-region voxels with the wanted sign (negative values for
+    ``direction="negative"``), those at or beyond the ``fraction`` quantile of
+    *those* values are kept (10 %: "below the 10th percentile of the negative
+    values"); they are labelled with 26-connectivity; clusters are ranked by
     size (then by mean score); each cluster's unweighted centre of mass (mm)
     is snapped to the nearest search-region voxel.
 
     Returns
     -------
     list of Candidate
-        ``extra`` holds ``cluster_size``, ``cluster_mean`` and ``centroid_ras_mm``.
+        ``score`` is the cluster's mean value; ``extra`` holds
+        ``score_statistic`` (``"cluster_mean"``), ``cluster_size``,
+        ``cluster_mean``, ``cluster_peak`` (its most extreme value),
+        ``value_at_voxel`` (the map at the snapped voxel) and ``centroid_ras_mm``.
     """
     _check_region(region_columns)
     region_columns = np.asarray(region_columns)
     region_values = np.asarray(values)[region_columns]
     oriented = _oriented(region_values, direction)
-    threshold = np.quantile(oriented, fraction)
-    keep = region_columns[(oriented <= threshold) & (oriented < 0)]
-    if len(keep) == 0:
+    wanted = oriented < 0
+    if not wanted.any():
         raise InputError(
             f"no {direction} values in the search region: the cluster picker has nothing to cluster"
         )
+    threshold = np.quantile(oriented[wanted], fraction)
+    keep = region_columns[wanted & (oriented <= threshold)]
     grid = np.zeros(voxels.shape, dtype=bool)
     grid[tuple(voxels.ijk[keep].T)] = True
     labels, n_labels = ndimage.label(grid, structure=np.ones((3, 3, 3), dtype=bool))
@@ -127,16 +136,22 @@ def pick_cluster_targets(values, voxels, region_columns, direction="negative", f
     for rank, (size, _, members) in enumerate(clusters[:n_candidates], start=1):
         centroid = voxels.ras_mm(members).mean(axis=0)
         nearest = region_columns[int(np.argmin(np.sum((region_xyz - centroid) ** 2, axis=1)))]
+        member_values = np.asarray(values)[members]
+        mean = float(np.mean(member_values))
+        peak = float(member_values[np.argmin(_oriented(member_values, direction))])
         candidates.append(
             Candidate(
                 rank,
                 tuple(int(v) for v in voxels.ijk[nearest]),
                 voxels.ras_mm([nearest])[0],
-                float(values[nearest]),
+                mean,
                 "cluster",
                 {
+                    "score_statistic": "cluster_mean",
                     "cluster_size": int(size),
-                    "cluster_mean": float(np.mean(np.asarray(values)[members])),
+                    "cluster_mean": mean,
+                    "cluster_peak": peak,
+                    "value_at_voxel": float(values[nearest]),
                     "centroid_ras_mm": [float(v) for v in centroid],
                 },
             )
@@ -155,6 +170,19 @@ def pick_targets(values, voxels, region_columns, target_params):
         values, voxels, region_columns, target_params.direction,
         target_params.n_candidates, target_params.candidate_spacing_mm,
     )
+
+
+def score_lead_over_next(candidates, direction):
+    """Signed lead of the target's score over the next candidate's, in the picker's direction.
+
+    Positive: the target is more extreme (more negative for ``direction="negative"``)
+    than the next candidate; negative: the next candidate scores *stronger* (possible
+    for the cluster picker, which ranks by size). None with fewer than two candidates.
+    """
+    if len(candidates) < 2:
+        return None
+    lead = candidates[1].score - candidates[0].score
+    return float(lead if _oriented(1.0, direction) > 0 else -lead)
 
 
 def fixed_target(mni_mm, affine, shape):

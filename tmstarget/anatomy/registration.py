@@ -39,14 +39,15 @@ import numpy as np
 
 from tmstarget._fileio import write_bytes_atomic
 from tmstarget.errors import InputError, OrientationError
-from tmstarget.spaces import D3, map_points_ras
+from tmstarget.spaces import D3, FMRIPREP_MNI_SPACE, NILEARN_MNI_SPACE, map_points_ras
 
 logger = logging.getLogger(__name__)
 
-#: Name of the template space. The image used as its stand-in is nilearn's
-#: bundled ICBM152 2009 nonlinear asymmetric template (release "a"; fMRIPrep's
-#: MNI152NLin2009cAsym is release "c" of the same space).
-MNI_SPACE = "MNI152NLin2009cAsym"
+#: Space tmstarget registers to: nilearn's bundled ICBM152 2009a *symmetric* template
+#: (:data:`tmstarget.spaces.NILEARN_MNI_SPACE`), not fMRIPrep's MNI152NLin2009cAsym.
+MNI_SPACE = NILEARN_MNI_SPACE
+#: Space of fMRIPrep's MNI outputs and transforms.
+FMRIPREP_SPACE = FMRIPREP_MNI_SPACE
 
 _FMRIPREP_NAME = re.compile(r"from-([A-Za-z0-9]+)_to-([A-Za-z0-9]+)_mode-image_xfm\.h5$")
 

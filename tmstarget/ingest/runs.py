@@ -40,6 +40,11 @@ class Run:
         first volume of the file).
     paths : dict
         ``role -> Path`` of every file read (for provenance).
+    frame_offset_s : float
+        When, after the start of its volume, a frame's data were sampled:
+        0 (the volume's start, as acquired) or the slice-timing reference
+        when the sidecar says the run was slice-timing corrected
+        (:func:`slice_timing_offset`). Frame ``k`` is at ``k * t_r + frame_offset_s``.
     """
 
     label: str
@@ -49,6 +54,7 @@ class Run:
     confounds: pd.DataFrame | None
     events: pd.DataFrame | None
     paths: dict
+    frame_offset_s: float = 0.0
 
     @property
     def n_volumes(self):
@@ -103,6 +109,43 @@ def resolve_tr(img, bold_path, sidecar_path=None, t_r=None):
         listing = ", ".join(f"{k}: {v:g} s" for k, v in sources.items())
         raise InputError(f"repetition times disagree ({listing})", path=bold_path)
     return values[-1] if t_r is not None else values[0]
+
+
+def slice_timing_offset(sidecar_path, t_r):
+    """Time (s) after each volume's start that a slice-timing corrected run represents; 0 when not corrected.
+
+    fMRIPrep (and ``tmstarget plan --slice-timing``) interpolate every slice to
+    one reference time and record it in the BOLD sidecar as
+    ``"SliceTimingCorrected": true`` with ``"StartTime"`` (s). When the flag is
+    true and ``StartTime`` is absent, the reference is taken as the middle of
+    the TR (``t_r / 2``, fMRIPrep's default reference).
+
+    Parameters
+    ----------
+    sidecar_path : path or None
+    t_r : float
+
+    Returns
+    -------
+    float
+    """
+    if sidecar_path is None:
+        return 0.0
+    try:
+        meta = json.loads(Path(sidecar_path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"sidecar is not valid JSON: {exc}", path=sidecar_path) from exc
+    corrected = meta.get("SliceTimingCorrected", False)
+    if not isinstance(corrected, bool):
+        raise InputError(f"SliceTimingCorrected must be true or false; got {corrected!r}", path=sidecar_path,
+                         key="SliceTimingCorrected")
+    if not corrected:
+        return 0.0
+    start = meta.get("StartTime", t_r / 2.0)
+    if not isinstance(start, (int, float)) or isinstance(start, bool) or not 0 <= start <= t_r:
+        raise InputError(f"StartTime must be a number of seconds in [0, TR = {t_r:g}]; got {start!r}",
+                         path=sidecar_path, key="StartTime")
+    return float(start)
 
 
 def load_confounds(path, n_volumes):
@@ -216,5 +259,6 @@ def load_run(files, state=None, t_r=None, label=None):
         value = getattr(files, role, None)
         if value is not None:
             paths[role] = Path(value)
+    offset = slice_timing_offset(files.sidecar, tr) if getattr(files, "sidecar", None) is not None else 0.0
     return Run(label=label or files.label, state=state, img=img, t_r=tr, confounds=confounds,
-               events=events, paths=paths)
+               events=events, paths=paths, frame_offset_s=offset)

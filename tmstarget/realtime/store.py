@@ -19,7 +19,7 @@ from tmstarget.errors import InputError
 
 #: Columns of ``frames.tsv`` after ``volume``.
 FRAME_COLUMNS = ("missing", "trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
-                 "fd_power_mm", "fd_jenkinson_mm", "white_matter", "csf", "status", "latency_ms")
+                 "fd_power_mm", "fd_jenkinson_mm", "white_matter", "csf", "global_signal", "status", "latency_ms")
 _HEADER_BYTES = 352  # NIfTI-1 header (348) + the empty extension flag (4)
 
 

@@ -123,9 +123,6 @@ def check_options(opts):
     p = opts.protocol
     if p.kind != "connectivity":
         raise InputError(f"protocol '{p.name}' is a fixed target: there is nothing to watch")
-    if p.clean.global_signal:
-        raise InputError("the watcher has no global signal regressor: use a protocol with [clean] global_signal = "
-                         "false", key="clean.global_signal")
     states = p.states
     if states != ["rest"] and opts.events is None:
         raise InputError(f"protocol '{p.name}' needs the states {states}: give the task's --events (one series is "
@@ -327,6 +324,7 @@ class Watcher:
         tissue = nuisance_masks(epi_to_mni, ref_img, direction="inverse", resolution_mm=MASK_RESOLUTION_MM)
         self.wm_mask = np.asarray(tissue["wm"].dataobj) > 0
         self.csf_mask = np.asarray(tissue["csf"].dataobj) > 0
+        self.brain_mask = brain
         self.mask_path = write_nifti_atomic(self.state_dir / "brain_mask.nii.gz",
                                             nib.Nifti1Image(brain.astype(np.uint8), affine))
         self.grid = NativeGrid(ref_img, epi_to_mni)
@@ -354,8 +352,9 @@ class Watcher:
         for row in rows:
             motion = np.array([row[k] for k in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")])
             data = None if row["missing"] else self.store.read_volume(row["volume"])
-            self.stream.push(row["volume"], data, motion, [row["white_matter"], row["csf"]], row["fd_power_mm"],
-                             missing=row["missing"])
+            self.stream.push(row["volume"], data, motion,
+                             self._nuisance(row["white_matter"], row["csf"], row["global_signal"]),
+                             row["fd_power_mm"], missing=row["missing"])
             self._track(row["volume"])
         log.info("resumed after %d committed volumes", len(rows))
 
@@ -381,7 +380,7 @@ class Watcher:
         if missing:
             motion = previous if previous is not None else np.zeros(6)
             realigned = np.zeros(self.store.shape, dtype=np.float32)
-            wm = csf = float("nan")
+            wm = csf = gs = float("nan")
             log.warning("volume %d missing after %.1f s: recorded as a gap (left out of the analysis)",
                         index, item.waited_s)
         else:
@@ -389,15 +388,17 @@ class Watcher:
             realigned = reslice_volume(item.data, self.affine, motion)
             wm = float(realigned[self.wm_mask].mean(dtype=np.float64))
             csf = float(realigned[self.csf_mask].mean(dtype=np.float64))
+            gs = float(realigned[self.brain_mask].mean(dtype=np.float64))
         moved = time.monotonic()
         pair = np.vstack([previous if previous is not None else motion, motion])
         fd_p = float(fd_power(pair)[1])
         fd_j = float(fd_jenkinson(pair, self.centre)[1])
-        status = self.stream.push(index, None if missing else realigned, motion, [wm, csf], fd_p, missing=missing)
+        status = self.stream.push(index, None if missing else realigned, motion, self._nuisance(wm, csf, gs), fd_p,
+                                  missing=missing)
         latency = 1000.0 * (time.monotonic() - item.seen_s) if not missing else 0.0
         row = dict(zip(("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"), map(float, motion)))
         row.update(missing=missing, fd_power_mm=fd_p, fd_jenkinson_mm=fd_j, white_matter=0.0 if missing else wm,
-                   csf=0.0 if missing else csf, status=status, latency_ms=latency)
+                   csf=0.0 if missing else csf, global_signal=0.0 if missing else gs, status=status, latency_ms=latency)
         pushed = time.monotonic()
         if self.live_target is not None and self.opts.map_every and (index + 1) % self.opts.map_every == 0:
             self.stream.brain_maps_in_background(lambda z, score, v=index: self._write_live_maps(v, z, score))
@@ -415,6 +416,11 @@ class Watcher:
                               "stream_ms": 1000 * (pushed - moved), "record_ms": 1000 * (stored - pushed),
                               "target_ms": 1000 * (tracked - stored), "live_json_ms": 1000 * (done - tracked),
                               "setup_ms": 1000 * (start - picked)})
+
+    def _nuisance(self, wm, csf, gs):
+        """The nuisance values the protocol regresses, in the stream's order (WM, CSF, global signal)."""
+        clean = self.protocol.clean
+        return ([wm, csf] if clean.wm_csf else []) + ([gs] if clean.global_signal else [])
 
     def _motion_row(self, i):
         row = self.store.rows[i]
@@ -494,9 +500,13 @@ class Watcher:
             "qc": {
                 "fd_power_mm": fd,
                 "fd_threshold_mm": self.clean.fd_threshold_mm,
-                "frames_above_threshold": int(sum(1 for s in statuses if s == "scrubbed")),
-                "frames_kept": int(sum(1 for s in statuses if s == "kept")),
-                "usable_minutes": round(sum(1 for s in statuses if s == "kept") * (t_r or 0) / 60.0, 2),
+                "frames_above_threshold": int(sum(1 for r, s in zip(rows, statuses) if s not in ("dummy", "missing")
+                                                  and r["fd_power_mm"] > self.clean.fd_threshold_mm)),
+                "frames_censored": int(sum(1 for s in statuses if s not in ("dummy", "missing"))
+                                       - (self.stream.n_added if self.stream is not None else 0)),
+                "frames_kept": int(self.stream.n_added if self.stream is not None else 0),
+                "usable_minutes": round((self.stream.n_added if self.stream is not None else 0) * (t_r or 0) / 60.0,
+                                        2),
                 "frames_per_state": {s: int(self.stream.region.count[self.stream._state_buckets(s)].sum())
                                      for s in self.protocol.states} if self.stream else {},
                 "max_abs_translation_mm": round(float(max((max(abs(r[k]) for k in ("trans_x", "trans_y", "trans_z"))
@@ -640,7 +650,8 @@ class Watcher:
         stem = self.state_dir / f"sub-{self.opts.participant}_{label}"
         confounds = write_text_atomic(Path(f"{stem}_desc-confounds_timeseries.tsv"), confounds_tsv(
             motion, self.store.column("fd_power_mm"), self.store.column("fd_jenkinson_mm"),
-            self.store.column("white_matter"), self.store.column("csf"), self.store.column("missing")))
+            self.store.column("white_matter"), self.store.column("csf"), self.store.column("missing"),
+            self.store.column("global_signal")))
         sidecar = write_json_atomic(Path(f"{stem}_desc-realigned_bold.json"), {
             "RepetitionTime": self.setup["t_r_s"], "SkullStripped": False, "MotionCorrected": True,
             "SeriesNumber": self.setup["series_number"], "SeriesDescription": self.setup["description"]})

@@ -13,7 +13,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from tmstarget.anatomy.registration import MNI_SPACE, map_points, warp_image
+from tmstarget.anatomy.registration import FMRIPREP_SPACE as MNI_SPACE
+from tmstarget.anatomy.registration import map_points, warp_image
 from tmstarget.errors import InputError
 from tmstarget.workflows.native import T1_SPACE, head_frame
 
