@@ -17,6 +17,10 @@ of ``bench/``.  Every rule is written from the published definition
   ``[onset, onset + duration)`` when ``onset + delay + transition <= t <
   onset + duration + delay`` (README "connectivity": blocks shifted by the
   haemodynamic delay, their first seconds left out);
+* scrubbing: frames with FD_Power above the threshold and, for the protocols that ask for it, the
+  ``before`` frames before and ``after`` frames after each of them (Power 2012; Chen 2020: 1 and 2);
+* the search region loses every voxel whose centre lies within one smoothing FWHM of a seed voxel's
+  centre (README "ROIs": seed voxels and one FWHM around them);
 * Fisher z = atanh of the Pearson r with the seed;
 * the cluster picker (science.md §4, README "targets"): see
   :func:`cluster_pick`.
@@ -108,15 +112,33 @@ def friston24(motion):
     return np.hstack([motion, lag, motion**2, lag**2])
 
 
-def nuisance(conf, dummies):
-    """Friston-24 (lags after the dummies) and mean WM and CSF, frames after the dummies."""
+def nuisance(conf, dummies, global_signal=False):
+    """Friston-24 (lags after the dummies), mean WM and CSF (and the global signal), frames after the dummies."""
     motion = conf[MOTION_COLUMNS].to_numpy(dtype=float)[dummies:]
-    return np.hstack([friston24(motion), conf[["white_matter", "csf"]].to_numpy(dtype=float)[dummies:]])
+    columns = ["white_matter", "csf"] + (["global_signal"] if global_signal else [])
+    return np.hstack([friston24(motion), conf[columns].to_numpy(dtype=float)[dummies:]])
 
 
-def kept_frames(conf, dummies=5, fd_max=0.5):
-    """Frames (file numbering) left after the dummies and FD_Power scrubbing."""
-    return np.flatnonzero(fd_power(conf)[dummies:] <= fd_max) + dummies
+def kept_frames(conf, dummies=5, fd_max=0.5, before=0, after=0):
+    """Frames (file numbering) left after the dummies and FD_Power scrubbing.
+
+    A frame is dropped when its FD, or the FD of any of the ``after`` frames before it or of the ``before``
+    frames after it, exceeds ``fd_max`` (frames after the dummies only)."""
+    high = fd_power(conf)[dummies:] > fd_max
+    n = len(high)
+    kept = [t for t in range(n) if not any(high[u] for u in range(max(t - after, 0), min(t + before, n - 1) + 1))]
+    return np.array(kept, dtype=int) + dummies
+
+
+def near_seed(region, seed, affine, margin_mm):
+    """Region voxels whose centre lies within ``margin_mm`` of the centre of any seed voxel (brute force)."""
+    region_mm = apply_affine(np.asarray(affine, float), np.argwhere(region))
+    seed_mm = apply_affine(np.asarray(affine, float), np.argwhere(seed))
+    out = np.zeros(region.shape, dtype=bool)
+    for ijk, point in zip(np.argwhere(region), region_mm):
+        if np.min(np.linalg.norm(seed_mm - point, axis=1)) <= margin_mm + 1e-9:
+            out[tuple(ijk)] = True
+    return out
 
 
 def task_design(events, n_volumes, t_r):
@@ -141,7 +163,8 @@ def repetition_time(bold_path):
 
 # ----------------------------------------------------------------------------- cleaning (nilearn)
 
-def clean_run(bold_path, confounds_path, mask_img, events_path=None, dummies=5, fwhm=6.0, fd_max=0.5, t_r=2.0):
+def clean_run(bold_path, confounds_path, mask_img, events_path=None, dummies=5, fwhm=6.0, fd_max=0.5, t_r=2.0,
+              before=0, after=0):
     """Cleaned (kept frames x mask voxels) data and the kept frame numbers (file numbering)."""
     bold = image.load_img(bold_path)
     n = bold.shape[3]
@@ -150,7 +173,7 @@ def clean_run(bold_path, confounds_path, mask_img, events_path=None, dummies=5, 
     if events_path is not None:
         design.append(task_design(read_events(events_path), n, t_r)[dummies:])
     confounds = np.hstack(design)
-    kept = kept_frames(conf, dummies, fd_max) - dummies
+    kept = kept_frames(conf, dummies, fd_max, before, after) - dummies
     data = masking.apply_mask(image.smooth_img(bold, fwhm), mask_img)[dummies:]
     cleaned = signal.clean(data, detrend=True, standardize=None, confounds=confounds, filter="butterworth",
                            high_pass=0.01, low_pass=0.1, t_r=t_r, sample_mask=kept if len(kept) < n - dummies else None)
@@ -158,7 +181,7 @@ def clean_run(bold_path, confounds_path, mask_img, events_path=None, dummies=5, 
 
 
 def clean_rest_with_maskers(bold_path, confounds_path, mask_img, seed_mask_img, centre, radius, dummies=5, fwhm=6.0,
-                            fd_max=0.5, t_r=2.0, high_pass=0.01, low_pass=0.1):
+                            fd_max=0.5, t_r=2.0, high_pass=0.01, low_pass=0.1, global_signal=False):
     """A resting run cleaned by nilearn's maskers: voxel data (``NiftiMasker``) and the sphere seed
     (``NiftiSpheresMasker`` restricted to ``seed_mask_img``), same smoothing, detrend, Butterworth band,
     confounds and censoring.
@@ -176,7 +199,7 @@ def clean_rest_with_maskers(bold_path, confounds_path, mask_img, seed_mask_img, 
     img = image.index_img(image.load_img(bold_path), slice(dummies, None))
     params = {"smoothing_fwhm": fwhm, "detrend": True, "standardize": False, "high_pass": high_pass,
               "low_pass": low_pass, "t_r": t_r}
-    fit = {"confounds": nuisance(conf, dummies), "sample_mask": kept - dummies}
+    fit = {"confounds": nuisance(conf, dummies, global_signal), "sample_mask": kept - dummies}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         seed = NiftiSpheresMasker([centre], radius=radius, mask_img=seed_mask_img, **params).fit_transform(img, **fit)
@@ -196,12 +219,13 @@ def dct_regressors(n_frames, t_r, high_pass_hz, low_pass_hz):
     return np.column_stack([np.cos(np.pi * k * (2 * n + 1) / (2.0 * n_frames)) for k in ks])
 
 
-def regression_model_design(conf, n_volumes, t_r, events=None, dummies=5, high_pass_hz=0.01, low_pass_hz=0.1):
+def regression_model_design(conf, n_volumes, t_r, events=None, dummies=5, high_pass_hz=0.01, low_pass_hz=0.1,
+                            global_signal=False):
     """Design over the frames after the dummies: constant, linear trend in frame time, cosine band
-    regressors, Friston-24, WM, CSF and (task runs) the HRF-convolved block regressors."""
+    regressors, Friston-24, WM, CSF (global signal) and (task runs) the HRF-convolved block regressors."""
     n_frames = n_volumes - dummies
     parts = [np.ones((n_frames, 1)), np.arange(n_frames, dtype=float)[:, None],
-             dct_regressors(n_frames, t_r, high_pass_hz, low_pass_hz), nuisance(conf, dummies)]
+             dct_regressors(n_frames, t_r, high_pass_hz, low_pass_hz), nuisance(conf, dummies, global_signal)]
     if events is not None:
         parts.append(task_design(read_events(events), n_volumes, t_r)[dummies:])
     return np.hstack(parts)
@@ -264,11 +288,11 @@ def cluster_pick(values, region, affine, fraction=0.10, direction="negative", n_
 
     1. orient: the wanted extreme is the most negative (``direction="negative"``) or the most positive
        value (then work on ``-values``);
-    2. keep the most extreme ``fraction`` of the region: with the region's n oriented values sorted
-       ascending, the threshold is their ``fraction`` quantile by linear interpolation between order
-       statistics (Hyndman-Fan 7, numpy's and ConTarg's ``percentile``); this keeps the
+    2. of the region's values of the wanted sign (oriented < 0), keep those below their ``fraction``
+       quantile ("the 10th percentile of the negative values", ConTarg): with those n oriented values
+       sorted ascending, the threshold is their ``fraction`` quantile by linear interpolation between
+       order statistics (Hyndman-Fan 7, numpy's and ConTarg's ``percentile``); this keeps the
        ``floor(fraction * (n - 1)) + 1`` smallest values and everything tied with the last of them;
-       of those, only values of the wanted sign (oriented < 0);
     3. clusters: 26-connected components (voxels sharing a face, an edge or a corner);
     4. ranked by size, larger first; equal sizes by mean oriented value, more extreme first;
     5. each cluster's unweighted centroid of voxel centres (mm, through the affine) is snapped to the
@@ -284,12 +308,14 @@ def cluster_pick(values, region, affine, fraction=0.10, direction="negative", n_
     -------
     list of dict, best first
         ``ijk`` (the snapped voxel; ``ties`` lists every region voxel at the same smallest distance),
-        ``size``, ``mean`` (of the original values), ``centroid_mm``.
+        ``size``, ``mean`` and ``peak`` (most extreme) of the original values, ``centroid_mm``.
     """
     affine = np.asarray(affine, float)
     oriented = np.asarray(values, float) if direction == "negative" else -np.asarray(values, float)
     region_ijk = np.argwhere(region)
-    ordered = np.sort(oriented[region])
+    ordered = np.sort(oriented[region & (oriented < 0)])
+    if ordered.size == 0:
+        return []
     last = int(np.floor(fraction * (len(ordered) - 1)))
     keep = region & (oriented <= ordered[last]) & (oriented < 0)
     labels, n_labels = ndimage.label(keep, structure=np.ones((3, 3, 3), dtype=bool))
@@ -304,6 +330,8 @@ def cluster_pick(values, region, affine, fraction=0.10, direction="negative", n_
         centroid = apply_affine(affine, np.argwhere(members)).mean(axis=0)
         dist = np.linalg.norm(region_mm - centroid, axis=1)
         ties = [tuple(int(v) for v in region_ijk[i]) for i in np.flatnonzero(dist <= dist.min() + 1e-9)]
-        out.append({"ijk": ties[0], "ties": ties, "size": size, "mean": float(np.asarray(values)[members].mean()),
-                    "centroid_mm": centroid})
+        member_values = np.asarray(values, float)[members]
+        peak = member_values.min() if direction == "negative" else member_values.max()
+        out.append({"ijk": ties[0], "ties": ties, "size": size, "mean": float(member_values.mean()),
+                    "peak": float(peak), "centroid_mm": centroid})
     return out
