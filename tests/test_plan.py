@@ -78,11 +78,13 @@ def test_rumination_subsystem_pattern_and_qc(sample_plans):
 def test_qc_thresholds_change_the_warnings_not_the_target(sample_plans, tmp_path):
     """[qc] overrides make the unstable-target, scrubbing and motion warnings appear; maps and target stay."""
     folder, doc = sample_plans["rumination-dmpfc"]
-    assert doc["qc"]["warnings"] == []
+    # the planted spot lies 4 mm (one voxel) inside the dMPFC region: the only warning at the defaults
+    assert doc["qc"]["warnings"] == ["the target lies on the edge of the search region: the optimum may be outside it"]
     assert doc["provenance"]["protocol"]["parameters"]["qc"]["split_half_warning_mm"] == 10
     split_half = doc["qc"]["stability"]["split_half_distance_mm"]
     code, low = run_plan(tmp_path / "qc", "--set", f"qc.split_half_warning_mm={split_half - 0.5}",
-                         "--set", "qc.scrubbed_warning_fraction=0.01", "--set", "qc.mean_fd_warning_mm=0.1")
+                         "--set", "qc.scrubbed_warning_fraction=0.01", "--set", "qc.mean_fd_warning_mm=0.1",
+                         "--set", "qc.edge_warning_voxels=0.5")
     assert code == 0
     run = low["qc"]["runs"][0]
     assert low["qc"]["warnings"] == [
@@ -98,21 +100,25 @@ def test_qc_thresholds_change_the_warnings_not_the_target(sample_plans, tmp_path
 def test_task_frame_counts_are_exact(sample_plans):
     """Scrubbed and per-state frame counts equal those derived here from the confounds and the events.
 
-    Each planted motion spike moves the head twice (in and out), so frames s and s+1 exceed 0.5 mm; the
-    blocks (50 s) shifted by the 4-s haemodynamic delay, minus their first 4 s, hold 23 frames each
-    (22 in the first block after the 5 dummies, 21 in the last distraction block cut by the run's end).
+    Each planted motion spike moves the head twice (in and out), so frames s and s+1 exceed 0.5 mm, and
+    the protocol censors 1 frame before and 2 after each of them: s-1 .. s+3; the blocks (50 s) shifted by
+    the 4-s haemodynamic delay, minus their first 4 s, hold 23 frames each (22 in the first block after the
+    5 dummies, 21 in the last distraction block cut by the run's end).
     """
     _, doc = sample_plans["rumination-dmpfc"]
     conf = ref.read_confounds(TASK_CONF)
     spikes = truth()["runs"]["rumination"]["spike_frames"]
-    scrubbed = np.flatnonzero(ref.fd_power(conf)[5:] > 0.5) + 5
-    assert list(scrubbed) == sorted(s + d for s in spikes for d in (0, 1))
+    high = np.flatnonzero(ref.fd_power(conf)[5:] > 0.5) + 5
+    assert list(high) == sorted(s + d for s in spikes for d in (0, 1))
+    params = doc["provenance"]["protocol"]["parameters"]["clean"]
+    assert (params["frames_before"], params["frames_after"]) == (1, 2)
     run = doc["qc"]["runs"][0]
     assert (run["volumes"], run["dummy_volumes_dropped"], run["frames_scrubbed"], run["frames_kept"]) == \
-        (200, 5, 8, 187)
-    kept = ref.kept_frames(conf)
+        (200, 5, 20, 175)
+    kept = ref.kept_frames(conf, before=1, after=2)
+    assert sorted(set(range(5, 200)) - set(kept)) == sorted(s + d for s in spikes for d in range(-1, 4))
     counts = {s: int(ref.block_frames(EVENTS, kept, 2.0, s).sum()) for s in ("rumination", "distraction")}
-    assert counts == {"rumination": 22 + 3 * 23 - 8, "distraction": 3 * 23 + 21}
+    assert counts == {"rumination": 22 + 3 * 23 - 20, "distraction": 3 * 23 + 21}
     assert doc["qc"]["frames_per_state"] == counts
     # the counts can see the mistakes the map tolerance is there for
     for wrong in (ref.block_frames(EVENTS, kept, 2.0, "rumination", delay=0.0),
@@ -126,7 +132,7 @@ def nilearn_task():
     """The sample's task run cleaned by plain nilearn, with its core seed."""
     mask_img = image.load_img(TASK_MASK)
     mask = mask_img.get_fdata() > 0
-    cleaned, frames = ref.clean_run(TASK_BOLD, TASK_CONF, mask_img, EVENTS)
+    cleaned, frames = ref.clean_run(TASK_BOLD, TASK_CONF, mask_img, EVENTS, before=1, after=2)
     gm = ref.grey_matter(image.load_img(TASK_BOLD))
     return mask_img, mask, gm, cleaned, frames, ref.core_seed(cleaned, mask_img, mask, gm)
 
