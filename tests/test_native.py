@@ -90,7 +90,7 @@ def test_native_target_t1_to_mni_matches_and_is_in_head(native_plan):
     out, document, sub = native_plan
     target = document["target"]
     mapped = _ants_points_ras(np.asarray(target["ras_mm"]), out / "xfm",
-                              "sub-01_from-T1w_to-MNI152NLin2009cAsym")[0]
+                              "sub-01_from-T1w_to-MNI152NLin2009aSym")[0]
     np.testing.assert_allclose(mapped, target["mni_mm"], atol=1.0)
     t1 = nib.load(sub / "anat" / "T1w.nii.gz")
     assert document["anatomy"]["t1"] == "anat/T1w.nii.gz"  # a copy travels with the plan
@@ -99,7 +99,7 @@ def test_native_target_t1_to_mni_matches_and_is_in_head(native_plan):
     head = _head_mask(t1)
     assert np.all(ijk >= 0) and np.all(ijk < head.shape) and head[tuple(ijk)]
     # the opposite list (MNI -> T1 points) sends the T1 target elsewhere: an inverted transform would fail above
-    wrong = _ants_points_ras(np.asarray(target["ras_mm"]), out / "xfm", "sub-01_from-T1w_to-MNI152NLin2009cAsym",
+    wrong = _ants_points_ras(np.asarray(target["ras_mm"]), out / "xfm", "sub-01_from-T1w_to-MNI152NLin2009aSym",
                              which="fwd")[0]
     assert np.linalg.norm(wrong - np.asarray(target["mni_mm"])) > 2.0
 

@@ -118,7 +118,8 @@ def slice_timing_offset(sidecar_path, t_r):
     one reference time and record it in the BOLD sidecar as
     ``"SliceTimingCorrected": true`` with ``"StartTime"`` (s). When the flag is
     true and ``StartTime`` is absent, the reference is taken as the middle of
-    the TR (``t_r / 2``, fMRIPrep's default reference).
+    the TR (``t_r / 2``: fMRIPrep's default reference, and the one
+    ``--slice-timing`` uses, whose sidecars say only ``SliceTimingCorrected``).
 
     Parameters
     ----------

@@ -650,8 +650,8 @@ class Watcher:
         stem = self.state_dir / f"sub-{self.opts.participant}_{label}"
         confounds = write_text_atomic(Path(f"{stem}_desc-confounds_timeseries.tsv"), confounds_tsv(
             motion, self.store.column("fd_power_mm"), self.store.column("fd_jenkinson_mm"),
-            self.store.column("white_matter"), self.store.column("csf"), self.store.column("missing"),
-            self.store.column("global_signal")))
+            self.store.column("white_matter"), self.store.column("csf"), self.store.column("global_signal"),
+            self.store.column("missing")))
         sidecar = write_json_atomic(Path(f"{stem}_desc-realigned_bold.json"), {
             "RepetitionTime": self.setup["t_r_s"], "SkullStripped": False, "MotionCorrected": True,
             "SeriesNumber": self.setup["series_number"], "SeriesDescription": self.setup["description"]})

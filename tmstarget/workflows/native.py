@@ -56,7 +56,6 @@ from tmstarget.anatomy.t1 import check_whole_head
 from tmstarget.errors import InputError
 from tmstarget.ingest.collect import ExplicitRun, Selection
 from tmstarget.ingest.native import NativeRun, _is_dicom_source, load_image
-from tmstarget.ingest.runs import header_tr
 
 log = logging.getLogger(__name__)
 
@@ -168,27 +167,21 @@ def _check_same_grid(images, runs):
                          path=runs[0].source)
 
 
-def confounds_tsv(params, fd_power_mm, fd_jenkinson_mm, wm, csf, missing=None, global_signal=None):
-    """fMRIPrep-style confounds table as TSV text (mm, rad; first FD is n/a).
-
-    ``global_signal`` (mean over the brain mask per volume) adds that column.
+def confounds_tsv(params, fd_power_mm, fd_jenkinson_mm, wm, csf, gs, missing=None):
+    """fMRIPrep-style confounds table as TSV text (mm, rad; first FD is n/a; ``gs`` mean over the brain mask).
 
     ``missing`` (bool per volume) adds a ``missing_volume`` column: volumes a
     real-time export never delivered, which planning leaves out.
     """
     header = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
-              "framewise_displacement", "framewise_displacement_jenkinson", "white_matter", "csf"]
-    if global_signal is not None:
-        header.append("global_signal")
+              "framewise_displacement", "framewise_displacement_jenkinson", "white_matter", "csf", "global_signal"]
     if missing is not None:
         header.append("missing_volume")
     lines = ["\t".join(header)]
     for t in range(len(params)):
         # repr round-trips exactly: a plan reading this table sees the numbers the estimator produced
         fds = ["n/a", "n/a"] if t == 0 else [repr(float(fd_power_mm[t])), repr(float(fd_jenkinson_mm[t]))]
-        values = [repr(float(v)) for v in params[t]] + fds + [repr(float(wm[t])), repr(float(csf[t]))]
-        if global_signal is not None:
-            values.append(repr(float(global_signal[t])))
+        values = [repr(float(v)) for v in params[t]] + fds + [repr(float(x[t])) for x in (wm, csf, gs)]
         if missing is not None:
             values.append("1" if missing[t] else "0")
         lines.append("\t".join(values))
@@ -308,13 +301,10 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
         csf = data[csf_mask].mean(axis=0, dtype=np.float64)
         gs = data[brain].mean(axis=0, dtype=np.float64)
         confounds_path = work / f"{stem}_desc-confounds_timeseries.tsv"
-        write_text_atomic(confounds_path, confounds_tsv(run_params, fd_p, fd_j, wm, csf, global_signal=gs))
+        write_text_atomic(confounds_path, confounds_tsv(run_params, fd_p, fd_j, wm, csf, gs))
         sidecar_path = write_json_atomic(work / f"{stem}_space-{EPI_SPACE}_desc-realigned_bold.json",
                                          {**meta, "SkullStripped": False, "MotionCorrected": True,
-                                          "SliceTimingCorrected": bool(slice_timing),
-                                          # slice_time_correct's reference: the middle of the TR
-                                          **({"StartTime": float(meta.get("RepetitionTime") or header_tr(img)) / 2}
-                                             if slice_timing else {})})
+                                          "SliceTimingCorrected": bool(slice_timing)})  # to mid-TR
         selected.append((ExplicitRun(bold=bold_path, confounds=confounds_path, sidecar=sidecar_path,
                                      events=run.events, mask=mask_path, label=run.label), run.state))
         motion_qc.append({"run": run.label, "volumes": int(data.shape[3]),
@@ -599,8 +589,7 @@ def _slice_time_run(data, img, meta, run):
     TR: ``RepetitionTime``, else the NIfTI header.
     """
     from tmstarget.anatomy.slicetiming import sidecar_slice_timing, slice_time_correct
-    from tmstarget.ingest.runs import header_tr
-
+    
     times, axis = sidecar_slice_timing(meta, source=run.source, label=run.label)
     t_r_s = meta.get("RepetitionTime") or header_tr(img)
     if t_r_s is None:
