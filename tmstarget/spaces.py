@@ -28,8 +28,6 @@ import numpy as np
 from tmstarget.errors import InvalidPoseError, OrientationError, XformMismatchError
 
 __all__ = [
-    "FMRIPREP_MNI_SPACE",
-    "NILEARN_MNI_SPACE",
     "D",
     "D3",
     "COIL_AXES",
@@ -57,13 +55,6 @@ __all__ = [
     "map_points_ras",
 ]
 
-
-#: fMRIPrep's default template (TemplateFlow name): the space of fMRIPrep MNI-space inputs and transforms.
-FMRIPREP_MNI_SPACE = "MNI152NLin2009cAsym"
-#: The template nilearn ships (``datasets.load_mni152_template`` and its GM/WM/brain masks), which tmstarget
-#: registers T1s to: ICBM152 2009 release a, *symmetric* (nilearn downloads ``mni_icbm152_nlin_sym_09a``;
-#: TemplateFlow name MNI152NLin2009aSym).  Not the same image as fMRIPrep's; never call one the other.
-NILEARN_MNI_SPACE = "MNI152NLin2009aSym"
 
 #: RAS <-> LPS flip for homogeneous points and poses (its own inverse).
 D = np.diag([-1.0, -1.0, 1.0, 1.0])

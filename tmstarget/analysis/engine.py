@@ -21,7 +21,7 @@ from tmstarget.analysis.voxels import VoxelSet, read_voxel_timeseries
 from tmstarget.anatomy.motion import fd_jenkinson, volume_centre_ras_mm
 from tmstarget.errors import InputError
 from tmstarget.ingest.runs import load_mask, load_run, motion_params
-from tmstarget.spaces import FMRIPREP_MNI_SPACE, NILEARN_MNI_SPACE
+from tmstarget.templates import FMRIPREP_MNI_SPACE, NILEARN_MNI_SPACE
 
 log = logging.getLogger(__name__)
 #: World of an MNI-space plan: fMRIPrep's template (the BOLD, mask and T1 inputs are fMRIPrep's, or given as such).

@@ -39,12 +39,13 @@ import numpy as np
 
 from tmstarget._fileio import write_bytes_atomic
 from tmstarget.errors import InputError, OrientationError
-from tmstarget.spaces import D3, FMRIPREP_MNI_SPACE, NILEARN_MNI_SPACE, map_points_ras
+from tmstarget.spaces import D3, map_points_ras
+from tmstarget.templates import FMRIPREP_MNI_SPACE, NILEARN_MNI_SPACE
 
 logger = logging.getLogger(__name__)
 
 #: Space tmstarget registers to: nilearn's bundled ICBM152 2009a *symmetric* template
-#: (:data:`tmstarget.spaces.NILEARN_MNI_SPACE`), not fMRIPrep's MNI152NLin2009cAsym.
+#: (:data:`tmstarget.templates.NILEARN_MNI_SPACE`), not fMRIPrep's MNI152NLin2009cAsym.
 MNI_SPACE = NILEARN_MNI_SPACE
 #: Space of fMRIPrep's MNI outputs and transforms.
 FMRIPREP_SPACE = FMRIPREP_MNI_SPACE

@@ -297,9 +297,7 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
         bold_path = write_nifti_atomic(work / f"{stem}_space-{EPI_SPACE}_desc-realigned_bold.nii.gz",
                                        nib.Nifti1Image(data, affine, header))
         fd_p, fd_j = fd_power(run_params), fd_jenkinson(run_params, centre)
-        wm = data[wm_mask].mean(axis=0, dtype=np.float64)
-        csf = data[csf_mask].mean(axis=0, dtype=np.float64)
-        gs = data[brain].mean(axis=0, dtype=np.float64)
+        wm, csf, gs = (data[m].mean(axis=0, dtype=np.float64) for m in (wm_mask, csf_mask, brain))
         confounds_path = work / f"{stem}_desc-confounds_timeseries.tsv"
         write_text_atomic(confounds_path, confounds_tsv(run_params, fd_p, fd_j, wm, csf, gs))
         sidecar_path = write_json_atomic(work / f"{stem}_space-{EPI_SPACE}_desc-realigned_bold.json",
@@ -589,7 +587,8 @@ def _slice_time_run(data, img, meta, run):
     TR: ``RepetitionTime``, else the NIfTI header.
     """
     from tmstarget.anatomy.slicetiming import sidecar_slice_timing, slice_time_correct
-    
+    from tmstarget.ingest.runs import header_tr
+
     times, axis = sidecar_slice_timing(meta, source=run.source, label=run.label)
     t_r_s = meta.get("RepetitionTime") or header_tr(img)
     if t_r_s is None:
