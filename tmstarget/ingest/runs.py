@@ -132,10 +132,7 @@ def slice_timing_offset(sidecar_path, t_r):
     """
     if sidecar_path is None:
         return 0.0
-    try:
-        meta = json.loads(Path(sidecar_path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"sidecar is not valid JSON: {exc}", path=sidecar_path) from exc
+    meta = read_json(sidecar_path, "sidecar")
     corrected = meta.get("SliceTimingCorrected", False)
     if not isinstance(corrected, bool):
         raise InputError(f"SliceTimingCorrected must be true or false; got {corrected!r}", path=sidecar_path,
