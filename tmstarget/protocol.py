@@ -270,12 +270,21 @@ class FixedParams(_Section):
 
 @dataclass(frozen=True)
 class CoilParams(_Section):
-    """``[coil]``: the handle rule (or a fixed ``handle_angle_deg``) and how the scalp point is found."""
+    """``[coil]``: the handle rule (or a fixed ``handle_angle_deg``), how the scalp point is found, and depth.
+
+    ``max_depth_mm``: a candidate whose cortex lies deeper than this below the
+    scalp (along the coil axis, on the T1) is flagged and warned about
+    (issue 13 item 3; a figure-8 coil's field falls off steeply with depth).
+    ``max_cortical_shift_mm``: how far along the coil axis a target outside
+    this T1's grey matter may be moved to the nearest grey matter.
+    """
 
     section: ClassVar[str] = "coil"
     handle: str = _key("auto", _one_of("auto", "dlpfc-45", "midline-posterior", "angle"))
     handle_angle_deg: float = _key(45.0, _range(-180.0, 180.0))
     scalp_method: str = _key("normal", _one_of("closest", "normal"))
+    max_depth_mm: float = _key(30.0, _range(5.0, 80.0))
+    max_cortical_shift_mm: float = _key(10.0, _range(0.0, 30.0))
 
 
 @dataclass(frozen=True)

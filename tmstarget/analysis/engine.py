@@ -522,35 +522,71 @@ def balance_warnings(balance, qc_p):
 _HANDLE_RULES = {"auto": "auto", "dlpfc-45": "dlpfc", "midline-posterior": "midline"}
 
 
-def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None):
-    """Coil pose on the scalp of ``t1_path`` for the target and every candidate.
+def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_mni=None):
+    """Coil pose, scalp-to-cortex depth and cortical point on ``t1_path`` for the target and every candidate.
 
-    The T1 must be in the same world space as the plan (MNI, or the T1w world
-    of a native plan).  ``head_axes_ras``/``midline_ras_mm`` give the head frame
-    for the handle rules when the T1 world is not MNI-aligned (see
+    The T1 must be in the same world space as the plan's candidates (MNI, or
+    the T1w world of a native or fMRIPrep-T1w plan).  Its tissues are
+    segmented at its own resolution (:func:`tmstarget.anatomy.tissue.segment_t1`,
+    template priors through ``t1_to_mni``, or directly when the T1 is in MNI
+    space); the depth is measured along the coil axis to the outer
+    grey-matter boundary, and each candidate gets the tissue at its voxel and
+    the nearest grey-matter point on the coil axis
+    (:func:`tmstarget.coil.placement.cortical_point`).  Candidates deeper than
+    the protocol's ``[coil] max_depth_mm``, or off grey matter, are flagged in
+    their block; depth is warned about in ``result.qc["warnings"]`` for every
+    candidate, a target off grey matter for the target.
+    ``head_axes_ras``/``midline_ras_mm`` give the head frame for the handle
+    rules when the T1 world is not MNI-aligned (see
     :func:`tmstarget.coil.placement.handle_direction`; :func:`tmstarget.workflows.native.head_frame`).
+
     Returns ``(coil_block, per_candidate_blocks, anatomy_block)``; each block
     is the ``coil`` dict of ``target.json`` (SimNIBS axes, RAS mm).
     """
+    import time
+
     import nibabel as nib
 
     from tmstarget._fileio import sha256_file
     from tmstarget.anatomy.scalp import scalp_surface
-    from tmstarget.coil.placement import place_coil
+    from tmstarget.anatomy.tissue import segment_t1
+    from tmstarget.coil.placement import cortical_point, place_coil
 
     params = result.protocol.coil
     handle = params.handle_angle_deg if params.handle == "angle" else _HANDLE_RULES[params.handle]
     t1_img = nib.load(t1_path)
     mesh = scalp_surface(t1_img)
-    brain = None
-    if "brain" in result.masks:
-        brain = nib.Nifti1Image(result.masks["brain"].astype(np.uint8), result.affine)
+    start = time.perf_counter()
+    tissue = segment_t1(t1_img, t1_to_mni)
+    cortex = tissue.parenchyma_img()
+    warnings = result.qc.setdefault("warnings", [])
     blocks = []
     for candidate in result.candidates:
         placement = place_coil(candidate.ras_mm, mesh, handle=handle, method=params.scalp_method,
-                               brain_mask_img=brain, head_axes_ras=head_axes_ras, midline_ras_mm=midline_ras_mm)
-        blocks.append(placement.to_dict())
-    anatomy = {"t1": str(Path(t1_path).resolve()), "t1_sha256": sha256_file(t1_path), "space": result.space}
+                               brain_mask_img=cortex, head_axes_ras=head_axes_ras, midline_ras_mm=midline_ras_mm)
+        block = placement.to_dict()
+        axis = placement.pose_ras[:3, 2]
+        block["scalp_to_cortex_method"] = ("along the coil axis to the outer grey-matter boundary of this T1 "
+                                           "(tissue segmentation at its own resolution)")
+        block["cortex_entry_ras_mm"] = (placement.scalp_ras_mm + placement.scalp_to_cortex_mm * axis).tolist()
+        block["max_depth_mm"] = params.max_depth_mm
+        block["within_max_depth"] = bool(placement.scalp_to_cortex_mm <= params.max_depth_mm)
+        block.update(cortical_point(candidate.ras_mm, placement.scalp_ras_mm, axis, tissue,
+                                    max_shift_mm=params.max_cortical_shift_mm))
+        name = "the target" if candidate is result.candidates[0] else f"candidate {candidate.rank}"
+        if not block["within_max_depth"]:
+            warnings.append(f"{name}: cortex {placement.scalp_to_cortex_mm:.1f} mm below the scalp, deeper than "
+                            f"[coil] max_depth_mm = {params.max_depth_mm:g} mm: a figure-8 coil may not reach it")
+        if not block["target_in_grey_matter"] and candidate is result.candidates[0]:
+            where = ("no grey matter within "
+                     f"{params.max_cortical_shift_mm:g} mm on the coil axis" if block["cortical_target_ras_mm"] is None
+                     else f"nearest grey matter on the coil axis {block['cortical_shift_mm']:+.1f} mm")
+            warnings.append(f"{name}: the fMRI voxel lies in {block['target_tissue']} of this T1 ({where})")
+        blocks.append(block)
+    anatomy = {"t1": str(Path(t1_path).resolve()), "t1_sha256": sha256_file(t1_path), "space": result.space,
+               "tissue": {**tissue.qc, "seconds": round(time.perf_counter() - start, 2),
+                          "priors": "MNI152 2009 (nilearn) " + ("through the T1 -> MNI registration"
+                                                                if t1_to_mni is not None else "(T1 in MNI space)")}}
     xform = _xform_used(t1_img)
     if xform is not None:  # navigation export refuses an --affine naming the other one (qform != sform)
         anatomy["xform"] = xform

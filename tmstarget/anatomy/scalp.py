@@ -114,7 +114,7 @@ def _working_grid(data, affine, voxel_mm):
     return blocks.mean(axis=(1, 3, 5)), affine @ scale
 
 
-def _ball(radius_mm, affine):
+def ball_structure(radius_mm, affine):
     """Boolean ellipsoidal structuring element of ``radius_mm`` in world mm."""
     sizes = voxel_sizes(affine)
     half = np.maximum(1, np.floor(radius_mm / sizes)).astype(int)
@@ -190,7 +190,7 @@ def head_mask(t1_img, *, voxel_mm=2.0, threshold=None, closing_mm=6.0, opening_m
     # voxels than the brain it encloses; dropping the other pieces (skin
     # markers, noise) before closing keeps them from being bridged to the head
     mask = _largest_component(ndimage.binary_fill_holes(mask))
-    ball = _ball(closing_mm, affine)
+    ball = ball_structure(closing_mm, affine)
     pad = max(ball.shape) // 2 + 1
     mask = np.pad(mask, pad)
     mask = ndimage.binary_closing(mask, structure=ball)[pad:-pad, pad:-pad, pad:-pad]
@@ -200,7 +200,7 @@ def head_mask(t1_img, *, voxel_mm=2.0, threshold=None, closing_mm=6.0, opening_m
         filled = np.stack([ndimage.binary_fill_holes(s) for s in moved])
         mask = np.moveaxis(filled, 0, axis)
     # the filled head is thick: an opening now only trims noise spurs
-    mask = _largest_component(ndimage.binary_opening(mask, structure=_ball(opening_mm, affine)))
+    mask = _largest_component(ndimage.binary_opening(mask, structure=ball_structure(opening_mm, affine)))
     logger.debug("head mask: threshold %g, %d voxels of %s mm", threshold, mask.sum(), voxel_sizes(affine))
     return nib.Nifti1Image(mask.astype(np.uint8), affine)
 

@@ -22,8 +22,14 @@ Order of operations (``place_coil``), after the scalp surface:
    (``z_axis="target"``); the handle (a rule from ``handle_direction`` or an
    explicit vector) is projected into the plane normal to z; y = -handle;
    x = y × z.
-3. ``scalp_to_cortex_mm``: distance from the scalp point to where the line
-   toward the target enters a brain mask (or to the target without a mask).
+3. ``scalp_to_cortex_mm``: distance along the coil axis (z) from the scalp
+   point to where it enters the cortex mask (grey or white matter of this T1,
+   :mod:`tmstarget.anatomy.tissue`; its outer boundary is the pial surface), or
+   to the target without a mask.
+4. ``cortical_point`` (with a :class:`~tmstarget.anatomy.tissue.TissueMaps`):
+   the tissue at the target, and the grey-matter point on the coil axis
+   nearest to the target. Moving the target along the coil axis leaves the
+   scalp point, the normal and so the whole pose unchanged.
 """
 
 import logging
@@ -253,52 +259,107 @@ def pose_from_handle(centre_ras_mm, z_ras, handle_ras):
     return pose_from_axes(centre, -in_plane / np.linalg.norm(in_plane), z)
 
 
-def scalp_to_cortex_mm(scalp_ras_mm, target_ras_mm, brain_mask_img=None, *, step_mm=0.1, max_depth_mm=80.0):
-    """Distance from a scalp point to the cortex along the line to the target.
+def scalp_to_cortex_mm(scalp_ras_mm, target_ras_mm, brain_mask_img=None, *, axis_ras=None, step_mm=0.1,
+                       max_depth_mm=80.0):
+    """Distance from a scalp point to the cortex, along the coil axis or the line to the target.
 
     Parameters
     ----------
     scalp_ras_mm : array-like, shape (3,)
         Point on the scalp (coil centre without offset), world RAS mm.
     target_ras_mm : array-like, shape (3,)
-        Cortical target, world RAS mm; gives the direction of the line.
+        Cortical target, world RAS mm; gives the direction when ``axis_ras``
+        is not given.
     brain_mask_img : nibabel image, optional
-        Brain mask (nonzero = brain) in the same world space.  Without it the
-        result is the scalp-to-target distance.
+        Cortex mask (nonzero = grey or white matter, e.g.
+        :meth:`tmstarget.anatomy.tissue.TissueMaps.parenchyma_img`) in the same
+        world space.  Without it the result is the scalp-to-target distance.
+    axis_ras : array-like, shape (3,), optional
+        Direction into the head (the coil's z axis); default: toward the target.
     step_mm, max_depth_mm : float
         Sampling step and search length along the line (mm).
 
     Returns
     -------
     float
-        mm from the scalp point to where the line first enters the brain
+        mm from the scalp point to where the line first enters the mask
         (trilinear mask value 0.5, linearly interpolated between samples).
 
     Raises
     ------
     InputError
-        The line never enters the brain mask within ``max_depth_mm``.
+        The line never enters the mask within ``max_depth_mm``.
     """
     scalp = as_point(scalp_ras_mm, "scalp_ras_mm")
     target = as_point(target_ras_mm, "target_ras_mm")
     if brain_mask_img is None:
         return float(np.linalg.norm(target - scalp))
-    direction = _unit(target - scalp, "scalp-to-target direction")
-    data, affine = load_3d(brain_mask_img, "brain mask image")
+    direction = _unit(target - scalp if axis_ras is None else axis_ras, "scalp-to-cortex direction")
+    data, affine = load_3d(brain_mask_img, "cortex mask image")
     depths = np.arange(0.0, max_depth_mm + step_mm, step_mm)
     ijk = apply_affine(np.linalg.inv(affine), scalp + depths[:, None] * direction)
     values = ndimage.map_coordinates((data > 0).astype(np.float32), ijk.T, order=1, mode="constant")
     entered = np.flatnonzero(values >= 0.5)
     if len(entered) == 0:
         raise InputError(
-            f"the line from scalp point {np.round(scalp, 1).tolist()} toward the target never enters "
-            f"the brain mask within {max_depth_mm:g} mm; is the mask in the same world space?"
+            f"the line from scalp point {np.round(scalp, 1).tolist()} along the coil axis never enters "
+            f"the cortex mask within {max_depth_mm:g} mm; is the mask in the same world space?"
         )
     k = int(entered[0])
     if k == 0:
         return 0.0
     frac = (0.5 - values[k - 1]) / (values[k] - values[k - 1])
     return float(depths[k - 1] + frac * step_mm)
+
+
+def cortical_point(target_ras_mm, scalp_ras_mm, axis_ras, tissue, *, max_shift_mm=10.0, step_mm=0.25):
+    """Tissue at a target and the grey-matter point on the coil axis nearest to it.
+
+    An fMRI target is a 2-3 mm voxel centre; on this T1 it may fall in white
+    matter or sulcal CSF.  The cortical point is searched **on the coil axis**
+    (the line from the scalp point along ``axis_ras``), at the depth nearest
+    to the target's own depth, so that the coil pose is the same for both.
+
+    Parameters
+    ----------
+    target_ras_mm, scalp_ras_mm : array-like, shape (3,)
+        World RAS mm of the T1.
+    axis_ras : array-like, shape (3,)
+        Coil axis into the head (pose z).
+    tissue : TissueMaps
+        Tissue labels of this T1 (:func:`tmstarget.anatomy.tissue.segment_t1`).
+    max_shift_mm : float
+        Largest move along the axis; farther grey matter is not reported.
+    step_mm : float
+        Sampling step along the axis.
+
+    Returns
+    -------
+    dict
+        ``target_tissue`` (label name at the target voxel),
+        ``target_in_grey_matter`` (bool), ``cortical_target_ras_mm`` (the
+        target itself when it is in grey matter, else the nearest grey-matter
+        point on the axis, or None beyond ``max_shift_mm``) and
+        ``cortical_shift_mm`` (signed: > 0 deeper than the target).
+    """
+    from tmstarget.anatomy.tissue import GM, LABELS
+
+    target = as_point(target_ras_mm, "target_ras_mm")
+    scalp = as_point(scalp_ras_mm, "scalp_ras_mm")
+    axis = _unit(axis_ras, "coil axis")
+    label = tissue.label_at(target)
+    result = {"target_tissue": LABELS[label], "target_in_grey_matter": label == GM}
+    if label == GM:
+        return {**result, "cortical_target_ras_mm": target.tolist(), "cortical_shift_mm": 0.0}
+    depth = float((target - scalp) @ axis)
+    shifts = np.arange(-max_shift_mm, max_shift_mm + step_mm / 2, step_mm)
+    shifts = shifts[depth + shifts >= 0]
+    grey = np.flatnonzero(tissue.labels_along(scalp, axis, depth + shifts) == GM)
+    if len(grey) == 0:
+        return {**result, "cortical_target_ras_mm": None, "cortical_shift_mm": None}
+    shift = float(shifts[grey[np.argmin(np.abs(shifts[grey]))]])
+    point = scalp + (depth + shift) * axis
+    return {**result, "cortical_target_ras_mm": point.tolist(), "cortical_shift_mm": shift}
 
 
 @dataclass(frozen=True)
@@ -388,7 +449,7 @@ def place_coil(
         Head frame for the handle rules (see ``handle_direction``); the
         midline point defaults to the area-weighted centroid of the mesh.
     brain_mask_img : nibabel image, optional
-        For ``scalp_to_cortex_mm``.
+        Cortex mask for ``scalp_to_cortex_mm`` (measured along the coil axis z).
 
     Returns
     -------
@@ -415,7 +476,7 @@ def place_coil(
     else:
         handle_ras, rule = handle, "explicit"
     pose = pose_from_handle(centre, z, handle_ras)
-    cortex_mm = None if brain_mask_img is None else scalp_to_cortex_mm(scalp, target, brain_mask_img)
+    cortex_mm = None if brain_mask_img is None else scalp_to_cortex_mm(scalp, target, brain_mask_img, axis_ras=z)
     return CoilPlacement(pose, scalp, normal, rule, float(np.linalg.norm(target - scalp)), cortex_mm)
 
 

@@ -195,9 +195,9 @@ def mni_plan_to_t1w(result, t1_to_mni, t1_path=None):
 def place_coils_t1w(result, anatomy):
     """Coils on the native T1w scalp for a result of :func:`mni_plan_to_t1w`.
 
-    The plan's brain mask (MNI grid) is brought onto the T1w grid (linear,
-    then >= 0.5; the ``from-MNI152NLin2009cAsym_to-T1w`` file) for the
-    scalp-to-cortex depth; the handle rules use :func:`head_frame`.
+    :func:`tmstarget.analysis.engine.place_coils` on fMRIPrep's native T1w: its
+    tissues are segmented with the MNI priors brought in through fMRIPrep's
+    transforms (depth to this T1's cortex); the handle rules use :func:`head_frame`.
 
     Returns
     -------
@@ -207,15 +207,9 @@ def place_coils_t1w(result, anatomy):
     """
     from tmstarget.analysis.engine import place_coils
 
-    t1_img = nib.load(anatomy.t1_path)
-    masks = {}
-    if "brain" in result.masks:
-        brain_mni = nib.Nifti1Image(result.masks["brain"].astype(np.uint8), result.affine)
-        brain_t1 = warp_image(brain_mni, anatomy.t1_to_mni, t1_img, "inverse", "linear")
-        masks["brain"] = np.asarray(brain_t1.dataobj) >= 0.5
-    on_t1 = dataclasses.replace(result, affine=t1_img.affine, shape=t1_img.shape[:3], masks=masks)
     axes, midline = head_frame(anatomy.t1_to_mni)
-    return place_coils(on_t1, anatomy.t1_path, head_axes_ras=axes, midline_ras_mm=midline)
+    return place_coils(result, anatomy.t1_path, head_axes_ras=axes, midline_ras_mm=midline,
+                       t1_to_mni=anatomy.t1_to_mni)
 
 
 def fmriprep_plan_to_t1w(result, anatomy):

@@ -458,9 +458,10 @@ def native_plan(session, protocol, participant, command=None, t_r=None, progress
     say("mapping the target EPI -> T1 -> MNI")
     result = to_t1w(result, session.epi_to_t1, session.t1_to_mni)
     result.qc["native"] = session.qc
-    say("placing the coil on the T1 scalp")
+    say("segmenting the T1 (grey/white matter, CSF) and placing the coil on its scalp")
     axes, midline = head_frame(session.t1_to_mni)
-    _, coils, anatomy = place_coils(result, session.t1_path, head_axes_ras=axes, midline_ras_mm=midline)
+    _, coils, anatomy = place_coils(result, session.t1_path, head_axes_ras=axes, midline_ras_mm=midline,
+                                    t1_to_mni=session.t1_to_mni)
     with tempfile.TemporaryDirectory(prefix="tmstarget-xfm-") as scratch:
         write_transforms(session, Path(scratch), participant)
         files = {f"xfm/{path.name}": path.read_bytes() for path in sorted(Path(scratch).iterdir())}
