@@ -132,6 +132,33 @@ def test_native_coil_on_scalp_and_pointing_at_target(native_plan):
 
 
 @pytest.mark.slow
+def test_native_depth_is_to_this_t1s_cortex(native_plan):
+    """Issue 14 item 1: the depth is measured on the T1, to the cortex, not to a template mask on the EPI grid.
+
+    The old depth (MNI brain mask, nearest neighbour on the 3-mm EPI grid) was 7-9 mm here, in the skull;
+    the hand rule on the T1 profile along the coil axis (test_tissue_depth) puts the brain at 12-16 mm.
+    """
+    from t1_profile import skull_to_brain_transition_mm
+
+    _, document, sub = native_plan
+    t1 = nib.load(sub / "anat" / "T1w.nii.gz")
+    coil = document["coil"]
+    depth = coil["scalp_to_cortex_mm"]
+    assert 11.0 <= depth <= 25.0, f"target scalp-to-cortex {depth:.1f} mm"
+    hand = skull_to_brain_transition_mm(t1, coil["scalp_ras_mm"], np.asarray(coil["matrix"])[:3, 2])
+    assert abs(depth - hand) <= 2.0, f"reported {depth:.1f} mm, the T1 profile puts the brain at {hand:.1f} mm"
+    for candidate in document["candidates"]:
+        block = candidate["coil"]
+        assert block["within_max_depth"] == (block["scalp_to_cortex_mm"] <= block["max_depth_mm"] == 30.0)
+        assert block["target_tissue"] in ("grey matter", "white matter", "csf", "outside brain")
+        if block["cortical_target_ras_mm"] is not None:  # on the coil axis: same pose, so same scalp point
+            offset = np.asarray(block["cortical_target_ras_mm"]) - np.asarray(block["scalp_ras_mm"])
+            z_axis = np.asarray(block["matrix"])[:3, 2]
+            assert np.linalg.norm(offset - (offset @ z_axis) * z_axis) < 0.6
+    assert document["anatomy"]["tissue"]["seconds"] > 0
+
+
+@pytest.mark.slow
 def test_native_outputs_hold_no_patient_fields(native_plan):
     import pydicom
 

@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from t1_profile import skull_to_brain_transition_mm
+from tmstarget.analysis.engine import CORTEX_RADIUS_MM
 from tmstarget.anatomy.scalp import scalp_surface
 from tmstarget.anatomy.tissue import GM, WM, segment_t1, segment_tissues
 from tmstarget.coil.placement import cortical_point, place_coil
@@ -103,32 +105,6 @@ DLPFC_MNI = {"5cm-rule": (-41, 16, 54), "beam-f3": (-37, 26, 49), "ba46": (-44, 
 DMPFC_MNI = {"dmpfc-l": (-7, 45, 40), "dmpfc-r": (7, 49, 37)}
 
 
-def skull_to_brain_transition_mm(t1_img, scalp_ras_mm, axis_ras, step_mm=0.25):
-    """Hand rule on the T1 intensity profile along the coil axis (no tmstarget code).
-
-    From the scalp: the brightest point of the first 10 mm is the scalp fat;
-    the first local minimum after it, below 40 % of the fat, is the outer
-    table of the skull.  From 2 mm past it to 25 mm, the darkest point is the
-    inner table / CSF.  The brain begins where the profile then first rises
-    above the midpoint between that minimum and the brain level (the median of
-    the profile 20-30 mm deep).
-    """
-    depth = np.arange(0.0, 35.0, step_mm)
-    points = np.asarray(scalp_ras_mm) + depth[:, None] * np.asarray(axis_ras)
-    ijk = np.linalg.solve(t1_img.affine, np.c_[points, np.ones(len(depth))].T)[:3]
-    profile = ndimage.map_coordinates(np.asarray(t1_img.dataobj, dtype=np.float32), ijk, order=1)
-    fat = int(np.argmax(profile[depth < 10]))
-    k = fat
-    while not (profile[k] < 0.4 * profile[fat] and profile[k + 1] >= profile[k]):
-        k += 1
-    window = np.flatnonzero((depth >= depth[k] + 2.0) & (depth <= 25.0))
-    inner = window[np.argmin(profile[window])]
-    brain_level = np.median(profile[(depth >= 20) & (depth <= 30)])
-    level = 0.5 * (profile[inner] + brain_level)
-    after = inner + np.flatnonzero(profile[inner:] >= level)[0]
-    return float(depth[after])
-
-
 @pytest.fixture(scope="module")
 def real_t1(shared_data):
     from tmstarget.anatomy.registration import map_points, register_t1_to_mni
@@ -145,7 +121,8 @@ def real_t1(shared_data):
 @pytest.mark.parametrize("site", list(DLPFC_MNI) + list(DMPFC_MNI))
 def test_real_t1_depth_is_plausible_and_at_the_skull_brain_transition(real_t1, site):
     t1, tissue, mesh, points = real_t1
-    placement = place_coil(points[site], mesh, brain_mask_img=tissue.parenchyma_img())
+    placement = place_coil(points[site], mesh, brain_mask_img=tissue.parenchyma_img(),
+                           cortex_radius_mm=CORTEX_RADIUS_MM)
     depth = placement.scalp_to_cortex_mm
     assert 11.0 <= depth <= 25.0, f"{site}: scalp-to-cortex {depth:.1f} mm"
     hand = skull_to_brain_transition_mm(t1, placement.scalp_ras_mm, placement.pose_ras[:3, 2])

@@ -94,7 +94,7 @@ def load_3d(img, what):
     return np.nan_to_num(data), affine
 
 
-def _working_grid(data, affine, voxel_mm):
+def block_average(data, affine, voxel_mm):
     """Block-average ``data`` to voxels of about ``voxel_mm`` (integer factors).
 
     The new voxel (i, j, k) covers old voxels f*i .. f*i+f-1, so its centre is
@@ -178,7 +178,7 @@ def head_mask(t1_img, *, voxel_mm=2.0, threshold=None, closing_mm=6.0, opening_m
         Singular or non-finite affine.
     """
     data, affine = load_3d(t1_img, "T1 image")
-    data, affine = _working_grid(data, affine, voxel_mm)
+    data, affine = block_average(data, affine, voxel_mm)
     if threshold is None:
         if data.max() <= data.min():
             raise InputError(f"T1 image is constant ({data.min():g}): no head to find")

@@ -9,11 +9,11 @@ Order of operations (:func:`segment_t1`), all in the **world RAS mm of the T1
 file**, on a crop of the T1's own voxel grid around the brain:
 
 1. Priors (:func:`template_priors`): nilearn's ICBM152 2009 grey- and
-   white-matter probability maps and brain mask (1 mm) brought onto a grid of
-   about ``prior_voxel_mm`` (2 mm, every other T1 voxel) through the
-   T1 -> MNI registration (linear), then trilinearly up-sampled to the T1
-   voxels (the priors are smooth; the 2-mm warp keeps this stage near a
-   second). CSF prior = brain - GM - WM, clipped to [0, 1].
+   white-matter probability maps and brain mask (1 mm, block-averaged to
+   ``prior_voxel_mm`` = 2 mm) brought onto every other T1 voxel of a crop
+   around the brain through the T1 -> MNI registration (linear), then
+   trilinearly up-sampled to the T1 voxels (the priors are smooth: this keeps
+   the stage to seconds). CSF prior = brain - GM - WM, clipped to [0, 1].
 2. Intensity model: a three-class Gaussian mixture (CSF, GM, WM) fitted by EM
    on the voxels whose brain prior is at least 0.5, the warped priors as the
    mixing weights of each voxel (the model of FSL FAST / ANTs Atropos with
@@ -50,7 +50,7 @@ import numpy as np
 from nibabel.affines import apply_affine, voxel_sizes
 from scipy import ndimage
 
-from tmstarget.anatomy.scalp import as_point, ball_structure, load_3d
+from tmstarget.anatomy.scalp import as_point, ball_structure, block_average, load_3d
 from tmstarget.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -130,6 +130,18 @@ def _brain_box(shape, affine, t1_to_mni, brain_img, margin_mm):
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
+def _upsample(coarse, factors, shape):
+    """Trilinear values at fine voxel p = coarse voxel p / f (separable, one axis at a time)."""
+    out = coarse
+    for axis, (f, n) in enumerate(zip(factors, shape)):
+        position = np.arange(n, dtype=np.float32) / f
+        low = np.minimum(np.floor(position).astype(int), out.shape[axis] - 1)
+        high = np.minimum(low + 1, out.shape[axis] - 1)
+        weight = (position - low).reshape([-1 if a == axis else 1 for a in range(3)])
+        out = np.take(out, low, axis=axis) * (1 - weight) + np.take(out, high, axis=axis) * weight
+    return out.astype(np.float32)
+
+
 def template_priors(t1_img, t1_to_mni=None, *, prior_voxel_mm=2.0, margin_mm=15.0):
     """Template GM, WM, CSF and brain probabilities on a crop of the T1's own voxel grid.
 
@@ -165,19 +177,17 @@ def template_priors(t1_img, t1_to_mni=None, *, prior_voxel_mm=2.0, margin_mm=15.
     coarse_shape = tuple(int(-(-n // f)) for n, f in zip(shape, factors))
     coarse_affine = crop_affine @ np.diag([*factors.astype(float), 1.0])
     reference = nib.Nifti1Image(np.zeros(coarse_shape, dtype=np.float32), coarse_affine)
-    fine_ijk = np.indices(shape, dtype=np.float32).reshape(3, -1) / factors[:, None].astype(np.float32)
     priors = {}
     for name, img in templates.items():
+        data, template_affine = block_average(*load_3d(img, f"template {name}"), prior_voxel_mm)
         if t1_to_mni is None:
-            data, template_affine = load_3d(img, f"template {name}")
             ijk = apply_affine(np.linalg.inv(template_affine) @ coarse_affine,
                                np.indices(coarse_shape).reshape(3, -1).T)
             coarse = ndimage.map_coordinates(data, ijk.T, order=1, mode="constant").reshape(coarse_shape)
         else:
-            img = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine)
-            coarse = np.asarray(warp_image(img, t1_to_mni, reference, "inverse", "linear").dataobj)
-        priors[name] = ndimage.map_coordinates(np.clip(coarse, 0, 1).astype(np.float32), fine_ijk, order=1,
-                                               mode="nearest").reshape(shape)
+            coarse = np.asarray(warp_image(nib.Nifti1Image(data, template_affine), t1_to_mni, reference, "inverse",
+                                           "linear").dataobj)
+        priors[name] = _upsample(np.clip(coarse, 0, 1).astype(np.float32), factors, shape)
     priors["csf"] = np.clip(priors["brain"] - priors["gm"] - priors["wm"], 0.0, 1.0)
     return priors, box
 
@@ -210,6 +220,27 @@ def _crossing(mean_low, sd_low, mean_high, sd_high):
     return float(grid[np.argmax(high >= low)])
 
 
+def _bias_field(data, inside, classes, class_means, affine, fwhm_mm, voxel_mm=4.0):
+    """Smooth multiplicative intensity field: voxel / class mean over WM and GM voxels, normalized convolution.
+
+    Computed on blocks of about ``voxel_mm`` (Gaussian of ``fwhm_mm``), up-sampled trilinearly.
+    """
+    ratio = np.zeros(data.shape, dtype=np.float32)
+    weight = np.zeros(data.shape, dtype=np.float32)
+    for mask, mean in zip(classes, class_means):
+        mask = mask & inside
+        ratio[mask] = data[mask] / mean
+        weight[mask] = 1.0
+    num, coarse_affine = block_average(ratio * weight, affine, voxel_mm)
+    den, _ = block_average(weight, affine, voxel_mm)
+    sigma = fwhm_mm / 2.3548 / voxel_sizes(coarse_affine)
+    num, den = ndimage.gaussian_filter(num, sigma), ndimage.gaussian_filter(den, sigma)
+    field = np.where(den > 1e-3, num / np.maximum(den, 1e-3), 1.0)
+    field = field / np.median(field[den > 0.05]) if np.any(den > 0.05) else field
+    factors = np.round(voxel_sizes(coarse_affine) / voxel_sizes(affine)).astype(int)
+    return np.clip(_upsample(field.astype(np.float32), factors, data.shape), 0.25, 4.0)
+
+
 def _depth_inside(mask, sizes, step=2):
     """Approximate depth (mm) of each voxel inside ``mask``: the distance map of every ``step``-th voxel, repeated."""
     coarse = mask[::step, ::step, ::step]
@@ -220,7 +251,7 @@ def _depth_inside(mask, sizes, step=2):
 
 
 def segment_tissues(t1_img, priors, box=None, *, opening_mm=2.5, core_depth_mm=8.0, fit_depth_mm=5.0,
-                    iterations=10, fit_stride=4):
+                    iterations=10, fit_stride=4, bias_iterations=2, bias_fwhm_mm=30.0):
     """GM, WM and CSF of a T1 from its intensities and template priors on its grid.
 
     Parameters
@@ -243,6 +274,10 @@ def segment_tissues(t1_img, priors, box=None, *, opening_mm=2.5, core_depth_mm=8
     iterations, fit_stride : int
         EM iterations, on every ``fit_stride``-th voxel of the fit region
         (fixed: the result is deterministic).
+    bias_iterations, bias_fwhm_mm :
+        Rounds of intensity-inhomogeneity correction (a smooth multiplicative
+        field of FWHM ``bias_fwhm_mm`` from WM and GM voxels over their class
+        means, the mixture refitted after each round); 0 turns it off.
 
     Returns
     -------
@@ -275,16 +310,22 @@ def segment_tissues(t1_img, priors, box=None, *, opening_mm=2.5, core_depth_mm=8
         raise InputError(f"only {int(fit.sum())} T1 voxels lie deep in the template brain: check the registration")
     sample = np.flatnonzero(fit.ravel())[::fit_stride]  # a fixed subsample: deterministic and fast
     class_priors = np.stack([p.ravel()[sample] for p in (csf_p, gm_p, wm_p)], axis=1) + 1e-3
-    means, sds = _fit_mixture(data.ravel()[sample].astype(np.float64), class_priors, iterations)
-    # on a T1, CSF < GM < WM: name the fitted classes by their intensity order (EM may swap two priors' classes)
-    order = np.argsort(means)
-    means, sds = means[order], sds[order]
-    if np.min(np.diff(means)) < 0.5 * np.max(sds):
-        raise InputError(f"T1 tissue intensities do not separate into CSF < GM < WM (class means "
-                         f"{np.round(means, 1).tolist()}, SDs {np.round(sds, 1).tolist()}): is this a T1-weighted "
-                         "image of a head?")
-    pial = _crossing(means[0], sds[0], means[1], sds[1])
-    white = _crossing(means[1], sds[1], means[2], sds[2])
+    raw = data
+    bias = np.ones_like(data)
+    for _ in range(bias_iterations + 1):
+        data = raw / bias
+        means, sds = _fit_mixture(data.ravel()[sample].astype(np.float64), class_priors, iterations)
+        # on a T1, CSF < GM < WM: name the fitted classes by their intensity order (EM may swap two classes)
+        order = np.argsort(means)
+        means, sds = means[order], sds[order]
+        if np.min(np.diff(means)) < 0.5 * np.max(sds):
+            raise InputError(f"T1 tissue intensities do not separate into CSF < GM < WM (class means "
+                             f"{np.round(means, 1).tolist()}, SDs {np.round(sds, 1).tolist()}): is this a "
+                             "T1-weighted image of a head?")
+        pial = _crossing(means[0], sds[0], means[1], sds[1])
+        white = _crossing(means[1], sds[1], means[2], sds[2])
+        bias = bias * _bias_field(data, template, (data >= white, (data >= pial) & (data < white)), means[2:0:-1],
+                                  affine, bias_fwhm_mm)
     upper = means[2] + 4.0 * sds[2]
 
     candidate = (data >= pial) & (data <= upper) & (brain >= 0.02)

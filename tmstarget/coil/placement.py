@@ -259,8 +259,8 @@ def pose_from_handle(centre_ras_mm, z_ras, handle_ras):
     return pose_from_axes(centre, -in_plane / np.linalg.norm(in_plane), z)
 
 
-def scalp_to_cortex_mm(scalp_ras_mm, target_ras_mm, brain_mask_img=None, *, axis_ras=None, step_mm=0.1,
-                       max_depth_mm=80.0):
+def scalp_to_cortex_mm(scalp_ras_mm, target_ras_mm, brain_mask_img=None, *, axis_ras=None, radius_mm=0.0,
+                       step_mm=0.1, max_depth_mm=80.0):
     """Distance from a scalp point to the cortex, along the coil axis or the line to the target.
 
     Parameters
@@ -276,19 +276,26 @@ def scalp_to_cortex_mm(scalp_ras_mm, target_ras_mm, brain_mask_img=None, *, axis
         world space.  Without it the result is the scalp-to-target distance.
     axis_ras : array-like, shape (3,), optional
         Direction into the head (the coil's z axis); default: toward the target.
+    radius_mm : float
+        Also follow lines parallel to the axis up to this distance from it
+        (rings at half and full radius, 8 directions each) and report the
+        median of their entry depths: the cortex *under the coil centre*, so
+        that neither a sulcus exactly on the axis (its fundus) nor one line
+        grazing a gyral crown decides.  0: the axis only.
     step_mm, max_depth_mm : float
         Sampling step and search length along the line (mm).
 
     Returns
     -------
     float
-        mm from the scalp point to where the line first enters the mask
-        (trilinear mask value 0.5, linearly interpolated between samples).
+        mm from the scalp point, along the axis, to where the line(s) enter
+        the mask (trilinear mask value 0.5, linearly interpolated between
+        samples; the median over the lines that enter).
 
     Raises
     ------
     InputError
-        The line never enters the mask within ``max_depth_mm``.
+        No line enters the mask within ``max_depth_mm``.
     """
     scalp = as_point(scalp_ras_mm, "scalp_ras_mm")
     target = as_point(target_ras_mm, "target_ras_mm")
@@ -296,20 +303,30 @@ def scalp_to_cortex_mm(scalp_ras_mm, target_ras_mm, brain_mask_img=None, *, axis
         return float(np.linalg.norm(target - scalp))
     direction = _unit(target - scalp if axis_ras is None else axis_ras, "scalp-to-cortex direction")
     data, affine = load_3d(brain_mask_img, "cortex mask image")
+    u = np.cross(direction, [1.0, 0.0, 0.0] if abs(direction[0]) < 0.9 else [0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(direction, u)
+    angles = np.arange(8) * np.pi / 4
+    ring = np.cos(angles)[:, None] * u + np.sin(angles)[:, None] * v
+    offsets = np.vstack([np.zeros(3)] + ([r * ring for r in (radius_mm / 2, radius_mm)] if radius_mm > 0 else []))
     depths = np.arange(0.0, max_depth_mm + step_mm, step_mm)
-    ijk = apply_affine(np.linalg.inv(affine), scalp + depths[:, None] * direction)
+    points = scalp + offsets[:, None, :] + depths[None, :, None] * direction
+    ijk = apply_affine(np.linalg.inv(affine), points.reshape(-1, 3))
     values = ndimage.map_coordinates((data > 0).astype(np.float32), ijk.T, order=1, mode="constant")
-    entered = np.flatnonzero(values >= 0.5)
-    if len(entered) == 0:
+    values = values.reshape(len(offsets), len(depths))
+    entries = []
+    for line in values:
+        entered = np.flatnonzero(line >= 0.5)
+        if len(entered) == 0:
+            continue
+        k = int(entered[0])
+        entries.append(0.0 if k == 0 else depths[k - 1] + (0.5 - line[k - 1]) / (line[k] - line[k - 1]) * step_mm)
+    if not entries:
         raise InputError(
             f"the line from scalp point {np.round(scalp, 1).tolist()} along the coil axis never enters "
             f"the cortex mask within {max_depth_mm:g} mm; is the mask in the same world space?"
         )
-    k = int(entered[0])
-    if k == 0:
-        return 0.0
-    frac = (0.5 - values[k - 1]) / (values[k] - values[k - 1])
-    return float(depths[k - 1] + frac * step_mm)
+    return float(np.median(entries))
 
 
 def cortical_point(target_ras_mm, scalp_ras_mm, axis_ras, tissue, *, max_shift_mm=10.0, step_mm=0.25):
@@ -420,6 +437,7 @@ def place_coil(
     head_axes_ras=None,
     midline_ras_mm=None,
     brain_mask_img=None,
+    cortex_radius_mm=0.0,
 ):
     """Scalp point, coil pose and depths for a target.
 
@@ -450,6 +468,9 @@ def place_coil(
         midline point defaults to the area-weighted centroid of the mesh.
     brain_mask_img : nibabel image, optional
         Cortex mask for ``scalp_to_cortex_mm`` (measured along the coil axis z).
+    cortex_radius_mm : float
+        ``radius_mm`` of ``scalp_to_cortex_mm``: cortex within this distance
+        of the axis counts.
 
     Returns
     -------
@@ -476,7 +497,8 @@ def place_coil(
     else:
         handle_ras, rule = handle, "explicit"
     pose = pose_from_handle(centre, z, handle_ras)
-    cortex_mm = None if brain_mask_img is None else scalp_to_cortex_mm(scalp, target, brain_mask_img, axis_ras=z)
+    cortex_mm = None if brain_mask_img is None else scalp_to_cortex_mm(scalp, target, brain_mask_img, axis_ras=z,
+                                                                       radius_mm=cortex_radius_mm)
     return CoilPlacement(pose, scalp, normal, rule, float(np.linalg.norm(target - scalp)), cortex_mm)
 
 
