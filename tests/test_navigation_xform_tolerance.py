@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from navigation_fixtures import REFERENCE_AFFINE, make_reference_t1, p_ref, write_plan
-from tmstarget.analysis.engine import _xform_used
+from tmstarget.coil.plan_coils import xform_used
 from tmstarget.errors import NavigationFormatError, XformMismatchError
 from tmstarget.navigation.export import export_plan
 from tmstarget.navigation.formats import FORMATS
@@ -55,7 +55,7 @@ def test_real_t1_qform_and_sform_agree_within_tolerance(shared_data):
     assert check.xform == "qform=sform" and check.affine_used == "sform" and not check.chosen
     np.testing.assert_array_equal(check.affine, sform)
     assert check.max_difference_mm == pytest.approx(shift, rel=1e-6)
-    assert _xform_used(img) == "qform=sform"  # what a native plan records in target.json
+    assert xform_used(img) == "qform=sform"  # what a native plan records in target.json
 
 
 def _head_pose_on(t1_path):

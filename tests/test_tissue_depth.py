@@ -24,10 +24,10 @@ import pytest
 from scipy import ndimage
 
 from t1_profile import skull_to_brain_transition_mm
-from tmstarget.analysis.engine import CORTEX_RADIUS_MM
 from tmstarget.anatomy.scalp import scalp_surface
 from tmstarget.anatomy.tissue import GM, WM, segment_t1, segment_tissues
 from tmstarget.coil.placement import cortical_point, place_coil
+from tmstarget.coil.plan_coils import CORTEX_RADIUS_MM
 
 # synthetic head: outer radius of each shell (mm) and its T1 intensity
 R_HEAD, R_SKULL, R_MARROW_OUT, R_MARROW_IN, R_CSF, R_GM, R_WM = 60.0, 55.0, 53.0, 50.0, 48.0, 46.0, 43.0
@@ -144,8 +144,9 @@ def test_depth_beyond_the_protocol_limit_is_flagged(max_depth_mm, flagged):
     """[coil] max_depth_mm: every candidate deeper than the limit is flagged and warned about (issue 13 item 3)."""
     from pathlib import Path
 
-    from tmstarget.analysis.engine import PlanResult, place_coils
+    from tmstarget.analysis.engine import PlanResult
     from tmstarget.analysis.targets import Candidate
+    from tmstarget.coil.plan_coils import place_coils
     from tmstarget.protocol import load_protocol
 
     t1_path = Path(__file__).resolve().parents[1] / SAMPLE_T1

@@ -7,7 +7,6 @@ it writes nothing (see :mod:`tmstarget.outputs.plan_folder`).
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -517,98 +516,3 @@ def balance_warnings(balance, qc_p):
         out.append(f"motion differs between states: mean FD_Jenkinson {a} {fa:.3f} mm, {b} {fb:.3f} mm "
                    f"(more than {qc_p.state_fd_warning_mm:g} mm apart): motion may drive the contrast")
     return out
-
-#: The depth is the median over lines parallel to the coil axis within this distance (mm) of it: a sulcus
-#: exactly on the axis would otherwise report its fundus (measured on the shared real T1 at BA46: 23.8 mm on the
-#: axis, 15.6 mm as the median of the 3-mm bundle, where the T1 profile puts the brain at 16.4 mm).
-CORTEX_RADIUS_MM = 3.0
-
-_HANDLE_RULES = {"auto": "auto", "dlpfc-45": "dlpfc", "midline-posterior": "midline"}
-
-
-def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_mni=None):
-    """Coil pose, scalp-to-cortex depth and cortical point on ``t1_path`` for the target and every candidate.
-
-    The T1 must be in the same world space as the plan's candidates (MNI, or
-    the T1w world of a native or fMRIPrep-T1w plan).  Its tissues are
-    segmented at its own resolution (:func:`tmstarget.anatomy.tissue.segment_t1`,
-    template priors through ``t1_to_mni``, or directly when the T1 is in MNI
-    space); the depth is measured along the coil axis to the outer
-    grey-matter boundary, and each candidate gets the tissue at its voxel and
-    the nearest grey-matter point on the coil axis
-    (:func:`tmstarget.coil.placement.cortical_point`).  Candidates deeper than
-    the protocol's ``[coil] max_depth_mm``, or off grey matter, are flagged in
-    their block; depth is warned about in ``result.qc["warnings"]`` for every
-    candidate, a target off grey matter for the target.
-    ``head_axes_ras``/``midline_ras_mm`` give the head frame for the handle
-    rules when the T1 world is not MNI-aligned (see
-    :func:`tmstarget.coil.placement.handle_direction`; :func:`tmstarget.workflows.native.head_frame`).
-
-    Returns ``(coil_block, per_candidate_blocks, anatomy_block)``; each block
-    is the ``coil`` dict of ``target.json`` (SimNIBS axes, RAS mm).
-    """
-    import time
-
-    import nibabel as nib
-
-    from tmstarget._fileio import sha256_file
-    from tmstarget.anatomy.scalp import scalp_surface
-    from tmstarget.anatomy.tissue import segment_t1
-    from tmstarget.coil.placement import cortical_point, place_coil
-
-    params = result.protocol.coil
-    handle = params.handle_angle_deg if params.handle == "angle" else _HANDLE_RULES[params.handle]
-    t1_img = nib.load(t1_path)
-    mesh = scalp_surface(t1_img)
-    start = time.perf_counter()
-    tissue = segment_t1(t1_img, t1_to_mni)
-    cortex = tissue.parenchyma_img()
-    warnings = result.qc.setdefault("warnings", [])
-    blocks = []
-    for candidate in result.candidates:
-        placement = place_coil(candidate.ras_mm, mesh, handle=handle, method=params.scalp_method,
-                               brain_mask_img=cortex, cortex_radius_mm=CORTEX_RADIUS_MM, head_axes_ras=head_axes_ras,
-                               midline_ras_mm=midline_ras_mm)
-        block = placement.to_dict()
-        axis = placement.pose_ras[:3, 2]
-        block["scalp_to_cortex_method"] = (
-            f"along the coil axis to the outer grey-matter boundary of this T1 (median over lines within "
-            f"{CORTEX_RADIUS_MM:g} mm of the axis; tissue segmentation at the T1's resolution)")
-        block["cortex_entry_ras_mm"] = (placement.scalp_ras_mm + placement.scalp_to_cortex_mm * axis).tolist()
-        block["max_depth_mm"] = params.max_depth_mm
-        block["within_max_depth"] = bool(placement.scalp_to_cortex_mm <= params.max_depth_mm)
-        block.update(cortical_point(candidate.ras_mm, placement.scalp_ras_mm, axis, tissue,
-                                    max_shift_mm=params.max_cortical_shift_mm))
-        name = "the target" if candidate is result.candidates[0] else f"candidate {candidate.rank}"
-        if not block["within_max_depth"]:
-            warnings.append(f"{name}: cortex {placement.scalp_to_cortex_mm:.1f} mm below the scalp, deeper than "
-                            f"[coil] max_depth_mm = {params.max_depth_mm:g} mm: a figure-8 coil may not reach it")
-        if not block["target_in_grey_matter"] and candidate is result.candidates[0]:
-            where = ("no grey matter within "
-                     f"{params.max_cortical_shift_mm:g} mm on the coil axis" if block["cortical_target_ras_mm"] is None
-                     else f"nearest grey matter on the coil axis {block['cortical_shift_mm']:+.1f} mm")
-            warnings.append(f"{name}: the fMRI voxel lies in {block['target_tissue']} of this T1 ({where})")
-        blocks.append(block)
-    anatomy = {"t1": str(Path(t1_path).resolve()), "t1_sha256": sha256_file(t1_path), "space": result.space,
-               "tissue": {**tissue.qc, "seconds": round(time.perf_counter() - start, 2),
-                          "priors": "MNI152 2009 (nilearn) " + ("through the T1 -> MNI registration"
-                                                                if t1_to_mni is not None else "(T1 in MNI space)")}}
-    xform = _xform_used(t1_img)
-    if xform is not None:  # navigation export refuses an --affine naming the other one (qform != sform)
-        anatomy["xform"] = xform
-    return blocks[0], blocks, anatomy
-
-
-def _xform_used(img):
-    """The NIfTI transform behind ``img.affine``, so behind the scalp and coil: nibabel takes the sform when
-    its code is > 0, else the qform. ``"qform=sform"`` when both are set and agree within 0.1 mm over the field of
-    view (:func:`tmstarget.spaces.xforms_agree`); None without a NIfTI header."""
-    from tmstarget.spaces import xforms_agree
-
-    header = img.header
-    if not hasattr(header, "get_sform"):
-        return None
-    qcode, scode = int(header["qform_code"]), int(header["sform_code"])
-    if xforms_agree(img):
-        return "qform=sform"
-    return "sform" if scode > 0 else ("qform" if qcode > 0 else None)

@@ -195,17 +195,17 @@ def mni_plan_to_t1w(result, t1_to_mni, t1_path=None):
 def place_coils_t1w(result, anatomy):
     """Coils on the native T1w scalp for a result of :func:`mni_plan_to_t1w`.
 
-    :func:`tmstarget.analysis.engine.place_coils` on fMRIPrep's native T1w: its
+    :func:`tmstarget.coil.plan_coils.place_coils` on fMRIPrep's native T1w: its
     tissues are segmented with the MNI priors brought in through fMRIPrep's
     transforms (depth to this T1's cortex); the handle rules use :func:`head_frame`.
 
     Returns
     -------
     (dict, list of dict, dict)
-        As :func:`tmstarget.analysis.engine.place_coils`: target coil, one coil per
+        As :func:`tmstarget.coil.plan_coils.place_coils`: target coil, one coil per
         candidate, anatomy block (``space: "T1w"``, the T1w file and sha256).
     """
-    from tmstarget.analysis.engine import place_coils
+    from tmstarget.coil.plan_coils import place_coils
 
     axes, midline = head_frame(anatomy.t1_to_mni)
     return place_coils(result, anatomy.t1_path, head_axes_ras=axes, midline_ras_mm=midline,

@@ -67,7 +67,8 @@ def plan_request_mni(request, protocol, *, command=None, output=None, force=Fals
     tmstarget.outputs.plan.Plan
         In T1w (fMRIPrep's native T1w through its transforms) or MNI152NLin2009cAsym.
     """
-    from tmstarget.analysis.engine import SPACE, place_coils, plan
+    from tmstarget.analysis.engine import SPACE, plan
+    from tmstarget.coil.plan_coils import place_coils
     from tmstarget.ingest.collect import select_runs
     from tmstarget.ingest.fmriprep import resolve_dataset
     from tmstarget.ingest.read import read_image

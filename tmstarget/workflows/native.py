@@ -447,7 +447,8 @@ def native_plan(session, protocol, participant, command=None, t_r=None, progress
         With ``files``: the transforms (``xfm/``) and, for a T1 given as
         DICOM, its NIfTI conversion (``anat/``), which the coordinates refer to.
     """
-    from tmstarget.analysis.engine import place_coils, plan
+    from tmstarget.analysis.engine import plan
+    from tmstarget.coil.plan_coils import place_coils
     from tmstarget.outputs.plan import build_plan
 
     def say(message):
