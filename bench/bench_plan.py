@@ -8,7 +8,9 @@ peak memory (max RSS) is measured per path.  Paths timed:
 
 * ``tmstarget``  - the whole CLI command ``tmstarget plan`` (imports, checks,
   cleaning, maps, outputs written), from interpreter start;
-* ``engine``     - tmstarget's ``plan()`` alone in-process (no imports, no writing);
+* ``engine``     - tmstarget's ``plan()`` alone in-process (no imports, no writing); the time of its
+  inference step (family-wise null, bootstrap, split halves: ``target_inference``) is
+  reported on its own as ``inference`` (part of ``engine``);
 * ``nilearn``    - smooth_img + apply_mask + signal.clean + seed mean + correlation
   (``tests/nilearn_reference.py``), the same maps, in-process;
 * ``load``       - reading the gzipped BOLD into float32 (the floor both paths pay).
@@ -60,6 +62,7 @@ def run_path(path, patient, protocol):
     task = PROTOCOLS[protocol]
     bold, conf, mask, events = _files(patient, task)
     start = time.perf_counter()
+    extra = {}
     if path == "tmstarget":
         from tmstarget.cli.main import main as cli_main
 
@@ -68,13 +71,22 @@ def run_path(path, patient, protocol):
         cli_main(["plan", str(patient), "--participant", "01", "--protocol", protocol, "--output", str(out_dir),
                   "--force", "--quiet"])
     elif path == "engine":
-        from tmstarget.analysis.engine import plan
+        from tmstarget.analysis import engine
         from tmstarget.ingest.collect import select_runs
         from tmstarget.protocol import load_protocol
 
+        inner, extra["inference_seconds"] = engine.target_inference, 0.0
+
+        def timed(*args, **kwargs):  # the inference step's share of the engine time
+            t = time.perf_counter()
+            out = inner(*args, **kwargs)
+            extra["inference_seconds"] += time.perf_counter() - t
+            return out
+
+        engine.target_inference = timed
         proto = load_protocol(protocol)
         start = time.perf_counter()
-        plan(select_runs(proto.states, dataset=patient, participant="01"), proto)
+        engine.plan(select_runs(proto.states, dataset=patient, participant="01"), proto)
     elif path == "nilearn":
         import numpy as np
         from nilearn import image
@@ -100,7 +112,7 @@ def run_path(path, patient, protocol):
 
         start = time.perf_counter()
         np.asarray(nib.load(bold).dataobj, dtype=np.float32)
-    print(json.dumps({"seconds": time.perf_counter() - start, "peak_mib": _peak_rss_mib()}))
+    print(json.dumps({"seconds": time.perf_counter() - start, "peak_mib": _peak_rss_mib(), **extra}))
 
 
 def _peak_rss_mib():
@@ -117,7 +129,7 @@ def child(args):
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child failed: {' '.join(map(str, args))}\n{proc.stderr.decode()[-2000:]}")
     result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
-    return result["seconds"], result["peak_mib"]
+    return result["seconds"], result["peak_mib"], result.get("inference_seconds")
 
 
 def main():
@@ -142,6 +154,9 @@ def main():
             runs = [child(cmd) for _ in range(args.repeats)]
             results[path] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
             print(f"{protocol:18s} {path:10s} {results[path][0]:8.2f} {results[path][1]:9.0f}", flush=True)
+            if path == "engine":
+                print(f"{protocol:18s} {'inference':10s} {statistics.median(r[2] for r in runs):8.2f} "
+                      f"{'(part of engine)':>9s}", flush=True)
         ratio_engine = results["nilearn"][0] / results["engine"][0]
         ratio_cli = results["nilearn"][0] / results["tmstarget"][0]
         print(f"{protocol:18s} speed-up vs nilearn: engine {ratio_engine:.1f}x, whole CLI command {ratio_cli:.1f}x; "

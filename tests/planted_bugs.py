@@ -87,6 +87,19 @@ BUGS = (
     Bug("coil-x-flipped", "coil pose x = z x y instead of y x z (a left-handed, mirrored coil)",
         (("tmstarget/spaces.py", "mat[:3, 0] = np.cross(y_ras, z_ras)", "mat[:3, 0] = np.cross(z_ras, y_ras)"),),
         ("tests/test_scalp.py",)),
+    Bug("dof-frame-count", "the frame count used as the effective DOF (cleaning and autocorrelation ignored)",
+        (("tmstarget/analysis/inference.py", "return 0.0 if not np.isfinite(var) or var <= 0 else 1.0 + 1.0 / var",
+          "return float(state_noise_covariance(operators, rows).shape[0])"),),
+        ("tests/test_inference.py",)),
+    Bug("fwe-tail-flipped", "the family-wise null taken in the other tail from the picker's direction",
+        (("tmstarget/analysis/inference.py",
+          "return -scores.min(axis=-1) if direction == \"negative\" else scores.max(axis=-1)",
+          "return scores.max(axis=-1) if direction == \"negative\" else -scores.min(axis=-1)"),),
+        ("tests/test_inference.py",)),
+    Bug("split-first-second-half", "split halves as first versus second half instead of interleaved blocks",
+        (("tmstarget/analysis/inference.py", "w[0, blocks[h::2]] = 1.0",
+          "w[0, np.array_split(blocks, 2)[h]] = 1.0"),),
+        ("tests/test_inference.py",)),
 )
 
 

@@ -246,6 +246,10 @@ def test_synthetic_blocks_run_finds_the_planted_spot(synthetic_watch):
     found = np.array(synthetic_watch["doc"]["target"]["mni_mm"])
     assert np.linalg.norm(found - truth) <= 8.0  # two 4-mm voxels, through a real EPI -> T1 -> MNI registration
     assert set(live["qc"]["frames_per_state"]) == {"rumination", "distraction"}
+    verdict = live["inference"]  # the live family-wise verdict, recomputed in the background as frames accrue
+    assert verdict is not None and verdict["after_volume"] <= live["last_volume"]["volume"]
+    assert set(verdict["effective_dof"]) == {"rumination", "distraction"}
+    assert verdict["verdict"].startswith(("reliable target", "no reliable rumination target", "not enough data"))
 
 
 def test_a_partial_t1_is_refused_before_the_scan(shared_data, tmp_path):

@@ -40,6 +40,7 @@ def plan(
     series: int | str | None = None,
     slice_timing: bool = False,
     work_dir: str | PathLike | None = None,
+    require_significant: bool = False,
     progress: Callable[[str], None] | None = None,
 ):
     """Compute an individualized TMS target from one participant's fMRI.
@@ -99,6 +100,10 @@ def plan(
         Correct slice timing of raw runs before motion estimation.
     work_dir : str or Path, optional
         Keep the intermediate files of a native plan here.
+    require_significant : bool, default=False
+        Raise :class:`~tmstarget.errors.NotSignificantError` (its ``plan``
+        attribute holds the plan, target marked) when the data hold no
+        reliable target (``plan.qc["inference"]["significant"]`` false).
     progress : callable, optional
         Called with a message at the start of each stage.
 
@@ -140,9 +145,12 @@ def plan(
             t1_dicom=_path(t1_dicom), native=native, space=space, bids_dir=_path(bids_dir), rest_task=rest_task,
             task=task, t_r=t_r, series=series, slice_timing=slice_timing, work_dir=_path(work_dir),
         )
-        return run_plan(request, protocol, progress=progress)  # the plan holds a copy of its T1
+        result = run_plan(request, protocol, progress=progress)  # the plan holds a copy of its T1
     finally:
         scratch.cleanup()
+    if require_significant:
+        result.require_significant()
+    return result
 
 
 def _path(value):

@@ -69,3 +69,17 @@ class NavigationFormatError(TmsTargetError, ValueError):
 
 class OutputError(TmsTargetError, OSError):
     """The output folder cannot be used (exists, not writable, inside inputs)."""
+
+
+class NotSignificantError(TmsTargetError):
+    """A reliable target was required but the data hold none (``qc.inference.significant`` is false).
+
+    Attributes
+    ----------
+    plan : tmstarget.outputs.plan.Plan or None
+        The plan computed anyway (its target marked), for inspection.
+    """
+
+    def __init__(self, message, *, plan=None, **where):
+        super().__init__(message, **where)
+        self.plan = plan

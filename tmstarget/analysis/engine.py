@@ -13,8 +13,9 @@ from scipy import ndimage
 
 from tmstarget.analysis import rois as roi_defs
 from tmstarget.analysis.clean import plan_cleaning
-from tmstarget.analysis.connectivity import correlation_with_seed, fisher_z, seed_signal, state_frames, subsystem_fc
+from tmstarget.analysis.connectivity import correlation_with_seed, fisher_z, seed_signal, subsystem_fc
 from tmstarget.analysis.inference import effective_dof
+from tmstarget.analysis.reliability import state_blocks, target_inference
 from tmstarget.analysis.targets import fixed_target, pick_targets, score_lead_over_next
 from tmstarget.analysis.voxels import VoxelSet, read_voxel_timeseries
 from tmstarget.anatomy.motion import fd_jenkinson, volume_centre_ras_mm
@@ -116,20 +117,6 @@ def _brain_mask(runs, explicit_mask, warnings):
     return mask
 
 
-def _state_rows(runs, plans, states, conn):
-    """Boolean row selection (over the concatenated kept frames) for each state."""
-    rows = {s: [] for s in states}
-    for run, cplan in zip(runs, plans):
-        n = len(cplan.kept)
-        for state in states:
-            if run.state is not None:
-                rows[state].append(np.full(n, run.state == state))
-            else:
-                rows[state].append(state_frames(run.events, cplan.kept, run.t_r, state, conn.hrf_delay_s,
-                                                conn.transition_s, run.frame_offset_s))
-    return {s: np.concatenate(v) for s, v in rows.items()}
-
-
 def _score_map(data, seed, rows, conn):
     """Fisher-z map per state and the score the picker uses (z or delta z)."""
     z = {state: fisher_z(correlation_with_seed(data[sel], seed[sel])) for state, sel in rows.items()}
@@ -137,19 +124,6 @@ def _score_map(data, seed, rows, conn):
         first, second = conn.contrast
         return z, z[first] - z[second]
     return z, z[conn.state]
-
-
-def _split_half_rows(rows):
-    """First and second half of each state's frames (time order)."""
-    halves = ({}, {})
-    for state, sel in rows.items():
-        idx = np.flatnonzero(sel)
-        cut = len(idx) // 2
-        for half, part in zip(halves, (idx[:cut], idx[cut:])):
-            mask = np.zeros_like(sel)
-            mask[part] = True
-            half[state] = mask
-    return halves
 
 
 @dataclass
@@ -332,7 +306,8 @@ def plan(selection, protocol, t_r=None, progress=None):
 
     _progress(progress, "computing connectivity")
     states = protocol.states
-    rows = _state_rows(runs, plans, states, conn)
+    blocks = state_blocks(runs, plans, states, conn, protocol.inference.segment_s)
+    rows = {state: np.isin(blocks[0], np.flatnonzero(blocks[1] == state)) for state in states}
     seed = seed_signal(data, seed_groups)
     dof = {state: effective_dof([p.operator for p in plans], seed, sel) for state, sel in rows.items()}
     for state, sel in rows.items():
@@ -347,9 +322,10 @@ def plan(selection, protocol, t_r=None, progress=None):
 
     _progress(progress, "picking the target")
     candidates = pick_targets(score, voxels, region_cols, target_p)
-    halves = [pick_targets(_score_map(data, seed, h, conn)[1], voxels, region_cols, target_p)[0]
-              for h in _split_half_rows(rows)]
-    split_half_mm = float(np.linalg.norm(halves[0].ras_mm - halves[1].ras_mm))
+    _progress(progress, "testing the target (family-wise null, bootstrap)")
+    inference_qc, split_half_mm = target_inference(
+        data[:, region_cols], seed, blocks, [p.operator for p in plans], protocol, voxels, region_cols, candidates[0],
+        run_labels=[r.label for r in runs], dof=dof)
 
     roi_names = [r.name for r in roi_list if len(roi_cols[r.name])]
     roi_signals = np.column_stack([data[:, roi_cols[n]].mean(axis=1, dtype=np.float64) for n in roi_names])
@@ -368,6 +344,8 @@ def plan(selection, protocol, t_r=None, progress=None):
             )
         state_balance = contrast_balance(rows, fdj_rows, conn.contrast)
         warnings += balance_warnings(state_balance, qc_p)
+    if not inference_qc["significant"]:
+        warnings.insert(0, inference_qc["verdict"])
     if split_half_mm > qc_p.split_half_warning_mm:
         warnings.append(f"unstable target: the two halves of the data give targets {split_half_mm:.1f} mm apart")
     for q in run_qc:
@@ -412,10 +390,12 @@ def plan(selection, protocol, t_r=None, progress=None):
         "subsystem_fc": table,
         "stability": {
             "split_half_distance_mm": split_half_mm,
-            "note": "targets picked separately on the first and second half of each state's frames",
+            "note": "targets picked separately on two interleaved halves of each state's blocks "
+                    "(blocks 1, 3, 5... and 2, 4, 6...)",
         },
         "score_statistic": candidates[0].extra.get("score_statistic"),
         "score_lead_over_next_candidate": score_lead_over_next(candidates, target_p.direction),
+        "inference": inference_qc,
         "target_depth_in_search_region_mm": edge_mm,
         "warnings": warnings,
     }
@@ -442,7 +422,7 @@ def plan_fixed(protocol, t1=None):
     candidate = fixed_target(mni, grid.affine, grid.shape)
     return PlanResult(
         protocol, SPACE if t1 is not None else NILEARN_MNI_SPACE, grid.affine, grid.shape[:3], [candidate],
-        qc={"warnings": ["fixed target: group-average coordinate, not individualized"]},
+        qc={"warnings": ["fixed target: group-average coordinate, not individualized"], "inference": None},
         input_files={"t1": t1} if t1 is not None else {},
     )
 

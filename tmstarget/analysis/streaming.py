@@ -221,6 +221,7 @@ class StreamingConnectivity:
         self.censored_after_the_fact = []  # volumes added, then removed as a high-motion frame's neighbour
         self._recent = deque(maxlen=clean.frames_before)  # kept frames a later high-motion frame may censor
         self._censor_through = -1  # frames up to this volume follow a high-motion frame: censored
+        self.region_frames = []  # (region values, seed, design row) of each added frame: the live verdict's input
 
     def _buckets(self, events, run_state, conn):
         from tmstarget.analysis.connectivity import state_frames
@@ -342,6 +343,7 @@ class StreamingConnectivity:
         bucket = int(self.bucket_of[volume])
         cols = self.layout.region_cols
         self.region.add(bucket, x[None, :], y[cols][None, :], np.array([s]), r[None, :])
+        self.region_frames.append((y[cols].astype(np.float32), s, x))
         self.frames_added.append(volume)
         if self._recent.maxlen:
             self._recent.append((volume, bucket, x, y, s, r))
@@ -356,7 +358,8 @@ class StreamingConnectivity:
         while self._recent and self._recent[-1][0] >= from_volume:
             volume, bucket, x, y, s, r = self._recent.pop()
             self.region.add(bucket, x[None, :], y[cols][None, :], np.array([s]), r[None, :], sign=-1)
-            self.frames_added.remove(volume)
+            at = self.frames_added.index(volume)
+            del self.frames_added[at], self.region_frames[at]
             self.censored_after_the_fact.append(volume)
             if self.brain is None:
                 continue

@@ -87,6 +87,9 @@ def _build_plan_parser(sub):
                      help="navigation format to write (repeat; default: all; 'none' to skip)")
     nav.add_argument("--affine", choices=["qform", "sform"],
                      help="which T1 affine the navigator uses, needed only when they differ")
+    nav.add_argument("--require-significant", action="store_true",
+                     help="when the data hold no reliable target (qc.inference.significant false), write the plan "
+                     "(target marked) but no navigation files, and exit with status 1")
     params = p.add_argument_group("protocol overrides (recorded in the outputs)")
     params.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any protocol parameter, e.g. --set clean.fd_threshold_mm=0.3")
@@ -140,9 +143,12 @@ def run_plan(args):
     protocol = load_protocol(args.protocol, _overrides(args))
     plan = compute_plan(_request(args), protocol, command=anonymous_command(args.command_line),
                         output=args.output, force=args.force, progress=progress)
-    plan.save(args.output, force=args.force, navigation=navigation, affine=args.affine,
+    refused = args.require_significant and plan.significant is False
+    plan.save(args.output, force=args.force, navigation=None if refused else navigation, affine=args.affine,
               on_navigation_skipped=navigation_skipped)
     _print_summary(plan.document, protocol, args)
+    if refused:
+        plan.require_significant()
     return 0
 
 
@@ -167,8 +173,12 @@ def _print_summary(document, protocol, args):
                   "navigation files: none written")
         else:
             print(f"coil: not placed ({document['coil_reason']})")
+        inference = document["qc"].get("inference")
+        if inference is not None:
+            print(inference["verdict"])
         for warning in document["qc"].get("warnings", []):
-            print(f"warning: {warning}", file=sys.stderr)
+            if inference is None or warning != inference["verdict"]:
+                print(f"warning: {warning}", file=sys.stderr)
 
 
 def _build_protocols_parser(sub):
@@ -203,6 +213,12 @@ def _build_sample_parser(sub):
     p.add_argument("--task-volumes", type=int, default=200)
     p.add_argument("--design", choices=["blocks", "separate"], default="blocks")
     p.add_argument("--seed", type=int, default=0)
+    effect = p.add_mutually_exclusive_group()
+    effect.add_argument("--rumination-effect", type=float, metavar="SCALE",
+                        help="scale of the planted rumination-vs-distraction connectivity differences "
+                        "(default: the generator's, see SyntheticConfig.rumination_effect)")
+    effect.add_argument("--no-rumination-effect", dest="rumination_effect", action="store_const", const=0.0,
+                        help="plant no rumination effect at all (a patient whose data hold no rumination target)")
     p.add_argument("--force", action="store_true")
     add_common(p)
     p.set_defaults(handler=run_sample)
@@ -213,8 +229,9 @@ def run_sample(args):
     from tmstarget.testing.patient import SyntheticConfig, make_patient
 
     check_output_dir(args.output, args.force)
+    effect = {} if args.rumination_effect is None else {"rumination_effect": args.rumination_effect}
     cfg = SyntheticConfig(voxel_mm=args.voxel_mm, n_rest=args.rest_volumes, n_task=args.task_volumes,
-                          design=args.design, seed=args.seed)
+                          design=args.design, seed=args.seed, **effect)
     make_patient(args.output, cfg)
     if not args.quiet:
         print(f"synthetic patient written to {args.output} (ground truth in ground_truth.json)")

@@ -142,6 +142,23 @@ class Plan:
         return self.document["qc"]
 
     @property
+    def significant(self) -> bool | None:
+        """Whether the data hold a reliable target (``qc.inference``); None for a fixed-coordinate plan."""
+        inference = self.document["qc"].get("inference")
+        return None if inference is None else bool(inference["significant"])
+
+    def require_significant(self) -> None:
+        """Raise :class:`~tmstarget.errors.NotSignificantError` (carrying this plan) when the target is not
+        significant; a fixed-coordinate plan (no inference) passes."""
+        from tmstarget.errors import NotSignificantError
+
+        if self.significant is False:
+            inference = self.document["qc"]["inference"]
+            raise NotSignificantError(
+                f"no significant target (p_fwe = {inference['p_fwe']:.3g} > alpha = {inference['alpha']:g}) and a "
+                "significant one was required: no navigation files written", plan=self)
+
+    @property
     def provenance(self) -> dict:
         """Version, date, command, inputs with sha256, protocol and library versions."""
         return self.document["provenance"]

@@ -170,6 +170,12 @@ def _score_name(protocol):
     return None
 
 
+def _significance(qc):
+    """The target's mark: ``{"significant": bool}`` for an fMRI target, nothing for a fixed one."""
+    inference = qc.get("inference")
+    return {} if inference is None else {"significant": bool(inference["significant"])}
+
+
 #: Why a plan has no coil (``coil_reason`` in target.json) when no T1 was known.
 NO_T1_REASON = ("no T1 known: the coil is placed on the scalp of a T1 in the plan's space (--t1, or fMRIPrep's "
                 "*_space-MNI152NLin2009cAsym_desc-preproc_T1w); no coil pose and no navigation files")
@@ -216,7 +222,8 @@ def target_document(result, participant, prov, coils=None, anatomy=None, coil_re
         "protocol": protocol.name,
         "protocol_description": protocol.description,
         "space": result.space,
-        "target": {**{k: v for k, v in candidates[0].items() if k != "coil"}, "score_name": _score_name(protocol)},
+        "target": {**{k: v for k, v in candidates[0].items() if k != "coil"}, "score_name": _score_name(protocol),
+                   **_significance(result.qc)},
         "candidates": candidates,
         "coil": coils[0],
         "coil_reason": None if coils[0] is not None else coil_reason,

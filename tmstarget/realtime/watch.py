@@ -199,6 +199,7 @@ class Watcher:
         self.setup = None  # set-up record (dict), saved in state/setup.json
         self.store = None
         self.stream = None
+        self.live_verdict = None  # family-wise p of the live target (tmstarget.realtime.live_verdict)
         self.history = []  # (volume, t1 ras_mm) of the live target
         self.live_target = None
         self.point_cache = {}
@@ -336,6 +337,9 @@ class Watcher:
         run_state = "rest" if self.events is None else None
         self.stream = StreamingConnectivity(self.layout, self.protocol, setup["t_r_s"], n_volumes,
                                             events=self.events, run_state=run_state)
+        from tmstarget.realtime.live_verdict import LiveVerdict
+
+        self.live_verdict = LiveVerdict(self.stream, self.protocol, events=self.events, run_state=run_state)
         self._map_search_region()
         from tmstarget.workflows.native import rigid_matrix_ras
 
@@ -441,6 +445,7 @@ class Watcher:
         candidates = pick_targets(full, self.layout.voxels, self.layout.region_cols, self.protocol.target)
         points = self._t1_and_mni(candidates)
         self.live_target = {"candidates": candidates, "points": points, "tables": tables}
+        self.live_verdict.update(candidates[0])
         self.history.append((volume, points[0][0]))
 
     def _write_live_maps(self, volume, z, score):
@@ -518,6 +523,7 @@ class Watcher:
             "candidates": [],
             "waiting_for": None if self.live_target is not None else getattr(self, "ready_why", "the first volume"),
             "stability": self._stability(),
+            "inference": self.live_verdict.state() if self.live_verdict is not None else None,
             "subsystem_fc": None,
             "coordinates": {"ras_mm": "T1w world (scanner RAS of the T1)", "mni_mm": "MNI152NLin2009cAsym"},
             "live_maps": self.live_maps,
