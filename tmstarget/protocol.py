@@ -383,10 +383,30 @@ class InferenceParams(_Section):
     segment_s: float = _key(60.0, _range(4.0, 3600.0))
 
 
+@dataclass(frozen=True)
+class LiveParams(_Section):
+    """``[live]``: the real-time watcher's model (``tmstarget watch``); the batch ``plan`` does not read it.
+
+    The watcher cleans with the regression model (``[clean] filter = "cosine"``) and by default a high-pass
+    only: ``[clean] high_pass_hz`` as cosine regressors, no low-pass (a 0.01-0.1 Hz band as cosine regressors
+    costs about 100 regressors for a 240-volume run and leaves too few degrees of freedom per state).
+
+    Attributes
+    ----------
+    low_pass_hz : float
+        Low band limit of the live model, as cosine regressors (0: none, the default).  The watcher refuses to
+        start when the live model leaves a state fewer effective degrees of freedom than
+        ``[inference] min_effective_dof``.
+    """
+
+    section: ClassVar[str] = "live"
+    low_pass_hz: float = _key(0.0, _range(0.0, 10.0))
+
+
 # TOML tables in the order the outputs record them.
 _SECTIONS = {cls.section: cls for cls in (CleanParams, RoisParams, SeedParams, SearchParams, ConnectivityParams,
                                           TargetParams, FixedParams, CoilParams, PrescriptionParams, QcParams,
-                                          InferenceParams)}
+                                          InferenceParams, LiveParams)}
 @dataclass(frozen=True)
 class _TopLevel:
     """The top-level keys, checked like table fields (name and description are required)."""
@@ -421,6 +441,7 @@ class Protocol:
     prescription : PrescriptionParams
     qc : QcParams
     inference : InferenceParams
+    live : LiveParams
     source : str
         Path of the TOML file (or ``protocols/name.toml``).
     sha256 : str
@@ -445,6 +466,7 @@ class Protocol:
     prescription: PrescriptionParams = field(default_factory=PrescriptionParams)
     qc: QcParams = field(default_factory=QcParams)
     inference: InferenceParams = field(default_factory=InferenceParams)
+    live: LiveParams = field(default_factory=LiveParams)
     source: str = "<protocol>"
     sha256: str = ""
     overrides: dict = field(default_factory=dict)
@@ -546,6 +568,13 @@ class Protocol:
                 f"high_pass_hz = {clean.high_pass_hz} must be below low_pass_hz = {clean.low_pass_hz}",
                 path=source,
                 key="clean.high_pass_hz",
+            )
+        if clean.high_pass_hz and self.live.low_pass_hz and clean.high_pass_hz >= self.live.low_pass_hz:
+            raise ProtocolError(
+                f"[live] low_pass_hz = {self.live.low_pass_hz} must be above [clean] high_pass_hz = "
+                f"{clean.high_pass_hz} (or 0: no low-pass in the live model)",
+                path=source,
+                key="live.low_pass_hz",
             )
 
 

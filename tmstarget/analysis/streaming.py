@@ -170,8 +170,6 @@ class StreamingConnectivity:
 
     def __init__(self, layout, protocol, t_r, n_volumes, events=None, run_state=None, full_brain=True, block=8,
                  frame_offset_s=0.0):
-        from tmstarget.analysis.clean import regression_design, task_regressors
-
         clean = protocol.clean
         if clean.filter != "cosine" and (clean.high_pass_hz or clean.low_pass_hz):
             raise InputError("streaming needs the regression model: set [clean] filter = \"cosine\" "
@@ -186,15 +184,10 @@ class StreamingConnectivity:
         self.n_frames = self.n_volumes - self.first
         if self.n_frames < 2:
             raise InputError(f"{n_volumes} expected volumes leave no frame after {self.first} dummy volumes")
-        fixed = regression_design(self.n_frames, t_r, None, clean.detrend, clean.high_pass_hz,
-                                  clean.low_pass_hz)
-        if events is not None and clean.task_regressors != "none":
-            regs, _ = task_regressors(events, self.n_volumes, t_r, clean.task_regressors, self.frame_offset_s)
-            fixed = np.hstack([fixed, regs[self.first:]])
+        fixed = _fixed_design(clean, t_r, self.n_volumes, events, self.frame_offset_s)
         self.fixed = fixed
         self.motion_model = clean.motion
-        n_motion = {"friston24": 24, "6p": 6, "none": 0}[self.motion_model]
-        self.n_regressors = fixed.shape[1] + n_motion + 2 * clean.wm_csf + clean.global_signal
+        self.n_regressors = fixed.shape[1] + _n_confound_columns(clean)
         self.params = clean
         self.states = list(protocol.states)
         self.bucket_of, self.bucket_states = self._buckets(events, run_state, protocol.connectivity)
@@ -224,14 +217,8 @@ class StreamingConnectivity:
         self.region_frames = []  # (region values, seed, design row) of each added frame: the live verdict's input
 
     def _buckets(self, events, run_state, conn):
-        from tmstarget.analysis.connectivity import state_frames
-
-        frames = np.arange(self.n_volumes)
-        if events is not None:
-            member = np.column_stack([state_frames(events, frames, self.t_r, s, conn.hrf_delay_s,
-                                                   conn.transition_s, self.frame_offset_s) for s in self.states])
-        else:
-            member = np.column_stack([np.full(len(frames), run_state == s) for s in self.states])
+        member = _state_membership(self.states, events, run_state, conn, self.n_volumes, self.t_r,
+                                   self.frame_offset_s)
         patterns, bucket_of = np.unique(member, axis=0, return_inverse=True)
         bucket_states = [tuple(s for s, on in zip(self.states, row) if on) for row in patterns]
         return bucket_of.ravel(), bucket_states
@@ -478,6 +465,113 @@ class StreamingConnectivity:
         self.flush()
         z, _ = self.readout(self.brain)
         return z, self.score(z)
+
+
+def _fixed_design(clean, t_r, n_volumes, events, frame_offset_s=0.0):
+    """The design columns known before the run: constant, trend, cosine band and task regressors (frames after
+    the dummies; a frame's data ``frame_offset_s`` after its volume's start)."""
+    from tmstarget.analysis.clean import regression_design, task_regressors
+
+    first = clean.dummy_volumes
+    fixed = regression_design(n_volumes - first, t_r, None, clean.detrend, clean.high_pass_hz, clean.low_pass_hz)
+    if events is not None and clean.task_regressors != "none":
+        regs, _ = task_regressors(events, n_volumes, t_r, clean.task_regressors, frame_offset_s)
+        fixed = np.hstack([fixed, regs[first:]])
+    return fixed
+
+
+def _n_confound_columns(clean):
+    """Design columns that come from the data (motion, WM/CSF, global signal)."""
+    return {"friston24": 24, "6p": 6, "none": 0}[clean.motion] + 2 * clean.wm_csf + clean.global_signal
+
+
+def _state_membership(states, events, run_state, conn, n_volumes, t_r, frame_offset_s=0.0):
+    """Boolean (n_volumes, n_states): which state each volume of the file counts for."""
+    from tmstarget.analysis.connectivity import state_frames
+
+    frames = np.arange(n_volumes)
+    if events is not None:
+        return np.column_stack([state_frames(events, frames, t_r, s, conn.hrf_delay_s, conn.transition_s,
+                                             frame_offset_s) for s in states])
+    return np.column_stack([np.full(len(frames), run_state == s) for s in states])
+
+
+def live_protocol(protocol):
+    """The watcher's model of a protocol: the regression model, high-pass only unless ``[live] low_pass_hz``.
+
+    ``[clean] filter`` becomes ``"cosine"`` and ``[clean] low_pass_hz`` becomes ``[live] low_pass_hz`` (0 by
+    default: no low-pass), both recorded as overrides, so that ``tmstarget plan --set clean.filter=cosine
+    --set clean.low_pass_hz=<live>`` on the recorded run is the same model.
+
+    Parameters
+    ----------
+    protocol : tmstarget.protocol.Protocol
+
+    Returns
+    -------
+    tmstarget.protocol.Protocol
+
+    Raises
+    ------
+    InputError
+        For an override that contradicts the live model (``clean.filter=butterworth``, or a
+        ``clean.low_pass_hz`` other than ``[live] low_pass_hz``).
+    """
+    import dataclasses
+
+    low = float(protocol.live.low_pass_hz)
+    given = protocol.overrides
+    if given.get("clean.filter", "cosine") != "cosine":
+        raise InputError("the watcher streams the regression model: clean.filter must be cosine", key="clean.filter")
+    if "clean.low_pass_hz" in given and float(given["clean.low_pass_hz"]) != low:
+        raise InputError(f"the live model's low-pass is [live] low_pass_hz ({low:g} Hz; 0 = none): set "
+                         f"live.low_pass_hz instead of clean.low_pass_hz", key="clean.low_pass_hz")
+    clean = dataclasses.replace(protocol.clean, filter="cosine", low_pass_hz=low)
+    overrides = {**given, "clean.filter": "cosine", "clean.low_pass_hz": low}
+    return dataclasses.replace(protocol, clean=clean, overrides=overrides)
+
+
+#: Seed of the white-noise columns that stand in for the data-driven regressors before the run.
+STAND_IN_SEED = 0
+
+
+def live_effective_dof(protocol, t_r, n_volumes, events=None, run_state=None):
+    """Effective degrees of freedom per state the regression model leaves, from its design alone (before the run).
+
+    The model's residual-forming operator over all frames (none scrubbed) goes through
+    :func:`tmstarget.analysis.inference.effective_dof` without a seed (the seed assumed to share the noise's
+    autocorrelation), as the batch engine's gate does with the real seed.  The regressors known before the run
+    (constant, trend, cosine band, task) enter as they are; the data-driven ones (motion, WM/CSF, global signal)
+    are stood in for by as many seeded white-noise columns (on the sample patient within 20 % of the figure
+    with its real confounds).  Scrubbed frames only lower the result.
+
+    Parameters
+    ----------
+    protocol : tmstarget.protocol.Protocol
+        Its ``[clean]`` section is the model (use :func:`live_protocol` for the watcher's).
+    t_r : float
+        Repetition time (s).
+    n_volumes : int
+        Volumes of the run, dummies included.
+    events : pandas.DataFrame, optional
+        Blocks of a task run; else ``run_state`` names the state of the whole run.
+    run_state : str, optional
+
+    Returns
+    -------
+    dict
+        State -> effective degrees of freedom (float).
+    """
+    from tmstarget.analysis.clean import regression_operator
+    from tmstarget.analysis.inference import effective_dof
+
+    clean = protocol.clean
+    fixed = _fixed_design(clean, t_r, n_volumes, events)
+    stand_ins = np.random.default_rng(STAND_IN_SEED).standard_normal((fixed.shape[0], _n_confound_columns(clean)))
+    operator = regression_operator(np.hstack([fixed, stand_ins]))
+    member = _state_membership(protocol.states, events, run_state, protocol.connectivity, n_volumes, t_r)
+    member = member[clean.dummy_volumes:]
+    return {state: float(effective_dof(operator, None, member[:, i])) for i, state in enumerate(protocol.states)}
 
 
 def _mean_of_means_weights(groups, n_columns):

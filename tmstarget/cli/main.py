@@ -75,6 +75,10 @@ def _build_plan_parser(sub):
     native.add_argument("--t1-dicom", type=Path, metavar="DIR", help="DICOM folder of the T1 (or give --t1 NIFTI)")
     native.add_argument("--series", metavar="N", help="SeriesNumber (or UID) to take from DICOM folders "
                         "holding several series")
+    native.add_argument("--from-watch", type=Path, metavar="WATCH_DIR",
+                        help="plan the run a finished 'tmstarget watch' recorded in WATCH_DIR (its realigned run, "
+                        "confounds and transforms); with --set clean.filter=cosine --set clean.low_pass_hz=0 this is "
+                        "the watcher's own model")
     native.add_argument("--native", action="store_true",
                         help="--rest-bold/--task-bold are raw (not preprocessed) NIfTI runs in scanner space")
     native.add_argument("--work-dir", type=Path, help="keep intermediate files (realigned runs, confounds, "
@@ -141,8 +145,20 @@ def run_plan(args):
     progress = Progress(args.quiet)
     navigation = navigation_formats(args)
     protocol = load_protocol(args.protocol, _overrides(args))
-    plan = compute_plan(_request(args), protocol, command=anonymous_command(args.command_line),
-                        output=args.output, force=args.force, progress=progress)
+    command = anonymous_command(args.command_line)
+    if args.from_watch is not None:
+        from tmstarget.errors import InputError
+        from tmstarget.realtime.watch import plan_recorded_watch
+
+        given = [name for name in ("dataset", "rest_bold", "task_bold", "rest_dicom", "task_dicom", "t1", "t1_dicom",
+                                   "events", "mask") if getattr(args, name)]
+        if given:
+            raise InputError(f"--from-watch takes its run from the watch folder: drop --{given[0].replace('_', '-')}")
+
+        plan = plan_recorded_watch(args.from_watch, protocol, command=command, progress=progress)
+    else:
+        plan = compute_plan(_request(args), protocol, command=command, output=args.output, force=args.force,
+                            progress=progress)
     refused = args.require_significant and plan.significant is False
     plan.save(args.output, force=args.force, navigation=None if refused else navigation, affine=args.affine,
               on_navigation_skipped=navigation_skipped)

@@ -34,7 +34,6 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,7 +43,10 @@ import numpy as np
 
 from tmstarget import __version__
 from tmstarget._fileio import sha256_file, write_json_atomic, write_nifti_atomic, write_text_atomic
+from tmstarget.analysis.streaming import live_effective_dof, live_protocol
 from tmstarget.errors import InputError, TmsTargetError
+from tmstarget.realtime.background import BackgroundCall
+from tmstarget.realtime.live import LiveFile, utc_now
 from tmstarget.realtime.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -66,13 +68,17 @@ class WatchOptions:
     output : Path
         Watch folder (``live.json``, ``state/``, ``plan/``).
     protocol : Protocol
-        Loaded with ``[clean] filter = "cosine"`` (the streaming model).
+        The protocol; the watcher streams its live model (:func:`~tmstarget.analysis.streaming.live_protocol`:
+        the regression model, high-pass only unless ``[live] low_pass_hz``).
     t1 : Path
         T1 NIfTI, or a DICOM folder.
     events : Path, optional
         BIDS events of a blocks-design run (onsets from the series' first volume).
     expected_volumes : int, optional
         Volumes of the run; needed when the model depends on the run length.
+    t_r_s : float, optional
+        Repetition time (s), if known before the scan: the live model's degrees of freedom are then checked at
+        start (else when the first volume brings its RepetitionTime); checked against the DICOM headers.
     series : int or str, optional
     stop_after_s : float, optional
         Finish after this many seconds without a new volume (counted from the first volume: a watcher
@@ -98,6 +104,7 @@ class WatchOptions:
     t1: Path
     events: Path | None = None
     expected_volumes: int | None = None
+    t_r_s: float | None = None
     series: object = None
     stop_after_s: float | None = 60.0
     gap_timeout_s: float = 10.0
@@ -117,10 +124,16 @@ def _needs_run_length(protocol):
 
 
 def check_options(opts):
-    """Refuse what the watcher cannot do, before anything is written (one clear line each)."""
+    """Refuse what the watcher cannot do, before anything is written (one clear line each).
+
+    Returns
+    -------
+    Protocol
+        The live model of ``opts.protocol`` (:func:`~tmstarget.analysis.streaming.live_protocol`).
+    """
     from tmstarget.ingest.runs import load_events
 
-    p = opts.protocol
+    p = live_protocol(opts.protocol)
     if p.kind != "connectivity":
         raise InputError(f"protocol '{p.name}' is a fixed target: there is nothing to watch")
     states = p.states
@@ -137,17 +150,61 @@ def check_options(opts):
                          f"{p.clean.dummy_volumes} dummy volumes")
     if not Path(opts.t1).exists():
         raise InputError("T1 not found", path=opts.t1)
+    events = None
     if opts.events is not None:
         events = load_events(opts.events, float("inf"), 1.0)  # checked against the run's end at set-up
         missing = [s for s in states if s not in set(events["trial_type"])]
         if missing:
             raise InputError(f"events have no block of {missing} (trial_type values: "
                              f"{sorted(set(events['trial_type']))})", path=opts.events, key="trial_type")
+    if opts.t_r_s is not None:
+        if not opts.t_r_s > 0:
+            raise InputError(f"--tr must be > 0 seconds, got {opts.t_r_s!r}", key="t_r_s")
+        if opts.expected_volumes is not None:
+            check_live_dof(p, opts.t_r_s, opts.expected_volumes, events)
     incoming = Path(opts.incoming).resolve()
     out = Path(opts.output).resolve()
     if out == incoming or incoming in out.parents:
         raise InputError("the output folder may not be inside the incoming folder (the watcher would read its "
                          f"own files); use e.g. {incoming.parent / (incoming.name + '-watch')}", path=opts.output)
+    return p
+
+
+def check_live_dof(protocol, t_r, n_volumes, events=None):
+    """Refuse a live model that leaves a state fewer effective degrees of freedom than the protocol's floor.
+
+    Parameters
+    ----------
+    protocol : Protocol
+        The live model (:func:`~tmstarget.analysis.streaming.live_protocol`).
+    t_r : float
+    n_volumes : int
+        Expected volumes (dummies included).
+    events : pandas.DataFrame, optional
+        Blocks of a task run (None: a rest run).
+
+    Returns
+    -------
+    dict
+        State -> effective degrees of freedom (:func:`~tmstarget.analysis.streaming.live_effective_dof`).
+
+    Raises
+    ------
+    InputError
+        Saying how many remain in which state, and the floor.
+    """
+    dof = live_effective_dof(protocol, t_r, n_volumes, events=events, run_state="rest" if events is None else None)
+    floor = protocol.inference.min_effective_dof
+    short = {s: d for s, d in dof.items() if d < floor}
+    if short:
+        low = protocol.live.low_pass_hz
+        band = f"a {protocol.clean.high_pass_hz:g}-{low:g} Hz band" if low else "a high-pass"
+        remain = ", ".join(f"{d:.1f} in state '{s}'" for s, d in short.items())
+        raise InputError(f"the live model ({band} as cosine regressors, {n_volumes} volumes at TR {t_r:g} s) leaves "
+                         f"{remain}: fewer effective degrees of freedom than the protocol's floor of {floor:g} "
+                         "([inference] min_effective_dof); use a high-pass only ([live] low_pass_hz = 0) or a longer "
+                         "run", key="live.low_pass_hz")
+    return dof
 
 
 def _transform_dict(t):
@@ -170,13 +227,15 @@ class Watcher:
     opts : WatchOptions
     progress : callable, optional
         Called with a short message at each set-up stage and at the end.
+    display : callable, optional
+        Called with the ``live.json`` document after each volume (a terminal's live line).
     """
 
-    def __init__(self, opts, progress=None):
+    def __init__(self, opts, progress=None, display=None):
         from tmstarget.anatomy.t1 import check_whole_head
         from tmstarget.ingest.native import load_image
 
-        check_options(opts)
+        protocol = check_options(opts)
         # the T1 is read and checked now: a wrong T1 is refused before the scan starts, not at its first volume
         t1_img, _ = load_image(opts.t1, what="T1")
         if t1_img.ndim != 3:
@@ -185,10 +244,12 @@ class Watcher:
         self.t1_img = t1_img
         self.opts = opts
         self.progress = progress or (lambda message: None)
+        self.display = display or (lambda doc: None)
         self.out = Path(opts.output).resolve()
         self.state_dir = self.out / "state"
         self.live_path = self.out / "live.json"
-        self.protocol = opts.protocol
+        self.live_file = LiveFile(self.live_path, lambda: (self.status, time.monotonic() - self._status_since))
+        self.protocol = protocol
         self.clean = self.protocol.clean
         self.events = None
         if opts.events is not None:
@@ -205,6 +266,7 @@ class Watcher:
         self.point_cache = {}
         self.started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.status = "waiting for the first volume"
+        self.model = None  # the live model as recorded (set when the repetition time is known)
         self.finished = None
         self._t1_future = None
         self.incoming = None
@@ -212,6 +274,15 @@ class Watcher:
         self.live_maps = None
 
     # ----------------------------------------------------------------- state
+
+    @property
+    def status(self):
+        """What the watcher is doing now (``live.json`` ``status``)."""
+        return self._status
+
+    @status.setter
+    def status(self, value):
+        self._status, self._status_since = value, time.monotonic()
 
     def _prepare_output(self):
         """Check the output folder; return the saved set-up of a watch to resume (or None)."""
@@ -246,9 +317,9 @@ class Watcher:
         if self.t1_from_dicom:
             self.t1_path = write_nifti_atomic(self.state_dir / f"sub-{self.opts.participant}_T1w.nii.gz", t1_img)
         self.progress("registering the T1 to MNI152NLin2009cAsym (in the background)")
-        pool = ThreadPoolExecutor(max_workers=1)
-        self._t1_future = pool.submit(register_t1_to_mni, t1_img, 2, self.state_dir / "ants")
-        pool.shutdown(wait=False)
+        self.status = "registering the T1 to MNI152NLin2009cAsym (in the background); waiting for the first volume"
+        # a child process, not a thread: ANTs holds the GIL for tens of seconds (live.json would freeze)
+        self._t1_future = BackgroundCall(register_t1_to_mni, t1_img, 2, self.state_dir / "ants")
 
     def _set_up(self, volume):
         """Reference volume -> EPI -> T1 coregistration, masks on the EPI grid, streaming engine."""
@@ -256,13 +327,17 @@ class Watcher:
         from tmstarget.anatomy.registration import coregister_epi_to_t1, save_transform
         from tmstarget.workflows.native import EPI_SPACE, T1_SPACE
 
-        self.status = "setting up (coregistration and masks)"
+        self.status = "setting up: checking the first volume"
         if not volume.t_r_s:
             raise InputError("the series has no RepetitionTime in its DICOM headers", path=volume.files[0])
+        if self.opts.t_r_s is not None and abs(self.opts.t_r_s - volume.t_r_s) > 1e-3:
+            raise InputError(f"--tr {self.opts.t_r_s:g} s differs from the series' RepetitionTime "
+                             f"{volume.t_r_s:g} s", path=volume.files[0])
         if self.opts.events is not None and self.opts.expected_volumes is not None:
             from tmstarget.ingest.runs import load_events
 
             load_events(self.opts.events, self.opts.expected_volumes, volume.t_r_s)  # blocks inside the run
+        self.model = self._model_record(volume.t_r_s)
         # the affine as the recorded run's NIfTI header will hold it (float32), so the final plan smooths with
         # exactly the kernel the streaming engine used
         header = nib.Nifti1Header()
@@ -271,9 +346,14 @@ class Watcher:
         ref_img = nib.Nifti1Image(volume.data.astype(np.float32), affine)
         ref_path = write_nifti_atomic(self.state_dir / "reference.nii.gz", ref_img)
         self.progress(f"reference volume {volume.index}: coregistering the EPI to the T1 (rigid)")
-        epi_to_t1 = coregister_epi_to_t1(ref_img, self.t1_img, EPI_SPACE, T1_SPACE, workdir=self.state_dir / "ants")
+        self.status = (f"coregistering the EPI (reference volume {volume.index}) to the T1 (rigid); the T1 -> MNI "
+                       "registration runs in the background")
+        epi_to_t1 = BackgroundCall(coregister_epi_to_t1, ref_img, self.t1_img, EPI_SPACE, T1_SPACE,
+                                   workdir=self.state_dir / "ants").result()
         self.progress("waiting for the T1 -> MNI registration")
+        self.status = "registering the T1 to MNI152NLin2009cAsym (waiting for it to finish)"
         t1_to_mni = self._t1_future.result()
+        self.status = "bringing the MNI masks onto the EPI grid"
         xfm = self.state_dir / "xfm"
         epi_to_t1 = save_transform(epi_to_t1, xfm, "epi_to_t1")
         t1_to_mni = save_transform(t1_to_mni, xfm, "t1_to_mni")
@@ -291,6 +371,8 @@ class Watcher:
             "t1_to_mni": _transform_dict(t1_to_mni),
             "t1": str(self.t1_path.resolve()),
             "t1_from_dicom": self.t1_from_dicom,
+            "events": None if self.opts.events is None else str(Path(self.opts.events).resolve()),
+            "participant": self.opts.participant,
             "centre_ras_mm": volume_centre_ras_mm(affine, volume.data.shape).tolist(),
             "reference": str(ref_path),
         }
@@ -326,8 +408,7 @@ class Watcher:
         self.wm_mask = np.asarray(tissue["wm"].dataobj) > 0
         self.csf_mask = np.asarray(tissue["csf"].dataobj) > 0
         self.brain_mask = brain
-        self.mask_path = write_nifti_atomic(self.state_dir / "brain_mask.nii.gz",
-                                            nib.Nifti1Image(brain.astype(np.uint8), affine))
+        write_nifti_atomic(self.state_dir / "brain_mask.nii.gz", nib.Nifti1Image(brain.astype(np.uint8), affine))
         self.grid = NativeGrid(ref_img, epi_to_mni)
         self.layout = analysis_layout(self.protocol, brain, affine, self.grid, self.opts.incoming)
         self.ref_prep = prepare_reference(np.asarray(ref_img.dataobj, dtype=np.float32), affine)
@@ -345,9 +426,33 @@ class Watcher:
 
         self.t1w_affine = rigid_matrix_ras(self.epi_to_t1, affine, tuple(setup["shape"])) @ affine
 
+    def _model_record(self, t_r):
+        """The live model as ``live.json`` and the final plan record it (refused when it leaves too few degrees
+        of freedom: :func:`check_live_dof`)."""
+        p, n = self.protocol, self.opts.expected_volumes
+        clean = p.clean
+        dof = check_live_dof(p, t_r, n, self.events) if n is not None else None
+        low = clean.low_pass_hz or None
+        band = (f"{clean.high_pass_hz:g}-{low:g} Hz band" if low and clean.high_pass_hz else
+                f"high-pass {clean.high_pass_hz:g} Hz" if clean.high_pass_hz else "no band limits")
+        return {
+            "name": f"live model: regression with discrete-cosine {band}",
+            "filter": "cosine", "high_pass_hz": clean.high_pass_hz or None, "low_pass_hz": low,
+            "effective_dof_per_state": None if dof is None else {s: round(d, 1) for s, d in dof.items()},
+            "min_effective_dof": p.inference.min_effective_dof,
+            "differs_from_batch": "the final plan uses this live model, not the batch default (Butterworth "
+                                  f"{p.clean.high_pass_hz:g}-{self.opts.protocol.clean.low_pass_hz:g} Hz band-pass): "
+                                  "'tmstarget plan' with the protocol's defaults on the same run can give another "
+                                  "target",
+            "same_model_in_plan": " ".join(f"--set {k}={v:g}" if isinstance(v, float) else f"--set {k}={v}"
+                                           for k, v in (("clean.filter", "cosine"), ("clean.low_pass_hz",
+                                                                                     clean.low_pass_hz))),
+        }
+
     def _restore(self, saved):
         """Resume: rebuild the engine and feed it the committed volumes again."""
         self.progress("resuming the watch from its saved state")
+        self.model = self._model_record(saved["t_r_s"])
         ref_img = nib.load(saved["reference"])
         self._build(saved, ref_img)
         self.setup = saved
@@ -376,6 +481,8 @@ class Watcher:
                 return
             self._set_up(item)
         index = item.index
+        of = f" of {self.opts.expected_volumes}" if self.opts.expected_volumes else ""
+        self.status = f"processing volume {index + 1}{of}"
         expected = len(self.store.rows)
         if index != expected:
             raise InputError(f"volume {index} released while volume {expected} was expected", volume=index)
@@ -410,9 +517,11 @@ class Watcher:
         stored = time.monotonic()
         self._track(index)
         tracked = time.monotonic()
-        self.status = "tracking the target" if self.live_target is not None else "collecting volumes"
-        self.write_live()
+        self.status = (f"tracking the target (volume {index + 1}{of} processed)" if self.live_target is not None
+                       else f"collecting volumes (volume {index + 1}{of} processed)")
+        doc = self.write_live()
         done = time.monotonic()
+        self.display(doc)
         if not missing:  # milliseconds: file complete -> live.json, and the stages of this volume's processing
             # from the first poll that saw the file at its final size (the settle wait and the read included)
             self.perf.append({"volume": index, "latency_ms": 1000 * (done - item.seen_s),
@@ -488,14 +597,18 @@ class Watcher:
         doc = {
             "schema": LIVE_SCHEMA,
             "status": self.status,
-            "updated_utc": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "status_elapsed_s": round(time.monotonic() - self._status_since, 1),
+            "updated_utc": utc_now(),
             "started_utc": self.started_utc,
             "participant": self.opts.participant,
             "protocol": self.protocol.name,
             "series": None if not self.setup else {"number": self.setup["series_number"],
                                                    "description": self.setup["description"]},
+            "model": None if self.model is None else {**self.model, "regressors": getattr(self.stream, "n_regressors",
+                                                                                             None)},
             "volumes": {
                 "processed": len(rows),
+                "received": (self.incoming.first_index + self.incoming.n_released) if self.incoming else len(rows),
                 "expected": self.opts.expected_volumes,
                 "gaps": [r["volume"] for r in rows if r["missing"]],
                 "duplicates_ignored": len(self.incoming.duplicates) if self.incoming else 0,
@@ -546,7 +659,10 @@ class Watcher:
         return doc
 
     def write_live(self):
-        write_json_atomic(self.live_path, self.live_document())
+        """Rewrite ``live.json`` now; returns the document written."""
+        doc = self.live_document()
+        self.live_file.write(doc)
+        return doc
 
     # ------------------------------------------------------------------ run
 
@@ -569,6 +685,10 @@ class Watcher:
         previous_term = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
         try:
             if saved is not None:
+                self.status = "resuming: rebuilding the set-up and replaying the committed volumes"
+            self.write_live()
+            self.live_file.start()  # from now on live.json is refreshed at least every HEARTBEAT_S
+            if saved is not None:
                 self._restore(saved)
             else:
                 self._start_t1_registration()
@@ -577,6 +697,8 @@ class Watcher:
             self.incoming = IncomingSeries(self.opts.incoming, series=self.opts.series, first_index=start,
                                            settle_s=0.0, gap_timeout_s=self.opts.gap_timeout_s,
                                            poll_s=self.opts.poll_s, max_files_per_poll=MAX_FILES_PER_POLL)
+            if saved is not None:
+                self.status = "waiting for the next volume"
             self.write_live()
             # one BLAS thread each for this loop and the streaming engine's worker: two threads on two cores
             # instead of four fighting over them (latency spikes)
@@ -586,10 +708,14 @@ class Watcher:
                 reason = self._loop()
             return self._finish(reason)
         except TmsTargetError as exc:
+            self.live_file.stop()
             self.status = f"failed: {exc}"  # readers of live.json learn why the updates stopped
             self.write_live()
             raise
         finally:
+            self.live_file.stop()
+            if self._t1_future is not None:
+                self._t1_future.cancel()
             if in_main:
                 signal.signal(signal.SIGTERM, previous_term)
             root.removeHandler(handler)
@@ -637,8 +763,7 @@ class Watcher:
 
     def _finish(self, reason):
         """The recorded run through the batch engine: the same outputs as ``tmstarget plan``."""
-        from tmstarget.ingest.collect import ExplicitRun, Selection
-        from tmstarget.workflows.native import NativeSession, confounds_tsv, native_plan
+        from tmstarget.workflows.native import confounds_tsv, native_plan
 
         log.info("finishing: %s", reason)
         self.progress(f"finishing ({reason})")
@@ -652,39 +777,45 @@ class Watcher:
         self.write_live()
         bold = self.store.seal()
         motion = np.array([[r[k] for k in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")] for r in rows])
-        label = "rest_run-1" if self.events is None else "task_run-1"
-        stem = self.state_dir / f"sub-{self.opts.participant}_{label}"
-        confounds = write_text_atomic(Path(f"{stem}_desc-confounds_timeseries.tsv"), confounds_tsv(
+        stem = _recorded_stem(self.state_dir, self.opts.participant, self.events is not None)
+        write_text_atomic(Path(f"{stem}_desc-confounds_timeseries.tsv"), confounds_tsv(
             motion, self.store.column("fd_power_mm"), self.store.column("fd_jenkinson_mm"),
             self.store.column("white_matter"), self.store.column("csf"), self.store.column("global_signal"),
             self.store.column("missing")))
-        sidecar = write_json_atomic(Path(f"{stem}_desc-realigned_bold.json"), {
+        write_json_atomic(Path(f"{stem}_desc-realigned_bold.json"), {
             "RepetitionTime": self.setup["t_r_s"], "SkullStripped": False, "MotionCorrected": True,
             "SeriesNumber": self.setup["series_number"], "SeriesDescription": self.setup["description"]})
-        run = ExplicitRun(bold=bold, confounds=confounds, sidecar=sidecar, events=self.opts.events,
-                          mask=self.mask_path, label=label)
-        state = "rest" if self.events is None else None
-        t1_dir = Path(self.opts.t1) if Path(self.opts.t1).is_dir() else Path(self.opts.t1).parent
-        selection = Selection([(run, state)], self.t1_path, None, [Path(self.opts.incoming), t1_dir], grid=self.grid)
         qc = {"realtime": {"reason_stopped": reason, "reference_volume": self.setup["reference_volume"],
                            "volumes": len(rows), "gaps": [r["volume"] for r in rows if r["missing"]],
                            "latency_ms_p50": _percentile([r["latency_ms"] for r in rows if not r["missing"]], 50),
                            "latency_ms_p95": _percentile([r["latency_ms"] for r in rows if not r["missing"]], 95),
                            "incoming_sha256_note": "DICOM files are not hashed one by one; the realigned run is",
-                           "realigned_run_sha256": sha256_file(bold)}}
-        session = NativeSession(selection, self.epi_to_t1, self.t1_to_mni, self.t1_path, self.t1_from_dicom, qc)
+                           "realigned_run_sha256": sha256_file(bold), "model": self._final_model()}}
+        session = recorded_session(self.out, qc)
         plan_dir = self.out / "plan"
         plan = native_plan(session, self.protocol, self.opts.participant, command=self.opts.command,
                            progress=self.progress)
         plan.save(plan_dir, force=True, writers=self.opts.extra_writers)
         document = plan.document
+        target, plan_qc = document["target"], document.get("qc", {})
+        inference = plan_qc.get("inference")
         self.finished = {"reason": reason, "plan": "plan/target.json",
+                         "target": {k: target[k] for k in ("ras_mm", "mni_mm", "voxel_ijk") if k in target},
+                         "model": {**self._final_model(),
+                                   "effective_dof_per_state_in_plan": plan_qc.get("effective_dof_per_state")},
+                         "significance": None if inference is None else {
+                             k: inference.get(k) for k in ("verdict", "significant", "p_fwe", "alpha")},
+                         "warnings": list(plan_qc.get("warnings", [])),
                          "max_abs_dz_stream_vs_plan": self._self_check(plan_dir, document["images"]["maps"]),
                          "same_target_voxel_as_live": (self.live_target is not None and list(
-                             self.live_target["candidates"][0].voxel_ijk) == document["target"]["voxel_ijk"])}
+                             self.live_target["candidates"][0].voxel_ijk) == target["voxel_ijk"])}
         self.status = "finished"
         self.write_live()
         return document
+
+    def _final_model(self):
+        """The live model as the final plan used it (:meth:`_model_record` with the regressor count)."""
+        return {**self.model, "regressors": self.stream.n_regressors}
 
     def _self_check(self, plan_dir, map_files):
         """Largest |z difference| between the streaming maps and the final plan's maps (both on the EPI grid)."""
@@ -696,6 +827,82 @@ class Watcher:
             written = np.asarray(nib.load(plan_dir / map_files[f"z_{state}"]).dataobj)[ijk]
             worst = max(worst, float(np.abs(values - written).max()))
         return worst
+
+
+def _recorded_stem(state_dir, participant, task):
+    return Path(state_dir) / f"sub-{participant}_{'task_run-1' if task else 'rest_run-1'}"
+
+
+def recorded_session(watch_dir, qc=None):
+    """The run a finished watch recorded, ready for :func:`tmstarget.workflows.native.native_plan`.
+
+    The realigned run, its confounds (the watcher's motion, FD, WM/CSF, gaps), brain mask and
+    transforms from ``WATCH_DIR/state/``: the same inputs the watcher's final plan used.
+
+    Parameters
+    ----------
+    watch_dir : Path
+        A ``tmstarget watch`` output folder whose watch has finished.
+    qc : dict, optional
+        Recorded in the plan's ``qc.native``.
+
+    Returns
+    -------
+    tmstarget.workflows.native.NativeSession
+    """
+    from nilearn import image
+
+    from tmstarget.anatomy.registration import compose
+    from tmstarget.ingest.collect import ExplicitRun, Selection
+    from tmstarget.workflows.native import NativeGrid, NativeSession
+
+    state = Path(watch_dir) / "state"
+    setup_path = state / "setup.json"
+    if not setup_path.is_file():
+        raise InputError("not a tmstarget watch folder (no state/setup.json)", path=watch_dir)
+    setup = json.loads(setup_path.read_text(encoding="utf-8"))
+    events = setup.get("events")
+    stem = _recorded_stem(state, setup.get("participant", "anonymous"), events is not None)
+    confounds = Path(f"{stem}_desc-confounds_timeseries.tsv")
+    if not confounds.is_file():
+        raise InputError(f"the watch has not finished (no {confounds.name})", path=watch_dir)
+    epi_to_t1, t1_to_mni = _transform_from(setup["epi_to_t1"]), _transform_from(setup["t1_to_mni"])
+    run = ExplicitRun(bold=state / "realigned.nii", confounds=confounds,
+                      sidecar=Path(f"{stem}_desc-realigned_bold.json"), events=None if events is None else Path(events),
+                      mask=state / "brain_mask.nii.gz", label=stem.name.split("_", 1)[1])
+    grid = NativeGrid(image.load_img(setup["reference"]), compose(epi_to_t1, t1_to_mni))
+    t1 = Path(setup["t1"])
+    selection = Selection([(run, "rest" if events is None else None)], t1, None,
+                          [Path(setup["incoming"]), t1.parent], grid=grid)
+    return NativeSession(selection, epi_to_t1, t1_to_mni, t1, setup["t1_from_dicom"], qc or {})
+
+
+def plan_recorded_watch(watch_dir, protocol, command=None, progress=None):
+    """Plan the run a finished watch recorded, with any protocol (``tmstarget plan --from-watch``).
+
+    With the watcher's live model (``--set clean.filter=cosine --set clean.low_pass_hz=0`` on the
+    protocol, the overrides its final plan records) this is the watcher's final plan again; with the
+    protocol's defaults it is the batch (Butterworth) model on the same recorded data and transforms.
+
+    Parameters
+    ----------
+    watch_dir : Path
+        A ``tmstarget watch`` output folder whose watch has finished.
+    protocol : Protocol
+    command : list of str, optional
+    progress : callable, optional
+
+    Returns
+    -------
+    tmstarget.outputs.plan.Plan
+        In the T1's world, as the watcher's final plan.
+    """
+    from tmstarget.workflows.native import native_plan
+
+    session = recorded_session(watch_dir, {"recorded_watch": "state/ of a tmstarget watch (realigned run, confounds "
+                                                             "and transforms as the watcher recorded them)"})
+    setup = json.loads((Path(watch_dir) / "state" / "setup.json").read_text(encoding="utf-8"))
+    return native_plan(session, protocol, setup.get("participant", "anonymous"), command=command, progress=progress)
 
 
 def _moved_over(history, t_r_s, minutes):
