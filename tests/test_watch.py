@@ -116,8 +116,9 @@ def test_final_plan_records_the_live_model_and_its_warnings(real_watch):
     assert model["filter"] == "cosine" and model["high_pass_hz"] == 0.01 and model["low_pass_hz"] is None
     assert model["same_model_in_plan"] == "--set clean.filter=cosine --set clean.low_pass_hz=0"
     assert "Butterworth" in model["differs_from_batch"]
-    # 120 volumes, 5 dummies, constant, trend, 4 cosines, Friston-24, WM, CSF
-    assert model["regressors"] == 32 and model["effective_dof_per_state"]["rest"] > 70
+    # 120 volumes, 5 dummies: constant, trend, floor(2 * 115 * 2 s * 0.01 Hz) = 4 cosines, Friston-24, WM, CSF,
+    # global signal (sgacc-dlpfc regresses it)
+    assert model["regressors"] == 33 and model["effective_dof_per_state"]["rest"] > 70
     assert written["provenance"]["protocol"]["overrides"] == {"clean.filter": "cosine", "clean.low_pass_hz": 0.0}
     assert written["qc"]["native"]["realtime"]["model"]["name"] == model["name"]
     assert live["final"]["warnings"] == written["qc"]["warnings"]
@@ -141,14 +142,15 @@ def test_plan_from_the_recorded_run_reproduces_the_watcher(real_watch, tmp_path)
     for key in ("ras_mm", "mni_mm", "voxel_ijk"):
         assert replanned["target"][key] == watched["target"][key], key
     assert [c["ras_mm"] for c in replanned["candidates"]] == [c["ras_mm"] for c in watched["candidates"]]
-    assert np.abs(nib.load(same / "map-z_rest.nii.gz").get_fdata()
-                  - nib.load(out / "plan" / "map-z_rest.nii.gz").get_fdata()).max() == 0.0
+    z_rest = replanned["images"]["maps"]["z_rest"]
+    assert z_rest == watched["images"]["maps"]["z_rest"]
+    assert np.abs(nib.load(same / z_rest).get_fdata() - nib.load(out / "plan" / z_rest).get_fdata()).max() == 0.0
     batch = tmp_path / "batch-model"
     assert main(["plan", "--from-watch", str(out), "--protocol", "sgacc-dlpfc", "--output", str(batch),
                  "--navigation", "none", "-q"]) == 0
     butterworth = json.loads((batch / "target.json").read_text())
     assert butterworth["provenance"]["protocol"]["overrides"] == {}
-    maps = [nib.load(p / "map-z_rest.nii.gz").get_fdata() for p in (batch, same)]
+    maps = [nib.load(p / z_rest).get_fdata() for p in (batch, same)]
     assert np.abs(maps[0] - maps[1]).max() > 0.01  # another model, not the watcher's
 
 
