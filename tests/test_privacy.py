@@ -3,7 +3,8 @@
 The sample patient's resting-state run (40 volumes, Siemens MOSAIC) and its
 T1 (one slice per file) are written as DICOM whose headers carry distinctive
 identifying values (`PATIENT`, and the family name typed into the
-SeriesDescription, as operators do).  Every command that reads DICOM is run
+SeriesDescription, as operators do), into a folder named after the patient
+(`INPUT_FOLDER`, as clinics do: no input path may reach an output, issue 14 item 16).  Every command that reads DICOM is run
 as a subprocess with DEBUG logging on:
 
 * ``tmstarget convert`` (both series),
@@ -65,6 +66,8 @@ CLI = ("import logging, sys; logging.basicConfig(level=logging.DEBUG, "
        "format='%(levelname)s %(name)s: %(message)s'); "
        "from tmstarget.cli.main import main; sys.exit(main(sys.argv[1:]))")
 NIFTI_TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
+# Clinics name folders after the patient: no path, only file names and hashes, may reach an output (issue 14 item 16).
+INPUT_FOLDER = "Quixworth_Zephyrina"
 
 
 def identifier_forms(fields):
@@ -148,7 +151,7 @@ def _suffixes(folder):
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """The sample rest run (40 volumes) as MOSAIC and the sample T1 as slices, identifying fields filled in."""
-    root = tmp_path_factory.mktemp("privacy_inputs")
+    root = tmp_path_factory.mktemp("privacy_inputs") / INPUT_FOLDER  # a folder named after the patient
     bold = nib.load(REST)
     run = nib.Nifti1Image(np.asarray(bold.dataobj[..., :N_VOLUMES]), bold.affine, bold.header)
     write_mosaic_series(run, root / "dicom" / "rest", series_number=5, series_description=REST_DESCRIPTION,

@@ -873,7 +873,7 @@ def recorded_session(watch_dir, qc=None):
     grid = NativeGrid(image.load_img(setup["reference"]), compose(epi_to_t1, t1_to_mni))
     t1 = Path(setup["t1"])
     selection = Selection([(run, "rest" if events is None else None)], t1, None,
-                          [Path(setup["incoming"]), t1.parent], grid=grid)
+                          [Path(setup["incoming"]), t1], grid=grid)
     return NativeSession(selection, epi_to_t1, t1_to_mni, t1, setup["t1_from_dicom"], qc or {})
 
 
