@@ -4,8 +4,9 @@ The sample patient's resting-state run (40 volumes, Siemens MOSAIC) and its
 T1 (one slice per file) are written as DICOM whose headers carry distinctive
 identifying values (`PATIENT`, and the family name typed into the
 SeriesDescription, as operators do), into a folder named after the patient
-(`INPUT_FOLDER`, as clinics do: no input path may reach an output, issue 14 item 16).  Every command that reads DICOM is run
-as a subprocess with DEBUG logging on:
+(`INPUT_FOLDER`, as clinics do: no input path may reach an output, issue 14
+item 16).  Every command that reads DICOM is run as a subprocess with DEBUG
+logging on:
 
 * ``tmstarget convert`` (both series),
 * ``tmstarget plan --rest-dicom ... --t1-dicom ...`` (native plan, with

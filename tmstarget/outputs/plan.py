@@ -186,6 +186,11 @@ class Plan:
              writers: Iterable[Callable[[Path], object]] = ()) -> Path:
         """Write the plan folder (the layout of ``tmstarget plan --output``) as one atomic step.
 
+        ``document["outputs"]`` becomes the list of every file written,
+        navigation files included (``target.json`` lists them before they are
+        written, so the navigation files' ``target_json_sha256`` is that of
+        the final ``target.json``).
+
         Parameters
         ----------
         folder : str or Path
@@ -205,7 +210,8 @@ class Plan:
             ``affine`` a navigator reading the other transform skips its format:
             called with one line per skip (default: :func:`warnings.warn`).
         writers : iterable of callable
-            ``f(staging_folder)`` writing more files before the folder is published.
+            ``f(staging_folder)`` writing more files before the folder is published
+            (a :class:`NavigationWriter` runs last, after ``target.json``).
 
         Returns
         -------
@@ -305,7 +311,7 @@ class NavigationWriter:
         else:
             self.on_skipped(message)
 
-    def _export(self, plan_dir, dry_run):
+    def _export(self, plan_dir, dry_run, report=True):
         from tmstarget.errors import OrientationError
         from tmstarget.navigation.export import export_plan
 
@@ -317,7 +323,7 @@ class NavigationWriter:
             self.skipped = True
             self._report(f"navigation files not written: {exc} (run 'tmstarget export' with --affine)")
             return None
-        for fmt, reason in result.skipped.items():
+        for fmt, reason in result.skipped.items() if report else ():
             self._report(f"{fmt} navigation file not written: {reason}")
         return result
 
@@ -330,12 +336,8 @@ class NavigationWriter:
         return [] if result is None else [p.relative_to(plan_dir).as_posix() for p in result.all_files()]
 
     def __call__(self, plan_dir):
-        if not self.planned:
-            self._export(plan_dir, dry_run=False)
-        elif not self.skipped:  # checked and reported by plan(): write quietly
-            from tmstarget.navigation.export import export_plan
-
-            export_plan(plan_dir, self.formats, t1_choice=self.affine, when=self.when)
+        if not self.skipped:  # after plan(), its skips were reported already
+            self._export(plan_dir, dry_run=False, report=not self.planned)
 
 
 def navigation_writer(formats, affine=None, on_skipped=None):
