@@ -70,39 +70,6 @@ class PlanRequest:
         return self.subject or "anonymous"
 
 
-#: Role of each path field of :class:`PlanRequest`, for "... not found" messages; True: a folder.
-_INPUT_ROLES = {
-    "dataset": ("dataset folder", True), "bids_dir": ("BIDS folder", True), "rest_bold": ("BOLD", False),
-    "rest_confounds": ("confounds", False), "task_bold": ("BOLD", False), "task_confounds": ("confounds", False),
-    "events": ("events", False), "mask": ("brain mask", False), "t1": ("T1", False),
-    "rest_dicom": ("DICOM folder", True), "task_dicom": ("DICOM folder", True), "t1_dicom": ("T1 DICOM folder", True),
-}
-
-
-def check_inputs_exist(request: PlanRequest) -> None:
-    """Every input path of ``request`` exists (folders for datasets and DICOM series, else files).
-
-    Raises
-    ------
-    InputError
-        ``<path>: BOLD file not found`` (the role named), before anything else is checked.
-    """
-    from tmstarget.errors import InputError
-
-    for name, (role, folder) in _INPUT_ROLES.items():
-        value = getattr(request, name)
-        items = value if isinstance(value, tuple) else (value,)
-        for item in items:
-            path = item[1] if isinstance(item, tuple) else item  # (state, path) pairs
-            if path is None:
-                continue
-            if folder and not Path(path).is_dir():
-                raise InputError(f"{role} not found" if not Path(path).exists() else f"{role} is not a folder",
-                                 path=path)
-            if not folder and not Path(path).exists():
-                raise InputError(f"{role} file not found", path=path)
-
-
 def run_plan(request: PlanRequest, protocol, *, command=None, output=None, force=False, progress=None):
     """Compute the plan of ``request`` with the native or the MNI workflow.
 
@@ -115,7 +82,8 @@ def run_plan(request: PlanRequest, protocol, *, command=None, output=None, force
     output : Path, optional
         Plan folder checked (``force``, see
         :func:`~tmstarget.outputs.plan_folder.check_output_dir`) before any
-        work, after the inputs are found (:func:`check_inputs_exist`).
+        work: after the options are checked and the inputs found
+        (:func:`~tmstarget.workflows.inputs.check_inputs_exist`), so a missing input is named first.
     force : bool
     progress : callable, optional
         Called with a message at the start of each stage.
@@ -124,7 +92,6 @@ def run_plan(request: PlanRequest, protocol, *, command=None, output=None, force
     -------
     tmstarget.outputs.plan.Plan
     """
-    check_inputs_exist(request)
     if request.native_requested:
         from tmstarget.workflows.native import plan_request_native
 

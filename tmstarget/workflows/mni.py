@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tmstarget.errors import InputError
 from tmstarget.ingest.collect import ExplicitRun, Selection
+from tmstarget.workflows.inputs import check_inputs_exist
 
 
 def _explicit_runs(request):
@@ -80,6 +81,7 @@ def plan_request_mni(request, protocol, *, command=None, output=None, force=Fals
         raise InputError("--slice-timing is for raw runs (--rest-dicom/--task-dicom, or --native); preprocessed "
                          "runs were already slice-timing corrected or not by their pipeline")
     rest, blocks, by_state = _explicit_runs(request)
+    check_inputs_exist(request)
     if protocol.kind == "connectivity" and request.dataset is None and not (rest or blocks or by_state):
         raise InputError("give a dataset folder (with --participant) or explicit files (--rest-bold/--task-bold)")
     selection = select_runs(

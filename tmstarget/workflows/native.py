@@ -56,6 +56,7 @@ from tmstarget.anatomy.t1 import check_whole_head
 from tmstarget.errors import InputError
 from tmstarget.ingest.collect import ExplicitRun, Selection
 from tmstarget.ingest.native import NativeRun, _is_dicom_source, load_image
+from tmstarget.workflows.inputs import check_inputs_exist
 
 log = logging.getLogger(__name__)
 
@@ -578,6 +579,7 @@ def plan_request_native(request, protocol, *, command=None, output=None, force=F
     if protocol.kind != "connectivity":
         raise InputError(f"protocol '{protocol.name}' is a fixed target: native raw runs are not needed")
     runs, series = _native_runs(request, protocol)
+    check_inputs_exist(request)
     return plan_native(runs, request.t1_dicom or request.t1, protocol, request.label, t1_series=series,
                        slice_timing=request.slice_timing, work_dir=request.work_dir, t_r=request.t_r,
                        command=command, output=output, force=force, progress=progress)
