@@ -39,6 +39,8 @@ def _without_dates(document):
     document["provenance"]["date_utc"] = None
     document["provenance"]["command"] = None
     document["outputs"] = [name for name in document["outputs"] if not name.startswith("navigation/")]
+    if (document.get("anatomy") or {}).get("tissue"):
+        document["anatomy"]["tissue"].pop("seconds", None)  # a timing, like the date
     return document
 
 
