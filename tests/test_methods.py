@@ -262,3 +262,15 @@ def test_every_connectivity_protocol_names_its_source():
             continue
         assert "science.md" in text or "Chen 2020" in text or "Fox 2012" in text, path.name
     assert "Salomons" in (PROTOCOLS / "rest-dmpfc.toml").read_text()
+
+
+def test_targets_tsv_names_the_template_of_the_mni_columns():
+    from tmstarget.outputs.plan_folder import targets_tsv
+
+    row = {"rank": 1, "name": "p-1", "ras_mm": [1.0, 2.0, 3.0], "mni_mm": [4.0, 5.0, 6.0], "voxel_ijk": [1, 2, 3],
+           "score": -0.5, "method": "peak"}
+    native = targets_tsv({"space": "T1w", "mni_space": "MNI152NLin2009aSym", "candidates": [row]})
+    assert native.splitlines()[0].split("\t")[2:8] == ["x_t1w_mm", "y_t1w_mm", "z_t1w_mm", "x_mni152nlin2009asym_mm",
+                                                       "y_mni152nlin2009asym_mm", "z_mni152nlin2009asym_mm"]
+    fmriprep = targets_tsv({"space": "T1w", "mni_space": "MNI152NLin2009cAsym", "candidates": [row]})
+    assert "x_mni152nlin2009casym_mm" in fmriprep.splitlines()[0]

@@ -51,6 +51,9 @@ class PlanResult:
     mni_mm : ndarray (N, 3) or None
         MNI152NLin2009cAsym mm of each candidate when ``space`` is not MNI
         (native plans, :func:`tmstarget.workflows.native.to_t1w`); None when world = MNI.
+    mni_space : str or None
+        Template of ``mni_mm`` (``MNI152NLin2009aSym`` after tmstarget's own
+        registration, ``MNI152NLin2009cAsym`` through fMRIPrep's transforms).
     """
 
     protocol: object
@@ -63,6 +66,7 @@ class PlanResult:
     qc: dict = field(default_factory=dict)
     input_files: dict = field(default_factory=dict)
     mni_mm: np.ndarray | None = None
+    mni_space: str | None = None
 
     @property
     def target(self):

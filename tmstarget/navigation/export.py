@@ -84,6 +84,7 @@ KNOWN_SPACES = {
     "T1w",
     "MNI152NLin2009cAsym",
     "MNI152NLin2009cSym",
+    "MNI152NLin2009aSym",
     "MNI152NLin6Asym",
     "MNI152NLin6Sym",
     "MNI152Lin",

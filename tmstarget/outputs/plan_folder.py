@@ -222,6 +222,7 @@ def target_document(result, participant, prov, coils=None, anatomy=None, coil_re
         "protocol": protocol.name,
         "protocol_description": protocol.description,
         "space": result.space,
+        "mni_space": result.mni_space or (result.space if result.space.startswith("MNI") else None),
         "target": {**{k: v for k, v in candidates[0].items() if k != "coil"}, "score_name": _score_name(protocol),
                    **_significance(result.qc)},
         "candidates": candidates,
@@ -243,7 +244,7 @@ def targets_tsv(document):
     """
     spaces = [("ras_mm", document["space"].lower())]
     if document["space"] != MNI_SPACE:
-        spaces.append(("mni_mm", MNI_SPACE.lower()))
+        spaces.append(("mni_mm", (document.get("mni_space") or MNI_SPACE).lower()))
     header = ["rank", "name"] + [f"{axis}_{space}_mm" for _, space in spaces for axis in "xyz"]
     header += ["i", "j", "k", "score", "method", "cluster_size"]
     lines = ["\t".join(header)]

@@ -189,7 +189,8 @@ def mni_plan_to_t1w(result, t1_to_mni, t1_path=None):
                       "it maps MNI points into the T1w); no registration was run",
         "analysis_grid": f"{MNI_SPACE} grid of the BOLD: voxel_ijk, maps, masks and target_sphere are in MNI space",
     }}
-    return dataclasses.replace(result, space=T1_SPACE, candidates=candidates, mni_mm=mni_pts, qc=qc)
+    return dataclasses.replace(result, space=T1_SPACE, candidates=candidates, mni_mm=mni_pts, mni_space=MNI_SPACE,
+                               qc=qc)
 
 
 def place_coils_t1w(result, anatomy):

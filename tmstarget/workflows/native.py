@@ -401,7 +401,7 @@ def to_t1w(result, epi_to_t1, t1_to_mni):
         "analysis_grid": "the realigned EPI grid, affine moved into T1w world by the rigid coregistration",
     }}
     return dataclasses.replace(result, space=T1_SPACE, affine=epi2t1 @ result.affine, candidates=candidates,
-                               mni_mm=mni_pts, qc=qc)
+                               mni_mm=mni_pts, mni_space=MNI_SPACE, qc=qc)
 
 
 def head_frame(t1_to_mni):
