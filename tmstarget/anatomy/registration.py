@@ -23,6 +23,10 @@ Conventions (``../shared/specs/navigation-formats.md`` §4)
   files may be inverted by flag; warps and ``.h5`` composites never are (use
   the InverseWarp / the other composite file).
 
+Determinism: every registration runs through :func:`tmstarget.anatomy.ants_process.run_isolated`
+(a child process, ITK single-threaded, antspyx's random seed fixed), so the same inputs give
+byte-identical transform files.
+
 Size: every antspyx call of the engine lives here (image and frame conversion, transform
 lists, registrations, fMRIPrep transforms, template masks), so the LPS flip and the
 point-versus-image direction rule are applied in this one module.
@@ -38,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from tmstarget._fileio import write_bytes_atomic
+from tmstarget.anatomy.ants_process import run_isolated
 from tmstarget.errors import InputError, OrientationError
 from tmstarget.spaces import D3, map_points_ras
 from tmstarget.templates import FMRIPREP_MNI_SPACE, NILEARN_MNI_SPACE
@@ -361,20 +366,27 @@ def coregister_epi_to_t1(epi_img, t1_img, epi_space="boldref", t1_space="T1w",
     Returns
     -------
     Transform
-        ``from_space=epi_space``, ``to_space=t1_space``.
+        ``from_space=epi_space``, ``to_space=t1_space``. Deterministic: run by
+        :func:`~tmstarget.anatomy.ants_process.run_isolated` (one ITK thread, fixed seed).
     """
+    start = time.perf_counter()
+    result = run_isolated(_coregister, epi_img, t1_img, epi_space, t1_space, t1_brain_mask, resolution_mm,
+                          workdir)
+    logger.info("EPI -> T1 rigid registration: %.1f s", time.perf_counter() - start)
+    return result
+
+
+def _coregister(epi_img, t1_img, epi_space, t1_space, t1_brain_mask, resolution_mm, workdir):
     import ants
 
     fixed = _to_ants(t1_img)
     if t1_brain_mask is not None:
         fixed = fixed * _to_ants(t1_brain_mask)
     fixed = ants.resample_image(fixed, (float(resolution_mm),) * 3, use_voxels=False, interp_type=0)
-    start = time.perf_counter()
     result = ants.registration(
         fixed, _to_ants(epi_img), "Rigid", initial_transform="Identity",
         outprefix=str(_workdir(workdir) / "epi2t1_"),
     )
-    logger.info("EPI -> T1 rigid registration: %.1f s", time.perf_counter() - start)
     return _from_registration(result, epi_space, t1_space)
 
 
@@ -439,24 +451,35 @@ def _vertex_init(t1, brain_mask, path):
     return str(path)
 
 
-def register_t1_to_mni(t1_img, resolution_mm=2, workdir=None):
+def register_t1_to_mni(t1_img, resolution_mm=2, workdir=None, brain_only=False):
     """Nonlinear T1w -> MNI registration (affine + SyN, ANTs) at ``resolution_mm``.
 
-    Steps: resample the T1 to ``resolution_mm`` (linear); translation guess
-    from the head vertex; affine to the template with a synthetic skull/scalp
-    shell (Mattes MI); skull-strip the T1 with the template brain mask pulled
-    back through that affine (dilated 1 voxel); ANTs ``SyN`` (affine + SyN,
-    Mattes MI) of the stripped T1 to the skull-stripped template.
+    Whole head (default): resample the T1 to ``resolution_mm`` (linear);
+    translation guess from the head vertex; affine to the template with a
+    synthetic skull/scalp shell (Mattes MI); skull-strip the T1 with the
+    template brain mask pulled back through that affine (dilated 1 voxel); ANTs
+    ``SyN`` (rigid + affine + SyN, Mattes MI) of the stripped T1 to the
+    skull-stripped template.
+
+    Brain only (``brain_only=True``, a brain-extracted T1, see
+    :func:`tmstarget.anatomy.t1.check_scalp`): brain to brain. Translation
+    guess from the intensity centroids of the T1 and of the template brain
+    (nilearn's template with nilearn's MNI brain mask applied), then ANTs
+    ``SyN`` (rigid + affine + SyN) between them. The whole-head path would
+    pull the missing scalp onto the brain edge (the brain comes out scaled by
+    about 0.92 and MNI points move 3-5 mm).
 
     Parameters
     ----------
     t1_img : nibabel image or path
-        Whole-head T1 (RAS world).
+        T1 (RAS world): a whole head, or a brain-extracted brain with ``brain_only``.
     resolution_mm : int
         Working resolution of T1 and template (nilearn resamples its template
         to whole millimetres only).
     workdir : path, optional
         Where ANTs writes the transforms (default: a new temp folder).
+    brain_only : bool
+        The T1 holds the brain only (no skull, no scalp).
 
     Returns
     -------
@@ -464,18 +487,50 @@ def register_t1_to_mni(t1_img, resolution_mm=2, workdir=None):
         ``from_space="T1w"``, ``to_space=MNI_SPACE``; ``fwd_files`` =
         ``[Warp, Affine]`` (resamples T1 images into MNI; maps MNI points
         into the T1), ``inv_files`` = ``[Affine (inverted), InverseWarp]``.
+        Deterministic: run by :func:`~tmstarget.anatomy.ants_process.run_isolated`
+        (one ITK thread, fixed seed).
     """
-    import ants
-    from nilearn import datasets
-
     if isinstance(resolution_mm, bool) or not isinstance(resolution_mm, (int, np.integer)) \
             or resolution_mm < 1:
         raise InputError(f"resolution_mm must be a whole number of mm >= 1; got {resolution_mm!r}")
     start = time.perf_counter()
+    result = run_isolated(_register_t1_to_mni, t1_img, int(resolution_mm), workdir, bool(brain_only))
+    logger.info("T1 -> MNI %s affine + SyN at %d mm: %.1f s", "brain-to-brain" if brain_only else "whole-head",
+                resolution_mm, time.perf_counter() - start)
+    return result
+
+
+def _centroid_init(t1, template_brain, path):
+    """Translation (MNI -> T1 points) matching the intensity centroids of two brains; an ITK .mat (LPS)."""
+    import ants
+
+    def centroid_lps(aimg):
+        data = np.clip(aimg.numpy(), 0, None)
+        ijk = np.array(np.nonzero(data > 0), dtype=float)
+        weights = data[data > 0]
+        rot = np.asarray(aimg.direction) @ np.diag(aimg.spacing)
+        return rot @ (ijk @ weights / weights.sum()) + np.asarray(aimg.origin)
+
+    init = ants.create_ants_transform(transform_type="AffineTransform", dimension=3,
+                                      translation=list(centroid_lps(t1) - centroid_lps(template_brain)))
+    ants.write_transform(init, str(path))
+    return str(path)
+
+
+def _register_t1_to_mni(t1_img, resolution_mm, workdir, brain_only):
+    import ants
+    from nilearn import datasets
+
     folder = _workdir(workdir)
     t1 = ants.resample_image(_to_ants(t1_img), (resolution_mm,) * 3, use_voxels=False, interp_type=0)
     template = _to_ants(mni_template(resolution_mm))
     brain = _to_ants(datasets.load_mni152_brain_mask(resolution=resolution_mm))
+    if brain_only:
+        template_brain = template * brain
+        init = _centroid_init(t1, template_brain, folder / "init_centroids.mat")
+        result = ants.registration(template_brain, t1, "SyN", initial_transform=init,
+                                   outprefix=str(_workdir(folder / "syn_brain") / "t1w2mni_"))
+        return _from_registration(result, "T1w", MNI_SPACE)
     init = _vertex_init(t1, brain, folder / "init_translation.mat")
     affine = ants.registration(
         _head_template(template, brain), t1, "Affine", initial_transform=init,
@@ -489,7 +544,6 @@ def register_t1_to_mni(t1_img, resolution_mm=2, workdir=None):
         template, t1 * mask_t1, "SyN", initial_transform=affine["fwdtransforms"][0],
         outprefix=str(_workdir(folder / "syn") / "t1w2mni_"),
     )
-    logger.info("T1 -> MNI affine + SyN at %.1f mm: %.1f s", resolution_mm, time.perf_counter() - start)
     return _from_registration(result, "T1w", MNI_SPACE)
 
 

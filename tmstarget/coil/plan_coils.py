@@ -43,7 +43,6 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_
 
     import nibabel as nib
 
-    from tmstarget._fileio import sha256_file
     from tmstarget.anatomy.scalp import scalp_surface
     from tmstarget.anatomy.tissue import segment_t1
     from tmstarget.coil.placement import cortical_point, place_coil
@@ -81,14 +80,22 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_
                      else f"nearest grey matter on the coil axis {block['cortical_shift_mm']:+.1f} mm")
             warnings.append(f"{name}: the fMRI voxel lies in {block['target_tissue']} of this T1 ({where})")
         blocks.append(block)
-    anatomy = {"t1": str(Path(t1_path).resolve()), "t1_sha256": sha256_file(t1_path), "space": result.space,
-               "tissue": {**tissue.qc, "seconds": round(time.perf_counter() - start, 2),
-                          "priors": "MNI152 2009 (nilearn) " + ("through the T1 -> MNI registration"
-                                                                if t1_to_mni is not None else "(T1 in MNI space)")}}
+    anatomy = anatomy_block(t1_path, t1_img, result.space)
+    anatomy["tissue"] = {**tissue.qc, "seconds": round(time.perf_counter() - start, 2),
+                         "priors": "MNI152 2009 (nilearn) " + ("through the T1 -> MNI registration"
+                                                               if t1_to_mni is not None else "(T1 in MNI space)")}
+    return blocks[0], blocks, anatomy
+
+
+def anatomy_block(t1_path, t1_img, space):
+    """The ``anatomy`` block of ``target.json``: the T1 the coordinates refer to (file, sha256, space, xform)."""
+    from tmstarget._fileio import sha256_file
+
+    anatomy = {"t1": str(Path(t1_path).resolve()), "t1_sha256": sha256_file(t1_path), "space": space}
     xform = xform_used(t1_img)
     if xform is not None:  # navigation export refuses an --affine naming the other one (qform != sform)
         anatomy["xform"] = xform
-    return blocks[0], blocks, anatomy
+    return anatomy
 
 
 def xform_used(img):

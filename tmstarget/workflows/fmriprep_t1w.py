@@ -16,7 +16,8 @@ import numpy as np
 from tmstarget.anatomy.registration import FMRIPREP_SPACE as MNI_SPACE
 from tmstarget.anatomy.registration import map_points, warp_image
 from tmstarget.errors import InputError
-from tmstarget.workflows.native import T1_SPACE, head_frame
+from tmstarget.workflows.native import T1_SPACE
+from tmstarget.workflows.t1_coil import head_frame
 
 _FMRIPREP_T1W = "_desc-preproc_T1w.nii"
 

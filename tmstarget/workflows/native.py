@@ -52,11 +52,12 @@ from tmstarget.anatomy.registration import (
     template_tissue_probabilities,
     warp_image,
 )
-from tmstarget.anatomy.t1 import check_whole_head
+from tmstarget.anatomy.t1 import check_scalp, check_whole_head
 from tmstarget.errors import InputError
 from tmstarget.ingest.collect import ExplicitRun, Selection
 from tmstarget.ingest.native import NativeRun, _is_dicom_source, load_image
 from tmstarget.workflows.inputs import check_inputs_exist
+from tmstarget.workflows.t1_coil import coils_on_t1
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +239,7 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
     if t1_img.ndim != 3:
         raise InputError(f"the T1 must be a 3-D image; got shape {t1_img.shape}", path=t1)
     check_whole_head(t1_img, t1)
+    brain_only = not check_scalp(t1_img).scalp  # brain-extracted: registered brain to brain, no coil
     t1_from_dicom = _is_dicom_source(t1)
     t1_path = Path(t1)
     if t1_from_dicom:
@@ -266,8 +268,9 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
     epi_to_t1 = coregister_epi_to_t1(mean_img, t1_img, EPI_SPACE, T1_SPACE, workdir=work / "ants")
     done()
 
-    done = _stage(progress, timings, f"registering the T1 to {MNI_SPACE} (affine + SyN, 2 mm)")
-    t1_to_mni = register_t1_to_mni(t1_img, workdir=work / "ants")
+    done = _stage(progress, timings, f"registering the T1 to {MNI_SPACE} (affine + SyN, 2 mm, "
+                  f"{'brain to brain: the T1 has no scalp' if brain_only else 'whole head'})")
+    t1_to_mni = register_t1_to_mni(t1_img, workdir=work / "ants", brain_only=brain_only)
     done()
 
     done = _stage(progress, timings, "bringing the MNI brain mask and WM/CSF priors into EPI space")
@@ -404,27 +407,6 @@ def to_t1w(result, epi_to_t1, t1_to_mni):
                                mni_mm=mni_pts, mni_space=MNI_SPACE, qc=qc)
 
 
-def head_frame(t1_to_mni):
-    """Head axes and a midline point in T1 world from the registration.
-
-    Returns
-    -------
-    head_axes_ras : ndarray, shape (3, 3)
-        Columns: the head's Right, Anterior, Superior unit vectors in T1 RAS
-        (MNI axes mapped into the T1, orthonormalised).
-    midline_ras_mm : ndarray, shape (3,)
-        MNI (0, 0, 0) mapped into the T1 (on the midsagittal plane).
-    """
-    mni = np.array([[0.0, 0, 0], [40.0, 0, 0], [0, 40.0, 0], [0, 0, 40.0]])
-    t1 = map_points(mni, t1_to_mni, "inverse")
-    axes = (t1[1:] - t1[0]).T
-    u, _, vt = np.linalg.svd(axes)
-    rotation = u @ vt
-    if np.linalg.det(rotation) < 0:
-        raise InputError("the T1 -> MNI registration flips left and right; check the T1 orientation")
-    return rotation, t1[0]
-
-
 def native_plan(session, protocol, participant, command=None, t_r=None, progress=None):
     """Plan on a prepared native session: target and coil in T1w world, with the transforms and T1 copy.
 
@@ -449,7 +431,6 @@ def native_plan(session, protocol, participant, command=None, t_r=None, progress
         DICOM, its NIfTI conversion (``anat/``), which the coordinates refer to.
     """
     from tmstarget.analysis.engine import plan
-    from tmstarget.coil.plan_coils import place_coils
     from tmstarget.outputs.plan import build_plan
 
     def say(message):
@@ -460,10 +441,7 @@ def native_plan(session, protocol, participant, command=None, t_r=None, progress
     say("mapping the target EPI -> T1 -> MNI")
     result = to_t1w(result, session.epi_to_t1, session.t1_to_mni)
     result.qc["native"] = session.qc
-    say("segmenting the T1 (grey/white matter, CSF) and placing the coil on its scalp")
-    axes, midline = head_frame(session.t1_to_mni)
-    _, coils, anatomy = place_coils(result, session.t1_path, head_axes_ras=axes, midline_ras_mm=midline,
-                                    t1_to_mni=session.t1_to_mni)
+    coils, anatomy = coils_on_t1(result, session.t1_path, session.t1_to_mni, progress=say)
     with tempfile.TemporaryDirectory(prefix="tmstarget-xfm-") as scratch:
         write_transforms(session, Path(scratch), participant)
         files = {f"xfm/{path.name}": path.read_bytes() for path in sorted(Path(scratch).iterdir())}

@@ -1,0 +1,114 @@
+"""Deterministic ANTs: run a registration in a fresh, single-threaded, seeded process.
+
+Why a process of its own
+------------------------
+ANTs estimates its metric (Mattes mutual information, ``regular`` sampling with random jitter)
+at random points and sums it over ITK threads in an order that depends on thread timing, so two
+identical native plans gave targets 0.2-0.9 mm apart, candidates 16 mm apart and EPI -> T1
+transforms 1.2 degrees apart (issue 14). Two settings make a registration repeat itself byte
+for byte (measured on the shared T1: ``tests/test_registration.py::test_registration_is_deterministic``):
+
+* antspyx's own seed, ``ants.config._random_seed``, which it passes to ``antsRegistration`` as
+  ``--random-seed`` (:data:`ANTS_RANDOM_SEED`);
+* one ITK thread. ITK reads ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` once, the first time a
+  process uses ITK, and antspyx has no call that sets it later. Setting it inside the planning
+  process would be too late whenever that process (a notebook, ``tmstarget watch``, a test
+  session) already used ANTs, and would slow every other ANTs call of the process. So each
+  registration runs in a child process started here with that variable set (and the variables
+  ITK reads before it, ``NSLOTS`` and ``ITK_NUMBER_OF_THREADS_ENV_LIST``, removed).
+
+The child is the same interpreter importing the same ``tmstarget`` (its folder first on
+``PYTHONPATH``); arguments and the result travel as pickles through a temporary folder; an error
+raised in the child is raised again here. Starting the child costs about 2 s (importing antspyx).
+"""
+
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tmstarget.errors import TmsTargetError
+
+logger = logging.getLogger(__name__)
+
+#: Seed of ANTs' metric sampling in every registration.
+ANTS_RANDOM_SEED = 7
+#: ITK threads of a registration (1: the only count whose sums come out in a fixed order).
+ANTS_THREADS = 1
+
+_CHILD = "import sys; from tmstarget.anatomy.ants_process import child_main; child_main(sys.argv[1])"
+
+
+def child_main(job_path):
+    """Entry of the child process: run the pickled call, pickle its outcome beside the job file.
+
+    Parameters
+    ----------
+    job_path : str
+        Pickle of ``(function, args, kwargs)``; the outcome goes to ``<job>.out`` as
+        ``("ok", result)`` or ``("error", exception)``.
+    """
+    import ants
+
+    ants.config._random_seed = ANTS_RANDOM_SEED
+    job = Path(job_path)
+    function, args, kwargs = pickle.loads(job.read_bytes())
+    try:
+        outcome = ("ok", function(*args, **kwargs))
+    except Exception as exc:  # noqa: BLE001 - every error goes back to the parent, which raises it
+        outcome = ("error", exc)
+    try:
+        data = pickle.dumps(outcome)
+    except Exception:  # noqa: BLE001 - an error that cannot be pickled goes back as text
+        data = pickle.dumps(("error", TmsTargetError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
+    job.with_suffix(".out").write_bytes(data)
+
+
+def run_isolated(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` in a child process with ITK single-threaded and ANTs seeded.
+
+    Parameters
+    ----------
+    function : callable
+        A module-level function (pickled by name); its arguments and result must pickle
+        (nibabel images, paths, numbers, :class:`~tmstarget.anatomy.registration.Transform`).
+    *args, **kwargs
+        Passed on.
+
+    Returns
+    -------
+    object
+        What ``function`` returned in the child.
+
+    Raises
+    ------
+    Exception
+        What ``function`` raised in the child; :class:`TmsTargetError` when the child died
+        without an answer (its last line of standard error quoted).
+    """
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("NSLOTS", "ITK_NUMBER_OF_THREADS_ENV_LIST", "ITK_NUMBER_OF_THREADS")}
+    env["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(ANTS_THREADS)
+    env["ANTS_RANDOM_SEED"] = str(ANTS_RANDOM_SEED)
+    env["PYTHONPATH"] = os.pathsep.join([package_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tmstarget-ants-") as scratch:
+        job = Path(scratch) / "job.pkl"
+        job.write_bytes(pickle.dumps((function, args, kwargs)))
+        done = subprocess.run([sys.executable, "-c", _CHILD, str(job)], env=env, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, check=False)
+        answer = job.with_suffix(".out")
+        if not answer.is_file():
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise TmsTargetError(f"the ANTs process for {function.__name__} ended without an answer "
+                                 f"(exit code {done.returncode}): {last}")
+        status, value = pickle.loads(answer.read_bytes())
+    logger.debug("%s in a single-threaded ANTs process: %.1f s", function.__name__, time.perf_counter() - start)
+    if status == "error":
+        raise value
+    return value
