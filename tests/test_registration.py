@@ -1,6 +1,7 @@
 """Registrations and point mapping: ITK/ANTs directions, RAS/LPS, fMRIPrep files."""
 
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -270,3 +271,104 @@ def test_real_nuisance_masks_hit_tissue(t1_to_mni):
     assert masks["wm"].get_fdata().sum() > 50_000  # voxels of 1 mm^3
     with pytest.raises(InputError, match="does not bring"):
         nuisance_masks(tx, t1, direction="forward")
+
+
+# ------------------------------------------- determinism (issue 14 item 2)
+
+
+def test_registration_is_deterministic(tmp_path):
+    """The same rigid coregistration twice gives byte-identical transform files.
+
+    Unseeded and multi-threaded, ANTs' sampled Mattes metric gave a different .mat on every run
+    (measured: three runs, three different files); here it runs in a single-threaded, seeded
+    child process, and the parent process's environment is left as it was.
+    """
+    import os
+
+    ras = np.diag([2.0, 2.0, 2.0, 1.0])
+    ras[:3, 3] = [-48, -56, -44]
+    las = np.diag([-2.5, 2.5, 2.5, 1.0])
+    las[:3, 3] = [50, -55, -45]
+    t1, epi = _blob_image((48, 56, 44), ras), _blob_image((40, 44, 36), las, SHIFT_RAS)
+    before = dict(os.environ)
+    runs = [coregister_epi_to_t1(epi, t1, workdir=tmp_path / f"run{k}") for k in range(2)]
+    assert dict(os.environ) == before
+    for first, second in zip(runs[0].fwd_files + runs[0].inv_files, runs[1].fwd_files + runs[1].inv_files):
+        assert first != second  # two files written, not one read twice
+        assert Path(first).read_bytes() == Path(second).read_bytes(), Path(first).name
+
+
+def test_an_error_in_the_registration_process_is_raised_here(tmp_path):
+    """A bad input fails in the child process; the same error class and message reach the caller."""
+    flat = nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.float32), np.eye(4))
+    with pytest.raises(InputError, match="expected a 3-D image"):
+        coregister_epi_to_t1(flat, flat, workdir=tmp_path)
+
+
+# ------------------------------------- registration accuracy (issue 21)
+#
+# The sample patient's T1 is nilearn's MNI template with a synthetic skull and scalp (a whole head
+# whose world is MNI); nilearn's template itself is the same brain without them (brain only). Each
+# registered to the template must map MNI points onto themselves; under a known affine distortion
+# D (the image's affine multiplied by D, so the tissue at MNI p sits at D p: no resampling) they
+# must land on D p.
+
+SAMPLE_T1 = (Path(__file__).resolve().parents[1] / "sample_data" / "derivatives" / "fmriprep" / "sub-01" / "anat"
+             / "sub-01_space-MNI152NLin2009cAsym_desc-preproc_T1w.nii.gz")
+
+#: MNI points checked: the DLPFC (Fox 2012) and dMPFC (rumination protocol) targets, sgACC, PCC,
+#: the 5-cm rule site, a motor point and a temporal one.
+ACCURACY_POINTS = np.array([
+    [-38.0, 44.0, 26.0],
+    [0.0, 44.0, 40.0],
+    [6.0, 16.0, -10.0],
+    [0.0, -52.0, 26.0],
+    [-41.0, 16.0, 54.0],
+    [30.0, -20.0, 50.0],
+    [50.0, -20.0, -10.0],
+])
+
+
+def _distortion():
+    """Rotations of 8, -6 and 5 degrees about x, y, z after scalings of 1.05, 0.96, 1.03; a shift of (4, -6, 5) mm."""
+    from rigid import rotation
+
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation(0, 8.0) @ rotation(1, -6.0) @ rotation(2, 5.0) @ np.diag([1.05, 0.96, 1.03])
+    matrix[:3, 3] = [4.0, -6.0, 5.0]
+    return matrix
+
+
+def _distorted(img, matrix):
+    out = nib.Nifti1Image(np.asarray(img.dataobj), matrix @ img.affine)
+    out.set_qform(out.affine, code=1)
+    out.set_sform(out.affine, code=1)
+    return out
+
+
+def _errors_mm(tx, expected_t1):
+    return np.linalg.norm(map_points(ACCURACY_POINTS, tx, "inverse") - expected_t1, axis=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["whole-head", "brain-only"])
+def test_template_registered_to_itself_maps_points_within_1mm(head, tmp_path):
+    img = nib.load(SAMPLE_T1) if head == "whole-head" else mni_template(1)
+    tx = register_t1_to_mni(img, workdir=tmp_path, brain_only=head == "brain-only")
+    errors = _errors_mm(tx, ACCURACY_POINTS)
+    assert errors.max() < 1.0, f"{head}: MNI points moved by {np.round(errors, 2).tolist()} mm"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["whole-head", "brain-only"])
+def test_affine_distortion_is_recovered_within_2mm(head, tmp_path):
+    from rigid import apply_affine
+
+    matrix = _distortion()
+    img = nib.load(SAMPLE_T1) if head == "whole-head" else mni_template(1)
+    tx = register_t1_to_mni(_distorted(img, matrix), workdir=tmp_path, brain_only=head == "brain-only")
+    expected = apply_affine(matrix, ACCURACY_POINTS)
+    errors = _errors_mm(tx, expected)
+    assert errors.max() < 2.0, f"{head}: MNI points off by {np.round(errors, 2).tolist()} mm"
+    # the distortion is large enough that ignoring it fails
+    assert np.linalg.norm(expected - ACCURACY_POINTS, axis=1).min() > 4.0
