@@ -79,7 +79,7 @@ def real_t1_registered(shared_data, tmp_path_factory):
 def test_face_present_on_the_real_t1_and_missing_once_defaced(real_t1_registered):
     t1, defaced, tx = real_t1_registered
     intact = check_face(t1, tx)
-    assert not intact.defaced and intact.face_fraction > 0.8
+    assert not intact.defaced and intact.face_fraction > 0.7
     assert intact.coil_refusal([0.0, 90.0, 0.0]) is None  # an intact face refuses nothing
     cut = check_face(defaced, tx)
     assert cut.defaced and cut.face_fraction < FACE_TISSUE_MIN
