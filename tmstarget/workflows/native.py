@@ -83,7 +83,10 @@ class NativeSession:
         T1 NIfTI the T1w world refers to (a converted copy for a DICOM T1).
     t1_from_dicom : bool
     qc : dict
-        Motion summary per run and time per stage (s).
+        Motion summary per run (goes into ``target.json``).
+    stage_seconds : dict, optional
+        Time per stage (s); kept out of ``target.json``, which two identical runs write byte for byte
+        (apart from its date).
     """
 
     selection: Selection
@@ -92,6 +95,7 @@ class NativeSession:
     t1_path: Path
     t1_from_dicom: bool
     qc: dict
+    stage_seconds: dict = None
 
 
 class NativeGrid:
@@ -149,6 +153,7 @@ def _stage(progress, timings, name):
 
     def done():
         timings[name] = round(time.perf_counter() - start, 3)
+        log.info("%s: %.1f s", name, timings[name])
 
     return done
 
@@ -318,8 +323,8 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
     grid = NativeGrid(mean_img, epi_to_mni)
     inputs = [Path(r.source) for r in runs] + [Path(r.events) for r in runs if r.events] + [Path(t1)]
     selection = Selection(selected, t1_path, None, inputs, grid=grid)
-    qc = {"motion_reference": f"volume 0 of {runs[0].label}", "motion": motion_qc, "stage_seconds": timings}
-    return NativeSession(selection, epi_to_t1, t1_to_mni, t1_path, t1_from_dicom, qc)
+    qc = {"motion_reference": f"volume 0 of {runs[0].label}", "motion": motion_qc}
+    return NativeSession(selection, epi_to_t1, t1_to_mni, t1_path, t1_from_dicom, qc, timings)
 
 
 def write_transforms(session, out_dir, participant):
