@@ -116,7 +116,7 @@ def test_native_plan_on_a_brain_only_t1_has_no_coil_and_says_why(tmp_path, capsy
     err = capsys.readouterr().err
     assert "warning: the T1 has no scalp" in err
     document = json.loads((out / "target.json").read_text())
-    assert document["coil"] is None and all(c["coil"] is None for c in document["candidates"])
+    assert document["coil"] is None and all(c.get("coil") is None for c in document["candidates"])
     check = document["anatomy"]["t1_check"]
     assert check["scalp"].startswith("missing") and "no scalp" in check["coil"]
     assert not (out / "navigation").exists()

@@ -6,7 +6,9 @@ ANTs estimates its metric (Mattes mutual information, ``regular`` sampling with 
 at random points and sums it over ITK threads in an order that depends on thread timing, so two
 identical native plans gave targets 0.2-0.9 mm apart, candidates 16 mm apart and EPI -> T1
 transforms 1.2 degrees apart (issue 14). Two settings make a registration repeat itself byte
-for byte (measured on the shared T1: ``tests/test_registration.py::test_registration_is_deterministic``):
+for byte (measured on the shared T1: seeded but multi-threaded, three rigid runs gave three
+different files and two T1 -> MNI runs two different ones; seeded and single-threaded, all equal;
+tests: ``test_registration_is_deterministic``, ``tests/test_native_repeat.py``):
 
 * antspyx's own seed, ``ants.config._random_seed``, which it passes to ``antsRegistration`` as
   ``--random-seed`` (:data:`ANTS_RANDOM_SEED`);
