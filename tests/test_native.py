@@ -155,7 +155,7 @@ def test_native_depth_is_to_this_t1s_cortex(native_plan):
             offset = np.asarray(block["cortical_target_ras_mm"]) - np.asarray(block["scalp_ras_mm"])
             z_axis = np.asarray(block["matrix"])[:3, 2]
             assert np.linalg.norm(offset - (offset @ z_axis) * z_axis) < 0.6
-    assert document["anatomy"]["tissue"]["seconds"] > 0
+    assert "seconds" not in document["anatomy"]["tissue"]  # run times stay out: identical runs, identical files
 
 
 @pytest.mark.slow

@@ -8,12 +8,15 @@ tissue segmentation of that T1 (:mod:`tmstarget.anatomy.tissue`), then
 :func:`tmstarget.coil.placement.cortical_point` per candidate.
 """
 
+import logging
 from pathlib import Path
 
 #: The depth is the median over lines parallel to the coil axis within this distance (mm) of it: a sulcus
 #: exactly on the axis would otherwise report its fundus (measured on the shared real T1 at BA46: 23.8 mm on the
 #: axis, 15.6 mm as the median of the 3-mm bundle, where the T1 profile puts the brain at 16.4 mm).
 CORTEX_RADIUS_MM = 3.0
+
+logger = logging.getLogger(__name__)
 
 _HANDLE_RULES = {"auto": "auto", "dlpfc-45": "dlpfc", "midline-posterior": "midline"}
 
@@ -81,7 +84,9 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_
             warnings.append(f"{name}: the fMRI voxel lies in {block['target_tissue']} of this T1 ({where})")
         blocks.append(block)
     anatomy = anatomy_block(t1_path, t1_img, result.space)
-    anatomy["tissue"] = {**tissue.qc, "seconds": round(time.perf_counter() - start, 2),
+    # durations are logged, not stored: two identical runs write the same target.json (issue 14 item 2)
+    logger.info("tissue segmentation and coil placement: %.1f s", time.perf_counter() - start)
+    anatomy["tissue"] = {**{k: v for k, v in tissue.qc.items() if k != "seconds"},
                          "priors": "MNI152 2009 (nilearn) " + ("through the T1 -> MNI registration"
                                                                if t1_to_mni is not None else "(T1 in MNI space)")}
     return blocks[0], blocks, anatomy
