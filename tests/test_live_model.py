@@ -169,17 +169,17 @@ def test_heartbeat_refreshes_live_json_while_the_writer_is_busy(tmp_path):
     assert doc["status"].startswith("registering") and doc["status_elapsed_s"] == 3.0
 
 
-def test_background_call_returns_and_raises_across_the_process():
+def test_isolated_call_returns_and_raises_across_the_process():
     """The registrations' child process: the value comes back, an exception is raised here, and the child
     is another process (its pid differs)."""
     import os
 
-    from tmstarget.realtime.background import BackgroundCall
+    from tmstarget.anatomy.ants_process import IsolatedCall
 
-    assert BackgroundCall(os.getpid).result() != os.getpid()
-    assert np.array_equal(BackgroundCall(np.linalg.inv, np.diag([2.0, 4.0])).result(), np.diag([0.5, 0.25]))
+    assert IsolatedCall(os.getpid).result() != os.getpid()
+    assert np.array_equal(IsolatedCall(np.linalg.inv, np.diag([2.0, 4.0])).result(), np.diag([0.5, 0.25]))
     with pytest.raises(np.linalg.LinAlgError):
-        BackgroundCall(np.linalg.inv, np.zeros((2, 2))).result()
+        IsolatedCall(np.linalg.inv, np.zeros((2, 2))).result()
 
 
 def test_plan_from_watch_bad_input_is_one_line(tmp_path, capsys):

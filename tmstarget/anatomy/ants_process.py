@@ -45,6 +45,18 @@ ANTS_THREADS = 1
 _CHILD = "import sys; from tmstarget.anatomy.ants_process import child_main; child_main(sys.argv[1])"
 
 
+def _die_with_parent():
+    """Linux: the kernel kills this process when its parent dies, so a killed planner or watcher leaves no
+    registration running (elsewhere: nothing)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 def child_main(job_path):
     """Entry of the child process: run the pickled call, pickle its outcome beside the job file.
 
@@ -54,6 +66,7 @@ def child_main(job_path):
         Pickle of ``(function, args, kwargs)``; the outcome goes to ``<job>.out`` as
         ``("ok", result)`` or ``("error", exception)``.
     """
+    _die_with_parent()
     import ants
 
     ants.config._random_seed = ANTS_RANDOM_SEED
@@ -70,8 +83,12 @@ def child_main(job_path):
     job.with_suffix(".out").write_bytes(data)
 
 
-def run_isolated(function, *args, **kwargs):
-    """``function(*args, **kwargs)`` in a child process with ITK single-threaded and ANTs seeded.
+class IsolatedCall:
+    """``function(*args, **kwargs)`` started in a child process with ITK single-threaded and ANTs seeded.
+
+    The caller goes on at once; :meth:`result` waits for the answer, :meth:`cancel` ends the child. The
+    watcher starts its registrations this way: in a thread of its own interpreter, ANTs would hold the
+    GIL for tens of seconds and freeze ``live.json``'s heartbeat.
 
     Parameters
     ----------
@@ -80,37 +97,62 @@ def run_isolated(function, *args, **kwargs):
         (nibabel images, paths, numbers, :class:`~tmstarget.anatomy.registration.Transform`).
     *args, **kwargs
         Passed on.
-
-    Returns
-    -------
-    object
-        What ``function`` returned in the child.
-
-    Raises
-    ------
-    Exception
-        What ``function`` raised in the child; :class:`TmsTargetError` when the child died
-        without an answer (its last line of standard error quoted).
     """
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("NSLOTS", "ITK_NUMBER_OF_THREADS_ENV_LIST", "ITK_NUMBER_OF_THREADS")}
-    env["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(ANTS_THREADS)
-    env["ANTS_RANDOM_SEED"] = str(ANTS_RANDOM_SEED)
-    env["PYTHONPATH"] = os.pathsep.join([package_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="tmstarget-ants-") as scratch:
-        job = Path(scratch) / "job.pkl"
-        job.write_bytes(pickle.dumps((function, args, kwargs)))
-        done = subprocess.run([sys.executable, "-c", _CHILD, str(job)], env=env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, check=False)
-        answer = job.with_suffix(".out")
-        if not answer.is_file():
-            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            raise TmsTargetError(f"the ANTs process for {function.__name__} ended without an answer "
-                                 f"(exit code {done.returncode}): {last}")
-        status, value = pickle.loads(answer.read_bytes())
-    logger.debug("%s in a single-threaded ANTs process: %.1f s", function.__name__, time.perf_counter() - start)
-    if status == "error":
-        raise value
-    return value
+
+    def __init__(self, function, *args, **kwargs):
+        self.name = getattr(function, "__name__", "call")
+        package_root = str(Path(__file__).resolve().parents[2])  # the child imports this very tmstarget
+        env = {key: value for key, value in os.environ.items()
+               if key not in ("NSLOTS", "ITK_NUMBER_OF_THREADS_ENV_LIST", "ITK_NUMBER_OF_THREADS")}
+        env["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(ANTS_THREADS)
+        env["ANTS_RANDOM_SEED"] = str(ANTS_RANDOM_SEED)
+        env["PYTHONPATH"] = os.pathsep.join([package_root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        self._scratch = tempfile.TemporaryDirectory(prefix="tmstarget-ants-")
+        self._job = Path(self._scratch.name) / "job.pkl"
+        self._job.write_bytes(pickle.dumps((function, args, kwargs)))
+        self._start = time.perf_counter()
+        self._process = subprocess.Popen([sys.executable, "-c", _CHILD, str(self._job)], env=env,
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, text=True)
+        self._outcome = None
+
+    def result(self):
+        """What ``function`` returned in the child; what it raised is raised here.
+
+        Raises
+        ------
+        TmsTargetError
+            When the child died without an answer (its last line of standard error quoted).
+        """
+        if self._outcome is None:
+            _, stderr = self._process.communicate()
+            answer = self._job.with_suffix(".out")
+            try:
+                if not answer.is_file():
+                    last = (stderr.strip().splitlines() or ["no message"])[-1]
+                    raise TmsTargetError(f"the ANTs process for {self.name} ended without an answer "
+                                         f"(exit code {self._process.returncode}): {last}")
+                self._outcome = pickle.loads(answer.read_bytes())
+            finally:
+                self._scratch.cleanup()
+            logger.debug("%s in a single-threaded ANTs process: %.1f s", self.name,
+                         time.perf_counter() - self._start)
+        status, value = self._outcome
+        if status == "error":
+            raise value
+        return value
+
+    def cancel(self):
+        """End the child process if it still runs."""
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.communicate()
+        self._scratch.cleanup()
+
+
+def run_isolated(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` in a child process with ITK single-threaded and ANTs seeded; waits.
+
+    See :class:`IsolatedCall` for the parameters, the returned value and the errors.
+    """
+    return IsolatedCall(function, *args, **kwargs).result()

@@ -45,9 +45,9 @@ from tmstarget import __version__
 from tmstarget._fileio import sha256_file, write_json_atomic, write_nifti_atomic, write_text_atomic
 from tmstarget.analysis.streaming import live_effective_dof, live_protocol
 from tmstarget.errors import InputError, TmsTargetError
-from tmstarget.realtime.background import BackgroundCall
 from tmstarget.realtime.live import LiveFile, utc_now
 from tmstarget.realtime.store import RunStore
+from tmstarget.templates import NILEARN_MNI_SPACE as MNI_SPACE  # the watcher registers to nilearn's template
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +309,7 @@ class Watcher:
         return None
 
     def _start_t1_registration(self):
+        from tmstarget.anatomy.ants_process import IsolatedCall
         from tmstarget.anatomy.registration import register_t1_to_mni
 
         t1_img = self.t1_img
@@ -316,13 +317,14 @@ class Watcher:
         self.t1_path = Path(self.opts.t1)
         if self.t1_from_dicom:
             self.t1_path = write_nifti_atomic(self.state_dir / f"sub-{self.opts.participant}_T1w.nii.gz", t1_img)
-        self.progress("registering the T1 to MNI152NLin2009cAsym (in the background)")
-        self.status = "registering the T1 to MNI152NLin2009cAsym (in the background); waiting for the first volume"
+        self.progress(f"registering the T1 to {MNI_SPACE} (in the background)")
+        self.status = f"registering the T1 to {MNI_SPACE} (in the background); waiting for the first volume"
         # a child process, not a thread: ANTs holds the GIL for tens of seconds (live.json would freeze)
-        self._t1_future = BackgroundCall(register_t1_to_mni, t1_img, 2, self.state_dir / "ants")
+        self._t1_future = IsolatedCall(register_t1_to_mni, t1_img, 2, self.state_dir / "ants")
 
     def _set_up(self, volume):
         """Reference volume -> EPI -> T1 coregistration, masks on the EPI grid, streaming engine."""
+        from tmstarget.anatomy.ants_process import IsolatedCall
         from tmstarget.anatomy.motion import volume_centre_ras_mm
         from tmstarget.anatomy.registration import coregister_epi_to_t1, save_transform
         from tmstarget.workflows.native import EPI_SPACE, T1_SPACE
@@ -348,10 +350,10 @@ class Watcher:
         self.progress(f"reference volume {volume.index}: coregistering the EPI to the T1 (rigid)")
         self.status = (f"coregistering the EPI (reference volume {volume.index}) to the T1 (rigid); the T1 -> MNI "
                        "registration runs in the background")
-        epi_to_t1 = BackgroundCall(coregister_epi_to_t1, ref_img, self.t1_img, EPI_SPACE, T1_SPACE,
+        epi_to_t1 = IsolatedCall(coregister_epi_to_t1, ref_img, self.t1_img, EPI_SPACE, T1_SPACE,
                                    workdir=self.state_dir / "ants").result()
         self.progress("waiting for the T1 -> MNI registration")
-        self.status = "registering the T1 to MNI152NLin2009cAsym (waiting for it to finish)"
+        self.status = f"registering the T1 to {MNI_SPACE} (waiting for it to finish)"
         t1_to_mni = self._t1_future.result()
         self.status = "bringing the MNI masks onto the EPI grid"
         xfm = self.state_dir / "xfm"
@@ -638,7 +640,7 @@ class Watcher:
             "stability": self._stability(),
             "inference": self.live_verdict.state() if self.live_verdict is not None else None,
             "subsystem_fc": None,
-            "coordinates": {"ras_mm": "T1w world (scanner RAS of the T1)", "mni_mm": "MNI152NLin2009cAsym"},
+            "coordinates": {"ras_mm": "T1w world (scanner RAS of the T1)", "mni_mm": MNI_SPACE},
             "live_maps": self.live_maps,
             "final": self.finished,
             "tmstarget_version": __version__,

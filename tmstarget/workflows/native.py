@@ -13,7 +13,7 @@ Order of operations (issue 3 §2):
    reference volume (volume 0 of the first run) and realign (trilinear) onto
    that reference grid: all runs end on one EPI grid (world = scanner RAS);
 3. coregister the mean realigned EPI to the T1 (rigid) and register the T1 to
-   MNI152NLin2009cAsym (affine + SyN at 2 mm);
+   nilearn's MNI152NLin2009aSym template (affine + SyN at 2 mm);
 4. bring the MNI brain mask (nearest neighbour) and the WM/CSF priors into
    EPI space through both transforms and write, per run, the realigned BOLD,
    an fMRIPrep-like confounds TSV (``trans_*`` mm, ``rot_*`` rad,
@@ -78,7 +78,7 @@ class NativeSession:
     epi_to_t1 : Transform
         ``boldref -> T1w`` (rigid).
     t1_to_mni : Transform
-        ``T1w -> MNI152NLin2009cAsym`` (affine + SyN).
+        ``T1w -> MNI152NLin2009aSym`` (affine + SyN).
     t1_path : Path
         T1 NIfTI the T1w world refers to (a converted copy for a DICOM T1).
     t1_from_dicom : bool
@@ -111,7 +111,7 @@ class NativeGrid:
     reference_img : nibabel image
         3-D image on the EPI grid (world = scanner RAS).
     epi_to_mni : Transform
-        ``boldref -> MNI152NLin2009cAsym``.
+        ``boldref -> MNI152NLin2009aSym``.
     """
 
     def __init__(self, reference_img, epi_to_mni, resolution_mm=MASK_RESOLUTION_MM):
@@ -331,7 +331,7 @@ def write_transforms(session, out_dir, participant):
     """Copy the session's transforms into ``out_dir``, named by their frames.
 
     Files: ``sub-<label>_from-boldref_to-T1w_{fwd,inv}0.mat`` and
-    ``sub-<label>_from-T1w_to-MNI152NLin2009cAsym_{fwd,inv}{0,1}.*``; the
+    ``sub-<label>_from-T1w_to-MNI152NLin2009aSym_{fwd,inv}{0,1}.*``; the
     lists and invert flags are in :class:`~tmstarget.anatomy.registration.Transform`
     terms (``fwd`` resamples ``from`` images onto the ``to`` grid, so as a
     point map it goes ``to -> from``).
