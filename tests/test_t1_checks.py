@@ -119,6 +119,7 @@ def test_native_plan_on_a_brain_only_t1_has_no_coil_and_says_why(tmp_path, capsy
     assert document["coil"] is None and all(c.get("coil") is None for c in document["candidates"])
     check = document["anatomy"]["t1_check"]
     assert check["scalp"].startswith("missing") and "no scalp" in check["coil"]
+    assert document["coil_reason"] == check["coil"]  # not "no T1 known"
     assert not (out / "navigation").exists()
     # registered brain to brain: the sample's world is MNI, so the target's MNI point is its T1 point
     target = document["target"]

@@ -455,8 +455,9 @@ def native_plan(session, protocol, participant, command=None, t_r=None, progress
         anatomy["t1"] = t1_name
         files[t1_name] = session.t1_path.read_bytes()
     say("writing outputs")
+    refused = {"coil_reason": anatomy["t1_check"]["coil"]} if "coil" in anatomy["t1_check"] else {}  # no scalp
     return build_plan(result, participant, command=command, inputs=session.selection.inputs, coils=coils,
-                      anatomy=anatomy, files=files)
+                      anatomy=anatomy, files=files, **refused)
 
 
 def plan_native(runs, t1, protocol, participant, *, t1_series=None, slice_timing=False, work_dir=None, t_r=None,
