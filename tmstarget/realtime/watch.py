@@ -311,8 +311,10 @@ class Watcher:
     def _start_t1_registration(self):
         from tmstarget.anatomy.ants_process import IsolatedCall
         from tmstarget.anatomy.registration import register_t1_to_mni
+        from tmstarget.anatomy.t1 import check_scalp
 
         t1_img = self.t1_img
+        brain_only = not check_scalp(t1_img).scalp  # as plan --native: a brain-extracted T1 registers brain to brain
         self.t1_from_dicom = Path(self.opts.t1).is_dir()
         self.t1_path = Path(self.opts.t1)
         if self.t1_from_dicom:
@@ -320,7 +322,7 @@ class Watcher:
         self.progress(f"registering the T1 to {MNI_SPACE} (in the background)")
         self.status = f"registering the T1 to {MNI_SPACE} (in the background); waiting for the first volume"
         # a child process, not a thread: ANTs holds the GIL for tens of seconds (live.json would freeze)
-        self._t1_future = IsolatedCall(register_t1_to_mni, t1_img, 2, self.state_dir / "ants")
+        self._t1_future = IsolatedCall(register_t1_to_mni, t1_img, 2, self.state_dir / "ants", brain_only)
 
     def _set_up(self, volume):
         """Reference volume -> EPI -> T1 coregistration, masks on the EPI grid, streaming engine."""
