@@ -81,11 +81,17 @@ def test_fixed_protocol_has_no_inference(tmp_path):
     plan.require_significant()  # nothing to test: passes
 
 
-def test_sample_switch_turns_the_rumination_effect_off(tmp_path):
+def test_sample_switch_turns_the_rumination_effect_off(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "s"), "--no-rumination-effect", "--rest-volumes", "0",
                  "--task-volumes", "40", "--quiet"]) == 0
     truth = json.loads((tmp_path / "s" / "ground_truth.json").read_text())
     assert truth["config"]["rumination_effect"] == 0.0
+    assert capsys.readouterr().err == ""  # --quiet: silent
+    # without --quiet the slow steps are announced (issue 14 item 18): one line per step on stderr
+    assert main(["sample", str(tmp_path / "t"), "--rest-volumes", "0", "--task-volumes", "40"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert any("MNI templates" in line for line in err)
+    assert any("rumination-blocks run (40 volumes)" in line for line in err)
 
 
 @pytest.mark.slow

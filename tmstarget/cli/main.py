@@ -248,7 +248,7 @@ def run_sample(args):
     effect = {} if args.rumination_effect is None else {"rumination_effect": args.rumination_effect}
     cfg = SyntheticConfig(voxel_mm=args.voxel_mm, n_rest=args.rest_volumes, n_task=args.task_volumes,
                           design=args.design, seed=args.seed, **effect)
-    make_patient(args.output, cfg)
+    make_patient(args.output, cfg, progress=Progress(args.quiet))
     if not args.quiet:
         print(f"synthetic patient written to {args.output} (ground truth in ground_truth.json)")
     return 0

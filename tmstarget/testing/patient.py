@@ -228,8 +228,15 @@ def _tsv(columns):
     return "\n".join(lines) + "\n"
 
 
-def make_patient(out_dir, cfg=None):
+def make_patient(out_dir, cfg=None, progress=None):
     """Write a synthetic patient (raw BIDS events + fMRIPrep derivatives) into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : path
+    cfg : SyntheticConfig, optional
+    progress : callable, optional
+        Called with a short message before each slow step (templates, each run).
 
     Returns
     -------
@@ -239,6 +246,8 @@ def make_patient(out_dir, cfg=None):
     from nilearn import datasets
 
     cfg = cfg or SyntheticConfig()
+    say = progress or (lambda message: None)
+    say("loading the MNI templates")
     rng = np.random.default_rng(cfg.seed)
     out = Path(out_dir)
     shape, affine = _grid(cfg.voxel_mm, cfg.flip_x)
@@ -298,6 +307,7 @@ def make_patient(out_dir, cfg=None):
         if n == 0:
             continue
         task = "rumination" if kind == "rumination-blocks" else kind
+        say(f"simulating and writing the {kind} run ({n} volumes)")
         data, confounds, events, spikes = _simulate_run(rng, cfg, kind, n, xyz, brain, tissue, weights, baseline)
         vol = np.zeros(shape + (n,), dtype=np.int16)
         vol[brain] = np.clip(np.round(data.T), -32768, 32767).astype(np.int16)
