@@ -110,15 +110,18 @@ def test_a_3d_image_is_refused():
         slice_time_correct(np.zeros((4, 4, N_SLICES)), SLICE_TIMES_S, TR_S)
 
 
+SAMPLE_T1 = (Path(__file__).resolve().parents[1] / "sample_data" / "derivatives" / "fmriprep" / "sub-01" / "anat"
+             / "sub-01_space-MNI152NLin2009cAsym_desc-preproc_T1w.nii.gz")
+
+
 def _write_run_and_t1(folder, sidecar=None):
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
     run = folder / "bold.nii.gz"
     nib.save(nib.Nifti1Image(sampled(shape_xy=(6, 5)).astype(np.float32), affine), run)
     if sidecar is not None:
         (folder / "bold.json").write_text(json.dumps(sidecar))
-    t1 = folder / "t1.nii.gz"
-    nib.save(nib.Nifti1Image(np.zeros((60, 60, 60), np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), t1)
-    return NativeRun(run, "rest", "rest_run-1"), t1
+    # a real head: the T1 checks (whole head, scalp) run before the runs' sidecars are read for slice timing
+    return NativeRun(run, "rest", "rest_run-1"), SAMPLE_T1
 
 
 def test_prepare_native_needs_slice_timing_in_the_sidecar(tmp_path):
