@@ -256,3 +256,15 @@ def test_time_segments_split_a_run_evenly():
     seg = inference.time_segments(np.arange(0, 240, 2.0), 60.0)
     assert seg.max() == 3 and np.bincount(seg).tolist() == [30, 30, 30, 30]
     assert (np.diff(seg) >= 0).all()
+
+
+def test_resamples_without_a_target_count_as_infinitely_far():
+    """A bootstrap resample whose region holds no value in the picker's direction has no target (the cluster
+    picker has nothing to cluster): it never lands within 5 mm, and past 5 % of them the spread is unbounded."""
+    points = np.zeros((100, 3))
+    points[:3] = np.nan  # 3 % without a target: the 95th percentile is still a distance
+    spread, share = inference.spread_mm(points, [0, 0, 0])
+    assert spread == 0.0 and share == pytest.approx(0.97)
+    points[:10] = np.nan  # 10 %: unbounded
+    spread, share = inference.spread_mm(points, [0, 0, 0])
+    assert spread == np.inf and share == pytest.approx(0.90)

@@ -350,7 +350,9 @@ def plan(selection, protocol, t_r=None, progress=None):
         warnings += balance_warnings(state_balance, qc_p)
     if not inference_qc["significant"]:
         warnings.insert(0, inference_qc["verdict"])
-    if split_half_mm > qc_p.split_half_warning_mm:
+    if not np.isfinite(split_half_mm):
+        warnings.append("unstable target: one of the two halves of the data holds no target at all")
+    elif split_half_mm > qc_p.split_half_warning_mm:
         warnings.append(f"unstable target: the two halves of the data give targets {split_half_mm:.1f} mm apart")
     for q in run_qc:
         if q["frames_scrubbed"] > qc_p.scrubbed_warning_fraction * (q["frames_kept"] + q["frames_scrubbed"]):
@@ -393,7 +395,7 @@ def plan(selection, protocol, t_r=None, progress=None):
         "search_exclusion": f"seed ROI voxels grown by {clean_p.smoothing_fwhm_mm:g} mm (one smoothing FWHM)",
         "subsystem_fc": table,
         "stability": {
-            "split_half_distance_mm": split_half_mm,
+            "split_half_distance_mm": split_half_mm if np.isfinite(split_half_mm) else None,  # None: a half found none
             "note": "targets picked separately on two interleaved halves of each state's blocks "
                     "(blocks 1, 3, 5... and 2, 4, 6...)",
         },

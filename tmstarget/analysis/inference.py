@@ -487,18 +487,21 @@ def spread_mm(points_mm, target_mm, within_mm=5.0):
     Parameters
     ----------
     points_mm : ndarray (n, 3)
+        NaN rows: resamples without a target (infinitely far).
     target_mm : array (3,)
     within_mm : float
 
     Returns
     -------
     spread : float
-        95th percentile of the distances (mm).
+        95th percentile of the distances (mm); inf when more than 5 % of the points are NaN.
     share_within : float
         Share of points at most ``within_mm`` from the target.
     """
     d = np.linalg.norm(np.asarray(points_mm, dtype=float) - np.asarray(target_mm, dtype=float), axis=1)
-    return float(np.percentile(d, 95)), float(np.mean(d <= within_mm + 1e-9))
+    d[np.isnan(d)] = np.inf
+    spread = float(np.percentile(d, 95))  # NaN only when the percentile falls between two infinite distances
+    return (np.inf if np.isnan(spread) else spread), float(np.mean(d <= within_mm + 1e-9))
 
 
 def standardized_score(score, dofs):

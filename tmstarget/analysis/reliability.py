@@ -148,19 +148,25 @@ def target_inference(region_data, seed, blocks, operators, protocol, voxels, reg
     one = dataclasses.replace(target_p, n_candidates=1)
 
     def repick(values):
+        """The resample's target (mm); NaN when no region value lies in the protocol's direction (no target)."""
+        if not np.any(values < 0 if target_p.direction == "negative" else values > 0):
+            return np.full(3, np.nan)
         full = np.zeros(len(voxels))
         full[region_cols] = values
         return pick_targets(full, voxels, region_cols, one)[0].ras_mm
 
     spread = share = split_half_mm = None
+    no_target = 0
     if bootstrap and inf_p.n_bootstrap:
         weights = inference.bootstrap_weights(per_state, inf_p.n_bootstrap, rng)
-        boot = inference.score_from_weights(sums, weights)
-        spread, share = inference.spread_mm([repick(values) for values in boot], target.ras_mm)
+        boot = [repick(values) for values in inference.score_from_weights(sums, weights)]
+        no_target = int(sum(np.isnan(point).any() for point in boot))
+        spread, share = inference.spread_mm(boot, target.ras_mm)
     if bootstrap:
         halves = [repick(inference.score_from_weights(sums, h)[0])
                   for h in inference.interleaved_halves(per_state)]
-        split_half_mm = float(np.linalg.norm(halves[0] - halves[1]))
+        # a half without any target is as unstable as it gets: reported as "infinitely" far (warned on)
+        split_half_mm = float(np.linalg.norm(halves[0] - halves[1])) if not np.isnan(halves).any() else np.inf
     labels = run_labels or [f"run_{i + 1}" for i in range(len(operators))]
     run_dof = {label: round(inference.effective_dof(op, seed[part]), 2)
                for label, op, part in zip(labels, operators, run_slices)}
@@ -177,7 +183,9 @@ def target_inference(region_data, seed, blocks, operators, protocol, voxels, reg
         "standardized_score": None if standardized is None else round(standardized, 4),
         "standardized_score_note": ("target score / its null SE sqrt(sum over states of 1 / (effective_dof - 3)) "
                                     "(Fisher z)"),
-        "bootstrap_spread_mm": None if spread is None else round(spread, 2),
+        # None when more than 5 % of the resamples found no target at all (the spread is then unbounded)
+        "bootstrap_spread_mm": None if spread is None or not np.isfinite(spread) else round(spread, 2),
+        "bootstrap_resamples_without_target": no_target,
         "bootstrap_within_5mm_share": None if share is None else round(share, 4),
         "n_bootstrap": inf_p.n_bootstrap if bootstrap else 0,
         "bootstrap_method": "blocks of each state resampled with replacement ("
