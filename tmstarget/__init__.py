@@ -16,12 +16,13 @@ light: the heavy modules load on first use.
 
 __version__ = "0.1.0"
 
-__all__ = ["plan", "load_plan", "load_protocol", "Plan", "Protocol", "__version__"]
+__all__ = ["plan", "load_plan", "load_protocol", "revise_plan", "Plan", "Protocol", "__version__"]
 
 _LAZY = {
     "plan": ("tmstarget._api", "plan"),
     "load_plan": ("tmstarget.outputs.plan", "load_plan"),
     "Plan": ("tmstarget.outputs.plan", "Plan"),
+    "revise_plan": ("tmstarget.outputs.revise", "revise_plan"),
     "load_protocol": ("tmstarget.protocol", "load_protocol"),
     "Protocol": ("tmstarget.protocol", "Protocol"),
 }

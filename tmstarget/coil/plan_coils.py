@@ -48,7 +48,7 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_
 
     from tmstarget.anatomy.scalp import scalp_surface
     from tmstarget.anatomy.tissue import segment_t1
-    from tmstarget.coil.placement import cortical_point, place_coil
+    from tmstarget.coil.placement import place_coil
 
     params = result.protocol.coil
     handle = params.handle_angle_deg if params.handle == "angle" else _HANDLE_RULES[params.handle]
@@ -63,16 +63,7 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_
         placement = place_coil(candidate.ras_mm, mesh, handle=handle, method=params.scalp_method,
                                brain_mask_img=cortex, cortex_radius_mm=CORTEX_RADIUS_MM, head_axes_ras=head_axes_ras,
                                midline_ras_mm=midline_ras_mm)
-        block = placement.to_dict()
-        axis = placement.pose_ras[:3, 2]
-        block["scalp_to_cortex_method"] = (
-            f"along the coil axis to the outer grey-matter boundary of this T1 (median over lines within "
-            f"{CORTEX_RADIUS_MM:g} mm of the axis; tissue segmentation at the T1's resolution)")
-        block["cortex_entry_ras_mm"] = (placement.scalp_ras_mm + placement.scalp_to_cortex_mm * axis).tolist()
-        block["max_depth_mm"] = params.max_depth_mm
-        block["within_max_depth"] = bool(placement.scalp_to_cortex_mm <= params.max_depth_mm)
-        block.update(cortical_point(candidate.ras_mm, placement.scalp_ras_mm, axis, tissue,
-                                    max_shift_mm=params.max_cortical_shift_mm))
+        block = coil_block(placement, candidate.ras_mm, tissue, params)
         name = "the target" if candidate is result.candidates[0] else f"candidate {candidate.rank}"
         if not block["within_max_depth"]:
             warnings.append(f"{name}: cortex {placement.scalp_to_cortex_mm:.1f} mm below the scalp, deeper than "
@@ -90,6 +81,39 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_
                          "priors": "MNI152 2009 (nilearn) " + ("through the T1 -> MNI registration"
                                                                if t1_to_mni is not None else "(T1 in MNI space)")}
     return blocks[0], blocks, anatomy
+
+
+def coil_block(placement, target_ras_mm, tissue, params):
+    """The ``coil`` block of ``target.json`` for one placement: pose, depths, cortex entry and cortical point.
+
+    Parameters
+    ----------
+    placement : tmstarget.coil.placement.CoilPlacement
+        With ``scalp_to_cortex_mm`` measured (median over lines within :data:`CORTEX_RADIUS_MM`).
+    target_ras_mm : array-like, shape (3,)
+        The candidate's fMRI point, world RAS mm of the T1.
+    tissue : tmstarget.anatomy.tissue.TissueMaps
+        Tissue labels of that T1.
+    params : tmstarget.protocol.CoilParams
+        The protocol's ``[coil]`` (``max_depth_mm``, ``max_cortical_shift_mm``).
+
+    Returns
+    -------
+    dict
+    """
+    from tmstarget.coil.placement import cortical_point
+
+    block = placement.to_dict()
+    axis = placement.pose_ras[:3, 2]
+    block["scalp_to_cortex_method"] = (
+        f"along the coil axis to the outer grey-matter boundary of this T1 (median over lines within "
+        f"{CORTEX_RADIUS_MM:g} mm of the axis; tissue segmentation at the T1's resolution)")
+    block["cortex_entry_ras_mm"] = (placement.scalp_ras_mm + placement.scalp_to_cortex_mm * axis).tolist()
+    block["max_depth_mm"] = params.max_depth_mm
+    block["within_max_depth"] = bool(placement.scalp_to_cortex_mm <= params.max_depth_mm)
+    block.update(cortical_point(target_ras_mm, placement.scalp_ras_mm, axis, tissue,
+                                max_shift_mm=params.max_cortical_shift_mm))
+    return block
 
 
 def anatomy_block(t1_path, t1_img, space):
