@@ -37,3 +37,13 @@ def shared_data():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def sample_plan_dir(tmp_path_factory):
+    """The sample patient planned once per session (rumination-dmpfc, MNI space, coil on its T1): the folder."""
+    import tmstarget
+
+    out = tmp_path_factory.mktemp("sample-plan") / "plan"
+    tmstarget.plan(REPO_ROOT / "sample_data", participant="01").save(out)
+    return out

@@ -41,3 +41,32 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(list(globals()) + list(_LAZY))
+
+
+class _SourceViewerFinder:
+    """In a source checkout, ``tmstarget.viewer`` is the top-level ``viewer/`` folder (pyproject's package-dir
+    maps it so when installed); this import finder says so without importing anything."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tmstarget.viewer":
+            return None
+        from importlib.util import spec_from_file_location
+
+        return spec_from_file_location(fullname, self.folder / "__init__.py",
+                                       submodule_search_locations=[str(self.folder)])
+
+
+def _register_source_viewer():
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (Path(__file__).parent / "viewer").is_dir() and (root / "viewer" / "__init__.py").is_file() \
+            and (root / "pyproject.toml").is_file():
+        sys.meta_path.append(_SourceViewerFinder(root / "viewer"))
+
+
+_register_source_viewer()
