@@ -257,8 +257,10 @@ def test_search_covers_25_centres_within_10_mm_and_beats_the_plan(d70, sphere_me
     direction = np.array([0.3, 0.5, 0.81])
     scalp = RADIUS_MM * direction / np.linalg.norm(direction)
     target = scalp * (RADIUS_MM - 22.0) / RADIUS_MM + [6.0, -3.0, 0.0]
-    planned = pose_from_handle(scalp * (RADIUS_MM + GAP_MM) / RADIUS_MM, -scalp, [0.0, -1.0, 0.0])
+    planned = pose_from_handle(scalp, -scalp, [0.0, -1.0, 0.0])  # as the plan makes it: casing on the scalp
     result = search_poses(d70, target, sphere_mesh, planned, scalp, didt_a_per_s=DIDT)
+    np.testing.assert_allclose(result.planned_pose_ras[:3, 3], scalp * (RADIUS_MM + GAP_MM) / RADIUS_MM, atol=1e-9)
+    np.testing.assert_allclose(result.planned_pose_ras[:3, :3], planned[:3, :3])
     centres = result.candidates.scalp_ras_mm
     assert len(centres) == 25 and len(result.candidates.angles_deg) == 72
     assert np.max(np.linalg.norm(centres - scalp, axis=1)) <= 10.0 + 1e-6
@@ -266,7 +268,7 @@ def test_search_covers_25_centres_within_10_mm_and_beats_the_plan(d70, sphere_me
     np.testing.assert_allclose(gaps, GAP_MM, atol=0.05)
     best = result.objective_v_per_m[result.best_index]
     assert best >= result.objective(result.planned_e_ras_v_per_m)
-    assert best == pytest.approx(result.objective_v_per_m.max())
+    assert best >= result.objective_v_per_m.max() * (1 - 1e-3)  # ties within 0.1 % go to the planned angle
     # every candidate's field equals the field of its pose computed directly
     c, a = 7, 13
     direct = efield_at_points(d70, result.candidates.poses_ras[c, a], [target], result.sphere, DIDT)[0]

@@ -18,8 +18,10 @@ Order of operations (:func:`search_poses`):
    each pose's coil frame (the dipoles never move) and the Heller-van Hulsteyn sum is evaluated
    in blocks (:func:`~tmstarget.efield.sphere.coil_frame_field`).
 4. The objective is |E| (or |E·direction|); the best pose maximizes it.  A coil turned by 180°
-   gives −E, so the optimum comes in pairs: ties (within 1e-9 relative) go to the angle nearest the
-   planned handle angle.  The angle curve rotates the planned pose itself about its normal.
+   gives −E, so the optimum comes in pairs, and |E| at a target on the coil axis barely changes
+   with the angle: candidates within ``tie_tolerance`` (0.1 %) of the maximum are ties, won by
+   the angle nearest the planned handle angle, then the centre nearest the planned scalp point.
+   The angle curve rotates the planned pose itself about its normal.
 """
 
 import time
@@ -199,6 +201,7 @@ class SearchResult:
     best_index : tuple of int
         (centre, angle) of the best candidate.
     planned_pose_ras : ndarray, shape (4, 4)
+        The planned orientation at the search's gap (see :func:`search_poses`).
     planned_angle_deg : float
     planned_e_ras_v_per_m : ndarray, shape (3,)
     curve_angles_deg : ndarray, shape (a,)
@@ -328,6 +331,7 @@ def search_poses(
     reference_ras=POSTERIOR_RAS,
     sphere_patch_mm=40.0,
     normal_radius_mm=10.0,
+    tie_tolerance=1e-3,
 ):
     """Best coil pose for a cortical target in the local-sphere model, and the E-vs-angle curve.
 
@@ -339,8 +343,11 @@ def search_poses(
     mesh : SurfaceMesh
         Scalp surface of the same T1.
     planned_pose_ras : array-like, shape (4, 4)
-        The plan's coil pose (SimNIBS convention): gives the planned field and angle, and is turned
-        about its own normal for the angle curve.
+        The plan's coil pose (SimNIBS convention): its orientation gives the planned field and
+        angle, and it is turned about its own normal for the angle curve.  It is evaluated at the
+        same gap as the candidates: centre moved to ``gap_mm`` above ``scalp_point_ras_mm`` along
+        its own axis (the plan puts the casing on the scalp), so planned and best compare like with
+        like; ``SearchResult.planned_pose_ras`` is that moved pose.
     scalp_point_ras_mm : array-like, shape (3,)
         The plan's scalp point under the coil (centre of the search and of the sphere patch).
     didt_a_per_s : float, optional
@@ -351,6 +358,12 @@ def search_poses(
         See :func:`coil_poses_on_scalp` (defaults: 25 centres within 10 mm, 4 mm gap, 72 angles).
     sphere_patch_mm : float
         Radius of the scalp patch of the sphere fit (:func:`~tmstarget.efield.sphere.fit_local_sphere`).
+    tie_tolerance : float
+        Candidates within this fraction of the largest objective count as equal (default 0.1 %,
+        far below the model's accuracy); among them the best is the one whose handle angle is
+        nearest the planned angle, then whose centre is nearest the planned scalp point.  In the
+        sphere model |E| at a target on the coil axis hardly depends on the handle angle (a coil
+        turned by 180° gives −E), so without a ``direction_ras`` the planned angle is usually kept.
 
     Returns
     -------
@@ -393,14 +406,19 @@ def search_poses(
     )
     _check_dipoles_outside(coil, candidates.poses_ras[:, 0], sphere)
     e_grid = _field_for_poses(coil, candidates.poses_ras, target, sphere, didt)
+    planned = planned.copy()
+    planned[:3, 3] = scalp_point - gap_mm * planned[:3, 2]
     planned_angle = handle_angle_deg(planned, reference_ras)
     curve_poses = poses_at_angles(planned[:3, 3], -planned[:3, 2], candidates.angles_deg, reference_ras)
     e_curve = _field_for_poses(coil, np.concatenate([curve_poses, planned[None]]), target, sphere, didt)
     objective = _objective(e_grid, direction)
     score = np.abs(objective)
-    ties = score >= score.max() * (1 - 1e-9)
-    gap = np.where(ties, _angle_gap_deg(candidates.angles_deg, planned_angle)[None, :], np.inf)
-    best = np.unravel_index(int(np.argmin(gap)), gap.shape)
+    ties = np.flatnonzero(score.ravel() >= score.max() * (1 - tie_tolerance))
+    centre_ids, angle_ids = np.unravel_index(ties, score.shape)
+    angle_gap = _angle_gap_deg(candidates.angles_deg[angle_ids], planned_angle)
+    shift = np.linalg.norm(candidates.scalp_ras_mm[centre_ids] - scalp_point, axis=1)
+    pick = np.lexsort((shift, np.round(angle_gap, 9)))[0]
+    best = (centre_ids[pick], angle_ids[pick])
     return SearchResult(
         coil.name,
         coil.n_dipoles,

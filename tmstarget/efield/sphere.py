@@ -113,28 +113,30 @@ def fit_local_sphere(scalp_points_mm, centre_mm, radius_mm=40.0, *, min_points=2
     return Sphere(c_local + origin, radius, float(np.sqrt(np.mean(residual**2))), len(patch))
 
 
-def _heller_sum(r, r0, m):
-    """Σ over dipoles of the bracket term of the Heller-van Hulsteyn formula, divided by F².
+def _heller_sum(r, positions, offsets, m):
+    """Σ over dipoles of the Heller-van Hulsteyn bracket divided by F², for a batch of points.
 
-    ``r`` (B, 3) field points, ``r0`` (B, N, 3) or (N, 3) dipole positions and ``m`` (B, N, 3)
-    or (N, 3) moments, all relative to the sphere centre (m).  Returns (B, 3):
-    Σᵢ [F (r × m) − (m·∇F)(r × r₀)] / F² (without −μ₀/4π · dI/dt).
+    Field points ``r`` (b, 3) are relative to the sphere centre; the dipoles sit at
+    ``positions`` (n, 3) − ``offsets`` (b, 3) relative to it (one offset per point: the sphere
+    centre in the frame of ``positions``), with moments ``m`` (n, 3).  Because r is the same for
+    every dipole of a row, Σᵢ [F (r × mᵢ) − (mᵢ·∇F)(r × r₀ᵢ)] / F² = r × Σᵢ [mᵢ/F − (mᵢ·∇F)/F² r₀ᵢ]:
+    the sum over dipoles is two matrix products.  Returns (b, 3), without −μ₀/4π · dI/dt.
     """
-    rb = r[:, None, :]
-    a_vec = r0 - rb
-    a = np.sqrt(np.einsum("...k,...k->...", a_vec, a_vec))
-    r0n = np.sqrt(np.einsum("...k,...k->...", r0, r0))
-    r0_dot_a = np.einsum("...k,...k->...", r0, a_vec)
+    rx, ry, rz = (r[:, k, None] for k in range(3))
+    r0x, r0y, r0z = (positions[None, :, k] - offsets[:, k, None] for k in range(3))
+    ax, ay, az = r0x - rx, r0y - ry, r0z - rz
+    a = np.sqrt(ax * ax + ay * ay + az * az)
+    r0n = np.sqrt(r0x * r0x + r0y * r0y + r0z * r0z)
+    r0_dot_a = r0x * ax + r0y * ay + r0z * az
     f = a * (r0n * a + r0_dot_a)
-    c0 = a**2 / r0n + 2 * a + 2 * r0n + r0_dot_a / a
+    c0 = a * a / r0n + 2 * a + 2 * r0n + r0_dot_a / a
     c1 = a + 2 * r0n + r0_dot_a / a
-    m_dot_r0 = np.einsum("...k,...k->...", m, r0)
-    m_dot_r = np.einsum("...k,...k->...", m, np.broadcast_to(rb, a_vec.shape))
-    m_dot_grad = c0 * m_dot_r0 - c1 * m_dot_r
-    r_cross_m = np.cross(rb, m)
-    r_cross_r0 = np.cross(rb, r0)
-    terms = (r_cross_m / f[..., None]) - (m_dot_grad / f**2)[..., None] * r_cross_r0
-    return terms.sum(axis=-2)
+    m_dot_r0 = r0x * m[:, 0] + r0y * m[:, 1] + r0z * m[:, 2]
+    m_dot_r = rx * m[:, 0] + ry * m[:, 1] + rz * m[:, 2]
+    inv_f = 1.0 / f
+    u = (c0 * m_dot_r0 - c1 * m_dot_r) * inv_f * inv_f
+    total = inv_f @ m - (u @ positions - u.sum(axis=1)[:, None] * offsets)
+    return np.cross(r, total)
 
 
 def dipole_efield(points_m, dipole_positions_m, moments_m2, sphere_centre_m, didt_a_per_s):
@@ -162,13 +164,15 @@ def dipole_efield(points_m, dipole_positions_m, moments_m2, sphere_centre_m, did
     single = pts.ndim == 1
     pts = pts.reshape(-1, 3)
     centre = np.asarray(sphere_centre_m, dtype=float)
-    r0 = np.asarray(dipole_positions_m, dtype=float).reshape(-1, 3) - centre
+    positions = np.asarray(dipole_positions_m, dtype=float).reshape(-1, 3)
     m = np.asarray(moments_m2, dtype=float).reshape(-1, 3)
     r = pts - centre
+    offsets = np.broadcast_to(centre, r.shape)
     out = np.empty_like(r)
-    step = max(1, BLOCK_ELEMENTS // len(r0))
+    step = max(1, BLOCK_ELEMENTS // len(positions))
     for start in range(0, len(r), step):
-        out[start : start + step] = _heller_sum(r[start : start + step], r0, m)
+        block = slice(start, start + step)
+        out[block] = _heller_sum(r[block], positions, offsets[block], m)
     out *= -MU0_OVER_4PI * float(didt_a_per_s)
     return out[0] if single else out
 
@@ -216,7 +220,7 @@ def coil_frame_field(coil, rotation, centre_m, points_m, sphere_centre_m, didt_a
     for start in range(0, len(out), step):
         block = slice(start, start + step)
         s = sphere_local[block]
-        out[block] = _heller_sum(target_local[block] - s, coil.positions_m[None, :, :] - s[:, None, :], coil.moments_m2)
+        out[block] = _heller_sum(target_local[block] - s, coil.positions_m, s, coil.moments_m2)
     out *= -MU0_OVER_4PI * float(didt_a_per_s)
     return np.einsum("bij,bj->bi", rotation, out)
 
