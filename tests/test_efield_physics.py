@@ -13,10 +13,10 @@ from scipy.integrate import quad
 
 from tmstarget.anatomy.scalp import SurfaceMesh, mask_surface
 from tmstarget.coil.placement import pose_from_handle
-from tmstarget.efield.coils import builtin_coil, read_ccd, write_ccd
+from tmstarget.efield.coils import BUILTIN_COILS, builtin_coil, read_ccd, write_ccd
 from tmstarget.efield.search import handle_angle_deg, poses_at_angles, search_poses
 from tmstarget.efield.sphere import Sphere, dipole_efield, efield_at_points, fit_local_sphere
-from tmstarget.errors import InputError
+from tmstarget.errors import InputError, OrientationError
 
 RADIUS_MM = 85.0
 GAP_MM = 4.0
@@ -354,3 +354,28 @@ def test_read_ccd_missing_file(tmp_path):
 def test_unknown_builtin_coil_lists_the_known_ones():
     with pytest.raises(InputError, match="Magstim_D70"):
         builtin_coil("Magstim_Alpha")
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_COILS))
+def test_builtin_coils_are_figure8_with_sources(name):
+    coil = builtin_coil(name)
+    assert coil.n_dipoles >= 1000
+    assert coil.didt_a_per_s > 50e6 and "Drakaki" in coil.didt_source and len(coil.source) > 100
+    assert np.all(coil.positions_m[:, 2] < 0)  # windings above the casing face (z into the head)
+    left = coil.positions_m[:, 0] < 0
+    wing = coil.moments_m2[left].sum(axis=0)
+    np.testing.assert_allclose(coil.moments_m2[~left].sum(axis=0), -wing, rtol=1e-12)  # opposite wings
+    assert abs(wing[2]) > 0.01  # about 0.02-0.04 m^2 per wing
+
+
+def test_search_refuses_impossible_inputs(d70, sphere_mesh):
+    scalp = [0.0, 0.0, RADIUS_MM]
+    planned = _vertex_pose()
+    with pytest.raises(OrientationError, match="outside the head sphere"):
+        search_poses(d70, [0.0, 0.0, RADIUS_MM + 3], sphere_mesh, planned, scalp, didt_a_per_s=DIDT)
+    with pytest.raises(InputError, match="direction_ras"):
+        search_poses(d70, [0, 0, 60.0], sphere_mesh, planned, scalp, didt_a_per_s=DIDT, direction_ras=[0, 0, 0])
+    with pytest.raises(InputError, match="divide 360"):
+        search_poses(d70, [0, 0, 60.0], sphere_mesh, planned, scalp, didt_a_per_s=DIDT, angle_step_deg=7)
+    with pytest.raises(InputError, match="scalp vertices"):
+        fit_local_sphere(sphere_mesh.vertices_ras_mm, [0.0, 0.0, 200.0], 40.0)

@@ -9,9 +9,10 @@ API
 :mod:`tmstarget.efield.coils`
     ``Coil(name, positions_m, moments_m2, didt_a_per_s, didt_source, source)`` — dipoles in the
     SimNIBS coil frame (m; moments per ampere, m²).
-    ``builtin_coil(name="Magstim_D70")`` — "Magstim_D70", "MagVenture_MC-B70" (aliases D70, MC-B70,
-    Cool-B65; ``BUILTIN_COILS`` holds every number and its source; default dI/dt at 100 % output
-    114.73 and 155.33 A/µs, Drakaki et al. 2022).
+    ``builtin_coil(name="Magstim_D70")`` — "Magstim_D70", "MagVenture_MC-B70", "MagVenture_Cool-B65"
+    (aliases D70, MC-B70, Cool-B65; ``BUILTIN_COILS`` holds every number and its source, and says
+    which are estimates; default dI/dt at 100 % output 114.73, 155.33 and 149.77 A/µs, Drakaki et
+    al. 2022).
     ``read_ccd(path, didt_a_per_s=None)`` / ``write_ccd(path, coil)`` — SimNIBS ``.ccd`` files.
     ``load_coil(name_or_ccd_path, didt_a_per_s=None)`` — what ``--coil`` / ``--didt`` need.
     ``A_PER_US = 1e6`` (A/µs → A/s).
@@ -25,7 +26,7 @@ API
 :mod:`tmstarget.efield.search`
     ``search_poses(coil, target_ras_mm, mesh, planned_pose_ras, scalp_point_ras_mm, *,
     didt_a_per_s=None, direction_ras=None, radius_mm=10, rings=2, gap_mm=4, angle_step_deg=5,
-    reference_ras=(0, -1, 0), sphere_patch_mm=40) -> SearchResult`` — 25 centres × 72 handle
+    reference_ras=(0, -1, 0), sphere_patch_mm=40, tie_tolerance=1e-3) -> SearchResult`` — 25 centres × 72 handle
     angles by default; ``SearchResult.as_dict()`` gives efield.json's ``coil``, ``didt_a_per_us``,
     ``sphere``, ``planned``, ``angle_curve``, ``best``, ``timing_s`` (the objective, |E| or
     E·direction, in ``e_target_v_per_m``); ``best_pose_ras``, ``best_angle_deg``,

@@ -227,6 +227,30 @@ BUILTIN_COILS = {
             "along +z, as in both SimNIBS MC-B70 models."
         ),
     ),
+    "MagVenture_Cool-B65": dict(
+        turns_per_wing=8,
+        inner_radius_m=0.020,
+        outer_radius_m=0.041,
+        wing_centre_x_m=0.040,
+        layer_z_m=(-0.006, -0.010),
+        left_wing_sign=1.0,
+        didt_a_per_s=149.77 * A_PER_US,
+        didt_source=(
+            "MagVenture Cool-B65 with a MagPro X100 at 100 % output: 149.77 A/us, Drakaki et al. 2022 Brain "
+            "Stimul 15:641 (dIdtmax of SimNIBS's Drakaki_BrainStim_2022/MagVenture_Cool-B65.ccd header)"
+        ),
+        source=(
+            "MagVenture Cool-B65 type, EFFECTIVE flat model (calibrated, not the real winding): the winding "
+            "numbers are not published in a source available here, so turns (8 per wing, 2 layers 6 and 10 "
+            "mm above the casing face), radii (20-41 mm) and wing centres (+-40 mm) were chosen among 6-12 "
+            "turns, 5-20 / 38-44 mm and 35-44 mm so that |E| on the coil axis in an 85-mm sphere (4 mm gap, "
+            "100 A/us) matches the model measured by Drakaki et al. 2022 (SimNIBS "
+            "Drakaki_BrainStim_2022/MagVenture_Cool-B65.ccd): 201.9, 118.7, 71.2, 43.0 V/m at 0, 10, 20, 30 "
+            "mm against 204.6, 119.1, 70.3, 41.7 (within 3 %).  The extent matches that model's (wings to "
+            "+-84 mm in x, +-44 mm in y).  Off the axis the two may differ more; for accurate fields use the "
+            "SimNIBS file through read_ccd.  The left wing has its moment along +z, as in that model."
+        ),
+    ),
 }
 
 #: Other names accepted by :func:`builtin_coil`.
@@ -237,7 +261,9 @@ COIL_ALIASES = {
     "mc-b70": "MagVenture_MC-B70",
     "mcb70": "MagVenture_MC-B70",
     "magventure_mc-b70": "MagVenture_MC-B70",
-    "cool-b65": "MagVenture_MC-B70",
+    "cool-b65": "MagVenture_Cool-B65",
+    "coolb65": "MagVenture_Cool-B65",
+    "magventure_cool-b65": "MagVenture_Cool-B65",
 }
 
 DEFAULT_COIL = "Magstim_D70"
@@ -249,10 +275,8 @@ def builtin_coil(name=DEFAULT_COIL, *, element_m=0.0035):
     Parameters
     ----------
     name : str
-        "Magstim_D70" or "MagVenture_MC-B70" (case-insensitive aliases: D70, MC-B70, Cool-B65, ...).
-        The Cool-B65 alias maps to the MC-B70 type model: the same winding type (Drakaki et al. 2022
-        list the Cool-B65 at 149.77 A/us with a MagPro X100); for its measured model use the SimNIBS
-        file.
+        "Magstim_D70", "MagVenture_MC-B70" or "MagVenture_Cool-B65" (case-insensitive aliases: D70,
+        MC-B70, Cool-B65, ...).
     element_m : float
         Side of the area elements, m (the default gives 1,700-2,500 dipoles).
 
