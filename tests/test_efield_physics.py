@@ -351,6 +351,13 @@ def test_read_ccd_missing_file(tmp_path):
         read_ccd(tmp_path / "absent.ccd")
 
 
+def test_builtin_coil_names_ignore_case_and_separators():
+    for name in ("magstim-d70", "MAGSTIM_D70", "d70", "Magstim 70mm"):
+        assert builtin_coil(name, element_m=0.007).name == "Magstim_D70"
+    assert builtin_coil("mc_b70", element_m=0.007).name == "MagVenture_MC-B70"
+    assert builtin_coil("coolb65", element_m=0.007).name == "MagVenture_Cool-B65"
+
+
 def test_unknown_builtin_coil_lists_the_known_ones():
     with pytest.raises(InputError, match="Magstim_D70"):
         builtin_coil("Magstim_Alpha")

@@ -253,18 +253,18 @@ BUILTIN_COILS = {
     ),
 }
 
-#: Other names accepted by :func:`builtin_coil`.
+#: Other names accepted by :func:`builtin_coil` (compared ignoring case, spaces, ``-`` and ``_``).
 COIL_ALIASES = {
-    "d70": "Magstim_D70",
-    "magstim_70mm": "Magstim_D70",
-    "magstim_d70": "Magstim_D70",
-    "mc-b70": "MagVenture_MC-B70",
-    "mcb70": "MagVenture_MC-B70",
-    "magventure_mc-b70": "MagVenture_MC-B70",
-    "cool-b65": "MagVenture_Cool-B65",
-    "coolb65": "MagVenture_Cool-B65",
-    "magventure_cool-b65": "MagVenture_Cool-B65",
+    "D70": "Magstim_D70",
+    "Magstim_70mm": "Magstim_D70",
+    "MC-B70": "MagVenture_MC-B70",
+    "Cool-B65": "MagVenture_Cool-B65",
 }
+
+
+def _normalized(name):
+    return re.sub(r"[\s_-]", "", str(name).lower())
+
 
 DEFAULT_COIL = "Magstim_D70"
 
@@ -275,8 +275,8 @@ def builtin_coil(name=DEFAULT_COIL, *, element_m=0.0035):
     Parameters
     ----------
     name : str
-        "Magstim_D70", "MagVenture_MC-B70" or "MagVenture_Cool-B65" (case-insensitive aliases: D70,
-        MC-B70, Cool-B65, ...).
+        "Magstim_D70", "MagVenture_MC-B70" or "MagVenture_Cool-B65", or an alias (D70, MC-B70,
+        Cool-B65, ...); case, spaces, ``-`` and ``_`` are ignored ("magstim-d70" works).
     element_m : float
         Side of the area elements, m (the default gives 1,700-2,500 dipoles).
 
@@ -289,7 +289,8 @@ def builtin_coil(name=DEFAULT_COIL, *, element_m=0.0035):
     InputError
         Unknown name.
     """
-    key = name if name in BUILTIN_COILS else COIL_ALIASES.get(str(name).lower())
+    names = {_normalized(k): k for k in BUILTIN_COILS} | {_normalized(a): k for a, k in COIL_ALIASES.items()}
+    key = names.get(_normalized(name))
     if key is None:
         raise InputError(
             f"unknown coil {name!r}; built-in coils: {', '.join(BUILTIN_COILS)} "
