@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from tmstarget.anatomy.scalp import SurfaceMesh, mask_surface
-from tmstarget.coil.placement import pose_from_handle
+from tmstarget.anatomy.scalp import SurfaceMesh, mask_surface, ray_hits, scalp_surface
+from tmstarget.coil.placement import place_coil, pose_from_handle
 from tmstarget.efield.coils import BUILTIN_COILS, builtin_coil, read_ccd, write_ccd
 from tmstarget.efield.search import handle_angle_deg, poses_at_angles, search_poses
 from tmstarget.efield.sphere import Sphere, dipole_efield, efield_at_points, fit_local_sphere
@@ -273,6 +273,26 @@ def test_search_covers_25_centres_within_10_mm_and_beats_the_plan(d70, sphere_me
     c, a = 7, 13
     direct = efield_at_points(d70, result.candidates.poses_ras[c, a], [target], result.sphere, DIDT)[0]
     np.testing.assert_allclose(result.e_ras_v_per_m[c, a], direct, rtol=1e-10)
+
+
+@pytest.mark.shared_data
+def test_search_on_a_real_head(shared_data):
+    """The full default search on the real T1: a sphere that fits the scalp patch, every candidate on
+    the scalp within 10 mm, the coil outside the head, a 20-mm-deep target at 60-200 V/m (D70 at
+    its Rapid dI/dt), and the search well under the issue's 10 s."""
+    mesh = scalp_surface(nib.load(shared_data / "pydecnef-sub1" / "anat" / "T1w.nii.gz"))
+    centre = mesh.centroid_ras_mm
+    direction = np.array([-0.45, 0.55, 0.70]) / np.linalg.norm([-0.45, 0.55, 0.70])
+    hit = centre + ray_hits(centre, direction, mesh).max() * direction
+    placement = place_coil(hit - 20.0 * direction, mesh)
+    result = search_poses(
+        builtin_coil("Magstim_D70"), hit - 20.0 * direction, mesh, placement.pose_ras, placement.scalp_ras_mm
+    )
+    assert 60.0 < result.sphere.radius_mm < 120.0 and result.sphere.rms_residual_mm < 2.0
+    assert result.e_ras_v_per_m.shape == (25, 72, 3)
+    assert np.max(np.linalg.norm(result.candidates.scalp_ras_mm - placement.scalp_ras_mm, axis=1)) <= 10.0 + 1e-6
+    assert 60.0 < result.objective_v_per_m[result.best_index] < 200.0
+    assert result.timing_s < 10.0
 
 
 def test_handle_angle_convention_matches_the_coil_placement():

@@ -133,7 +133,9 @@ def coil_poses_on_scalp(
         Largest distance of a centre from the planned point, in the tangent plane, mm.
     rings : int
         Rings of centres at radius_mm·j/rings (j = 1..rings) with 8·j points each: 1 + 8 + 16 = 25
-        centres for 2 rings.  Each ring point is projected onto the scalp (closest point).
+        centres for 2 rings.  Each ring point is projected onto the scalp (closest point), its
+        offset shortened when the projection lands farther than the ring radius (a dent in the
+        scalp), so every centre stays within ``radius_mm``.
     gap_mm : float
         Distance from the scalp to the coil's casing face along the outward normal (SimNIBS
         ``distance``), mm.
@@ -172,12 +174,23 @@ def coil_poses_on_scalp(
         offsets.extend(radius * (np.cos(p) * u + np.sin(p) * v) for p in phi)
     scalp, normals = [point], [normal0]
     for offset in offsets[1:]:
-        on_scalp, _ = closest_point(point + offset, mesh)
+        on_scalp = _project_within(point, offset, mesh, float(np.linalg.norm(offset)))
         scalp.append(on_scalp)
         normals.append(surface_normal(on_scalp, mesh, radius_mm=normal_radius_mm))
     scalp, normals = np.array(scalp), np.array(normals)
     poses = np.stack([poses_at_angles(s + gap_mm * n, n, angles, reference_ras) for s, n in zip(scalp, normals)])
     return CandidatePoses(scalp, normals, angles, poses)
+
+
+def _project_within(point, offset, mesh, limit_mm, tries=8):
+    """Closest scalp point to ``point + offset``, pulled in until it lies within ``limit_mm`` of ``point``."""
+    for _ in range(tries):
+        on_scalp, _ = closest_point(point + offset, mesh)
+        distance = float(np.linalg.norm(on_scalp - point))
+        if distance <= limit_mm:
+            return on_scalp
+        offset = offset * (limit_mm / distance)
+    return on_scalp
 
 
 @dataclass(frozen=True)
