@@ -79,7 +79,8 @@ def _progress(callback, message):
         callback(message)
 
 
-def _load_runs(selection, t_r):
+def load_runs(selection, t_r=None):
+    """Load and check the runs of ``selection`` (one TR, one grid; labels made unique)."""
     runs = []
     for files, state in selection.runs:
         label = getattr(files, "label", None) or "run"
@@ -229,6 +230,124 @@ def analysis_layout(protocol, brain, affine, grid, where=None):
                           warnings, int(excluded.sum()))
 
 
+@dataclass
+class CleanedRuns:
+    """Runs read and cleaned once, shared by every protocol with the same runs and ``[clean]`` section.
+
+    Built by :func:`prepare`; :func:`analyse` computes one protocol's target from it.
+
+    Attributes
+    ----------
+    protocols : list of Protocol
+        The protocols it was prepared for (one ``[clean]`` section among them).
+    layouts : list of AnalysisLayout
+        Each protocol's voxels, search region, ROIs and seed on the grid.
+    runs : list of tmstarget.ingest.runs.Run
+    plans : list of tmstarget.analysis.clean.CleaningPlan
+    data : ndarray (T, V)
+        Cleaned, smoothed brain voxels over the concatenated kept frames of all runs.
+    brain : ndarray of bool
+    selection : tmstarget.ingest.collect.Selection
+    run_qc : list of dict
+        Per run QC without the tSNR medians (they depend on the protocol's region and seed).
+    tsnr : list of ndarray (V,)
+        Per run raw tSNR of the voxels read unsmoothed (NaN elsewhere).
+    brain_sample : ndarray of int
+        Voxel columns whose tSNR gives the brain's median.
+    fd_jenkinson_rows : ndarray
+    warnings : list of str
+    """
+
+    protocols: list
+    layouts: list
+    runs: list
+    plans: list
+    data: np.ndarray
+    brain: np.ndarray
+    selection: object
+    run_qc: list
+    tsnr: list
+    brain_sample: np.ndarray
+    fd_jenkinson_rows: np.ndarray
+    warnings: list
+
+
+def prepare(selection, protocols, t_r=None, progress=None, runs=None):
+    """Read and clean a participant's runs once for one or more protocols sharing them.
+
+    Parameters
+    ----------
+    selection : tmstarget.ingest.collect.Selection
+        Runs (and T1, mask) chosen for the protocols' states.
+    protocols : list of Protocol
+        Connectivity protocols with equal ``[clean]`` sections (the same runs).
+    t_r : float, optional
+        User-given TR, checked against headers and sidecars.
+    progress : callable, optional
+    runs : list of tmstarget.ingest.runs.Run, optional
+        Already loaded runs (e.g. cut by :func:`~tmstarget.ingest.runs.truncate_run`);
+        default: loaded from ``selection``.
+
+    Returns
+    -------
+    CleanedRuns
+    """
+    clean_p = protocols[0].clean
+    if any(p.kind != "connectivity" or p.clean != clean_p for p in protocols):
+        raise ValueError("prepare: connectivity protocols with one [clean] section only")
+    warnings = []
+    _progress(progress, "checking inputs")
+    runs = load_runs(selection, t_r) if runs is None else runs
+    affine, shape = runs[0].img.affine, runs[0].img.shape[:3]
+    brain = _brain_mask(runs, selection.mask, warnings)
+    grid = selection.grid or roi_defs.MniGrid(shape, affine)
+    layouts = [analysis_layout(p, brain, affine, grid, runs[0].paths["bold"]) for p in protocols]
+    n_voxels = len(layouts[0].voxels)
+    brain_sample = np.arange(0, n_voxels, max(1, n_voxels // _TSNR_SAMPLE))
+    raw_cols = np.unique(np.concatenate(
+        [brain_sample] + [np.concatenate([lay.region_cols, *lay.seed_groups]) for lay in layouts]).astype(int))
+    data_blocks, plans, run_qc, fdj_rows, tsnr_runs = [], [], [], [], []
+    for run in runs:
+        _progress(progress, f"cleaning {run.label}")
+        cplan = plan_cleaning(run, clean_p)
+        smoothed, raw = read_voxel_timeseries(
+            run.img, layouts[0].voxels, cplan.first_frame, clean_p.smoothing_fwhm_mm, raw_columns=raw_cols
+        )
+        # float32 halves memory; the regression model computes in float64 so the streaming sums match it to 1e-6
+        dtype = np.float64 if clean_p.filter == "cosine" else np.float32
+        data_blocks.append(cplan.operator.astype(dtype) @ smoothed.astype(dtype, copy=False))
+        plans.append(cplan)
+        tsnr = np.full(n_voxels, np.nan)
+        tsnr[raw_cols] = voxel_tsnr(raw)
+        tsnr_runs.append(tsnr)
+        fd = cplan.fd_mm[cplan.first_frame:]
+        q = {
+            "run": run.label,
+            "state": run.state or "blocks: " + ", ".join(sorted(set(run.events["trial_type"]))),
+            "volumes": run.n_volumes,
+            "dummy_volumes_dropped": cplan.first_frame,
+            "frames_scrubbed": int(cplan.n_scrubbed),
+            "frames_kept": int(len(cplan.kept)),
+            "mean_fd_power_mm": float(fd.mean()),
+            "max_fd_power_mm": float(fd.max()),
+            "t_r_s": run.t_r,
+            "frame_time_offset_s": run.frame_offset_s,
+            "confounds": cplan.confound_names,
+        }
+        fdj = None
+        if run.confounds is not None and all(c in run.confounds.columns for c in ("trans_x", "rot_z")):
+            motion = motion_params(run.confounds, run.paths.get("confounds"))
+            fdj = fd_jenkinson(motion, volume_centre_ras_mm(run.img.affine, run.img.shape))
+            moved = motion[cplan.first_frame:]
+            q.update(motion_summary(fdj[cplan.first_frame:], moved))
+        fdj_rows.append(fdj[cplan.kept] if fdj is not None else np.full(len(cplan.kept), np.nan))
+        run_qc.append(q)
+    data = np.vstack(data_blocks)
+    del data_blocks
+    return CleanedRuns(list(protocols), layouts, runs, plans, data, brain, selection, run_qc, tsnr_runs,
+                       brain_sample, np.concatenate(fdj_rows), warnings)
+
+
 def plan(selection, protocol, t_r=None, progress=None):
     """Compute an individualized target for one participant.
 
@@ -248,65 +367,39 @@ def plan(selection, protocol, t_r=None, progress=None):
     """
     if protocol.kind == "fixed":
         return plan_fixed(protocol, selection.t1)
-    clean_p, conn, target_p, qc_p = protocol.clean, protocol.connectivity, protocol.target, protocol.qc
-    warnings = []
-    _progress(progress, "checking inputs")
-    runs = _load_runs(selection, t_r)
-    affine, shape = runs[0].img.affine, runs[0].img.shape[:3]
-    brain = _brain_mask(runs, selection.mask, warnings)
+    return analyse(prepare(selection, [protocol], t_r, progress), protocol, progress)
 
-    grid = selection.grid or roi_defs.MniGrid(shape, affine)
-    layout = analysis_layout(protocol, brain, affine, grid, runs[0].paths["bold"])
-    warnings += layout.warnings
+
+def analyse(cleaned, protocol, progress=None):
+    """One protocol's target from runs :func:`prepare` read and cleaned.
+
+    Parameters
+    ----------
+    cleaned : CleanedRuns
+    protocol : Protocol
+        One of ``cleaned.protocols``.
+    progress : callable, optional
+
+    Returns
+    -------
+    PlanResult
+    """
+    layout = cleaned.layouts[next(i for i, p in enumerate(cleaned.protocols) if p is protocol)]
+    conn, target_p, qc_p = protocol.connectivity, protocol.target, protocol.qc
+    clean_p = protocol.clean
+    runs, plans, data, brain, selection = cleaned.runs, cleaned.plans, cleaned.data, cleaned.brain, cleaned.selection
+    affine, shape = runs[0].img.affine, runs[0].img.shape[:3]
+    fdj_rows = cleaned.fd_jenkinson_rows
+    warnings = cleaned.warnings + layout.warnings
     voxels, region = layout.voxels, layout.region
     region_spheres, region_cols = layout.region_spheres, layout.region_cols
     roi_list, roi_cols = layout.roi_list, layout.roi_cols
     seed_groups, seed_label = layout.seed_groups, layout.seed_label
-
     seed_cols = np.unique(np.concatenate([g for g in seed_groups if len(g)]))
-    brain_sample = np.arange(0, len(voxels), max(1, len(voxels) // _TSNR_SAMPLE))
-    raw_cols = np.concatenate([region_cols, seed_cols, brain_sample])
-    data_blocks, plans, run_qc, fdj_rows = [], [], [], []
-    for run in runs:
-        _progress(progress, f"cleaning {run.label}")
-        cplan = plan_cleaning(run, clean_p)
-        smoothed, raw = read_voxel_timeseries(
-            run.img, voxels, cplan.first_frame, clean_p.smoothing_fwhm_mm, raw_columns=raw_cols
-        )
-        # float32 halves memory; the regression model computes in float64 so the streaming sums match it to 1e-6
-        dtype = np.float64 if clean_p.filter == "cosine" else np.float32
-        data_blocks.append(cplan.operator.astype(dtype) @ smoothed.astype(dtype, copy=False))
-        plans.append(cplan)
-        tsnr = voxel_tsnr(raw)
-        n_region, n_seed = len(region_cols), len(seed_cols)
-        fd = cplan.fd_mm[cplan.first_frame:]
-        q = {
-            "run": run.label,
-            "state": run.state or "blocks: " + ", ".join(sorted(set(run.events["trial_type"]))),
-            "volumes": run.n_volumes,
-            "dummy_volumes_dropped": cplan.first_frame,
-            "frames_scrubbed": int(cplan.n_scrubbed),
-            "frames_kept": int(len(cplan.kept)),
-            "mean_fd_power_mm": float(fd.mean()),
-            "max_fd_power_mm": float(fd.max()),
-            "t_r_s": run.t_r,
-            "frame_time_offset_s": run.frame_offset_s,
-            "confounds": cplan.confound_names,
-            "tsnr_search_region_median": float(np.median(tsnr[:n_region])),
-            "tsnr_seed_median": float(np.median(tsnr[n_region:n_region + n_seed])),
-            "tsnr_brain_median": float(np.median(tsnr[n_region + n_seed:])),
-        }
-        fdj = None
-        if run.confounds is not None and all(c in run.confounds.columns for c in ("trans_x", "rot_z")):
-            motion = motion_params(run.confounds, run.paths.get("confounds"))
-            fdj = fd_jenkinson(motion, volume_centre_ras_mm(run.img.affine, run.img.shape))
-            moved = motion[cplan.first_frame:]
-            q.update(motion_summary(fdj[cplan.first_frame:], moved))
-        fdj_rows.append(fdj[cplan.kept] if fdj is not None else np.full(len(cplan.kept), np.nan))
-        run_qc.append(q)
-    data = np.vstack(data_blocks)
-    del data_blocks
-    fdj_rows = np.concatenate(fdj_rows)
+    run_qc = [{**q, "tsnr_search_region_median": float(np.median(tsnr[region_cols])),
+               "tsnr_seed_median": float(np.median(tsnr[seed_cols])),
+               "tsnr_brain_median": float(np.median(tsnr[cleaned.brain_sample]))}
+              for q, tsnr in zip(cleaned.run_qc, cleaned.tsnr)]
 
     _progress(progress, "computing connectivity")
     states = protocol.states

@@ -260,3 +260,36 @@ def load_run(files, state=None, t_r=None, label=None):
     offset = slice_timing_offset(files.sidecar, tr) if getattr(files, "sidecar", None) is not None else 0.0
     return Run(label=label or files.label, state=state, img=img, t_r=tr, confounds=confounds,
                events=events, paths=paths, frame_offset_s=offset)
+
+
+def truncate_run(run, n_volumes):
+    """The first ``n_volumes`` of a run, as if the scan had stopped there.
+
+    The BOLD frames, the confounds rows and the events are cut together:
+    events starting at or after the new end are dropped and a block running
+    past it is shortened to end there. Everything else (TR, frame timing,
+    paths for provenance) is kept.
+
+    Parameters
+    ----------
+    run : Run
+    n_volumes : int
+        Volumes to keep, 2 <= n_volumes <= ``run.n_volumes``.
+
+    Returns
+    -------
+    Run
+        A new run; ``img`` holds the kept frames in memory.
+    """
+    if not 2 <= n_volumes <= run.n_volumes:
+        raise InputError(f"cannot keep {n_volumes} of the {run.n_volumes} volumes of run {run.label}",
+                         path=run.paths.get("bold"))
+    img = run.img if n_volumes == run.n_volumes else run.img.slicer[..., :n_volumes]
+    confounds = None if run.confounds is None else run.confounds.iloc[:n_volumes].reset_index(drop=True)
+    events = None
+    if run.events is not None:
+        end = n_volumes * run.t_r
+        events = run.events[run.events["onset"] < end].reset_index(drop=True)
+        events["duration"] = np.minimum(events["duration"], end - events["onset"])
+    return Run(label=run.label, state=run.state, img=img, t_r=run.t_r, confounds=confounds, events=events,
+               paths=dict(run.paths), frame_offset_s=run.frame_offset_s)
