@@ -16,10 +16,11 @@ light: the heavy modules load on first use.
 
 __version__ = "0.1.0"
 
-__all__ = ["plan", "load_plan", "load_protocol", "revise_plan", "Plan", "Protocol", "__version__"]
+__all__ = ["plan", "compare", "load_plan", "load_protocol", "revise_plan", "Plan", "Protocol", "__version__"]
 
 _LAZY = {
     "plan": ("tmstarget._api", "plan"),
+    "compare": ("tmstarget.research.compare", "compare"),
     "load_plan": ("tmstarget.outputs.plan", "load_plan"),
     "Plan": ("tmstarget.outputs.plan", "Plan"),
     "revise_plan": ("tmstarget.outputs.revise", "revise_plan"),

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tmstarget import __version__
+from tmstarget.cli import compare as compare_cli
 from tmstarget.cli import convert as convert_cli
 from tmstarget.cli import navigation as navigation_cli
 from tmstarget.cli import realtime as realtime_cli
@@ -266,6 +267,7 @@ def build_parser():
     _build_protocols_parser(sub)
     _build_sample_parser(sub)
     convert_cli.add_subcommand(sub)
+    compare_cli.add_subcommand(sub)
     navigation_cli.add_subcommands(sub)
     realtime_cli.add_subcommands(sub)
     return parser

@@ -129,7 +129,7 @@ def summary_table(targets, distances, protocols):
 
 
 def data_length_points_table(records, targets):
-    """``data_length_targets.tsv``: every participant x protocol x length point, with its distance from the full-data target."""
+    """``data_length_targets.tsv``: each participant x protocol x length point, its distance from the full target."""
     full = {(r.participant, r.protocol): np.array([r.x_mni, r.y_mni, r.z_mni], dtype=float)
             for r in _ok(targets).itertuples(index=False)}
     rows = []
@@ -148,7 +148,7 @@ def data_length_points_table(records, targets):
 
 
 def data_length_table(points, protocols):
-    """``data_length.tsv``: per strategy and length, the distance from the full-data target and the share significant."""
+    """``data_length.tsv``: per strategy and length, distance from the full-data target and share significant."""
     rows = []
     for name in protocols:
         mine = points[points["protocol"] == name]
