@@ -68,16 +68,6 @@ def _minutes(minutes):
     return tuple(values)
 
 
-def _map_jobs(func, jobs, *, n_jobs=None, dask_scheduler=None, on_result=None):
-    """Serial stand-in for :func:`tmstarget.research.executors.map_jobs` until it lands (same signature)."""
-    results = []
-    for job in jobs:
-        results.append(func(job))
-        if on_result is not None:
-            on_result(results[-1])
-    return results
-
-
 def compare(dataset: str | PathLike, protocols, output: str | PathLike, participants=None, *, n_jobs: int | None = None,
             dask_scheduler: str | None = None, force: bool = False, minutes=DEFAULT_MINUTES,
             bids_dir: str | PathLike | None = None, report: bool = True, progress=None):
@@ -119,8 +109,10 @@ def compare(dataset: str | PathLike, protocols, output: str | PathLike, particip
         ``"failed: <reason>"``.
     """
     from tmstarget.outputs.plan_folder import check_output_dir
+    from tmstarget.protocol import load_protocol
     from tmstarget.research import tables as tb
-    from tmstarget.research.jobs import ParticipantJob, finished_record, run_participant
+    from tmstarget.research.executors import JobFailure, map_jobs
+    from tmstarget.research.jobs import ParticipantJob, empty_record, finished_record, run_participant
 
     specs, names = _protocol_names(protocols)
     labels = _participants(dataset, bids_dir, participants)
@@ -145,13 +137,16 @@ def compare(dataset: str | PathLike, protocols, output: str | PathLike, particip
     if progress is not None:
         progress(counter["done"], total)
 
-    def on_result(*args):
-        counter["done"] += len(args[-1])
+    def on_result(index, _result):
+        counter["done"] += len(jobs[index].protocols)
         if progress is not None:
             progress(counter["done"], total)
 
-    for result in _map_jobs(run_participant, jobs, n_jobs=n_jobs, dask_scheduler=dask_scheduler,
-                            on_result=on_result):
+    results = map_jobs(run_participant, jobs, n_jobs=n_jobs, dask_scheduler=dask_scheduler, on_result=on_result)
+    for job, result in zip(jobs, results):
+        if isinstance(result, JobFailure):  # the job itself died (a lost worker too often, an unexpected error)
+            result = [empty_record(job.participant, load_protocol(spec).name, f"failed: {result.reason}", minutes)
+                      for spec in job.protocols]
         records.extend(result)
     targets = tb.targets_table(records, names)
     distances = tb.distances_table(targets, names)

@@ -101,7 +101,8 @@ def failure_reason(exc):
     return f"failed: {line[:300]}"
 
 
-def _empty_record(participant, name, status, minutes):
+def empty_record(participant, name, status, minutes):
+    """A record without results (the start of every record, and that of a job that died)."""
     return {"participant": participant, "protocol": name, "x_mni": None, "y_mni": None, "z_mni": None,
             "score": None, "p_fwe": None, "significant": None, "split_half_mm": None, "bootstrap_spread_mm": None,
             "mean_fd_mm": None, "usable_minutes": None, "status": status, "prepare_s": None, "analysis_s": None,
@@ -201,7 +202,7 @@ def run_participant(job):
     from tmstarget.protocol import load_protocol
 
     protocols = [load_protocol(spec) for spec in job.protocols]
-    records = {p.name: _empty_record(job.participant, p.name, "ok", job.minutes) for p in protocols}
+    records = {p.name: empty_record(job.participant, p.name, "ok", job.minutes) for p in protocols}
     folder = participant_folder(job.output, job.participant)
     selections = {}
     for protocol in protocols:
