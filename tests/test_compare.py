@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -99,6 +100,26 @@ def test_tables_written_as_tsv(tmp_path, hand_tables):
     assert text.splitlines()[0] == "participant\tprotocol_a\tprotocol_b\tdistance_mm"
     assert text.splitlines()[3].endswith("\tn/a")
     assert [p.name for p in tmp_path.iterdir()] == ["distances.tsv"]  # no temporary file left
+
+
+def test_truncate_run_cuts_frames_confounds_and_events_together():
+    import nibabel as nib
+
+    from tmstarget.ingest.runs import Run, truncate_run
+
+    data = np.arange(2 * 2 * 2 * 10, dtype=np.float32).reshape(2, 2, 2, 10)
+    events = pd.DataFrame({"onset": [0.0, 8.0, 14.0], "duration": [8.0, 8.0, 6.0],
+                           "trial_type": ["rumination", "distraction", "rumination"]})
+    run = Run("task-x", None, nib.Nifti1Image(data, np.eye(4)), 2.0, pd.DataFrame({"trans_x": np.arange(10.0)}),
+              events, {"bold": Path("x_bold.nii.gz")}, 1.0)
+    cut = truncate_run(run, 6)  # 12 s of a 20 s run
+    assert cut.n_volumes == 6 and np.array_equal(np.asarray(cut.img.dataobj), data[..., :6])
+    assert list(cut.confounds["trans_x"]) == [0, 1, 2, 3, 4, 5]
+    # the first block stays, the second (8-16 s) is cut at 12 s, the third (from 14 s) is gone
+    assert cut.events.to_dict("list") == {"onset": [0.0, 8.0], "duration": [8.0, 4.0],
+                                          "trial_type": ["rumination", "distraction"]}
+    assert (cut.t_r, cut.frame_offset_s, cut.label) == (2.0, 1.0, "task-x")
+    assert len(run.events) == 3 and run.n_volumes == 10  # the full run is untouched
 
 
 # --- end to end on synthetic participants -------------------------------------------------------------------------
