@@ -16,7 +16,8 @@ light: the heavy modules load on first use.
 
 __version__ = "0.1.0"
 
-__all__ = ["plan", "compare", "load_plan", "load_protocol", "revise_plan", "Plan", "Protocol", "__version__"]
+__all__ = ["plan", "compare", "load_plan", "load_protocol", "revise_plan", "plan_efield", "Plan", "Protocol",
+           "__version__"]
 
 _LAZY = {
     "plan": ("tmstarget._api", "plan"),
@@ -24,6 +25,7 @@ _LAZY = {
     "load_plan": ("tmstarget.outputs.plan", "load_plan"),
     "Plan": ("tmstarget.outputs.plan", "Plan"),
     "revise_plan": ("tmstarget.outputs.revise", "revise_plan"),
+    "plan_efield": ("tmstarget.efield.run", "plan_efield"),
     "load_protocol": ("tmstarget.protocol", "load_protocol"),
     "Protocol": ("tmstarget.protocol", "Protocol"),
 }

@@ -12,6 +12,7 @@ from pathlib import Path
 from tmstarget import __version__
 from tmstarget.cli import compare as compare_cli
 from tmstarget.cli import convert as convert_cli
+from tmstarget.cli import efield as efield_cli
 from tmstarget.cli import navigation as navigation_cli
 from tmstarget.cli import realtime as realtime_cli
 from tmstarget.cli._common import Progress, add_common, navigation_formats, navigation_skipped
@@ -268,6 +269,7 @@ def build_parser():
     _build_sample_parser(sub)
     convert_cli.add_subcommand(sub)
     compare_cli.add_subcommand(sub)
+    efield_cli.add_subcommand(sub)
     navigation_cli.add_subcommands(sub)
     realtime_cli.add_subcommands(sub)
     return parser
