@@ -47,6 +47,7 @@ def computed(planned):
     return plan_dir, head, result, before
 
 
+@pytest.mark.slow  # shares a 40-s fixture (plan, tissue segmentation, search)
 def test_efield_json_keys_and_types(computed):
     plan_dir, _, result, before = computed
     doc = json.loads((plan_dir / "efield.json").read_text())
@@ -72,6 +73,7 @@ def test_efield_json_keys_and_types(computed):
     assert set(after) - set(before) == {"efield.json", "efield_map.nii.gz"}
 
 
+@pytest.mark.slow  # shares a 40-s fixture (plan, tissue segmentation, search)
 def test_best_beats_planned_and_the_curve_covers_360_degrees(computed):
     _, head, result, _ = computed
     doc = result.document
@@ -94,6 +96,7 @@ def test_best_beats_planned_and_the_curve_covers_360_degrees(computed):
     assert doc["planned"]["handle_angle_deg"] == pytest.approx(head.frame.angle_of(plan_pose, head.target_ras_mm))
 
 
+@pytest.mark.slow  # shares a 40-s fixture (plan, tissue segmentation, search)
 def test_dose_equals_hand_computation(computed):
     _, head, result, _ = computed
     doc = result.document
@@ -118,6 +121,7 @@ def test_dose_equals_hand_computation(computed):
     assert dose["stokes"]["assumptions"] and dose["efield_matched"]["assumptions"]
 
 
+@pytest.mark.slow  # shares a 40-s fixture (plan, tissue segmentation, search)
 def test_map_on_the_t1_grid_peaks_by_the_target(computed):
     plan_dir, head, result, _ = computed
     img = nib.load(plan_dir / "efield_map.nii.gz")
@@ -232,6 +236,7 @@ def test_bad_inputs_one_line(tmp_path, capsys, args, message):
     assert not (plan_dir / "efield.json").exists()
 
 
+@pytest.mark.slow  # shares a 40-s fixture (plan, tissue segmentation, search)
 def test_handle_angles_of_the_curve_are_the_adjust_convention(computed):
     """Each curve angle, turned into a pose with the adjust convention, gives the search's field vector."""
     from tmstarget.efield.coils import load_coil

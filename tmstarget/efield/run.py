@@ -177,14 +177,12 @@ def plan_efield(plan_dir, coil=DEFAULT_COIL, *, didt_a_per_us=None, rmt=None, m1
     head = PlanHead(plan_dir) if head is None else head
     block = head.plan.coil
     target, target_source = _cortical_target(head)
-    planned = _lifted(np.asarray(block["matrix"], dtype=float), np.asarray(block["scalp_ras_mm"], dtype=float),
-                      gap_mm)
     reference = -head.frame.axes_ras[:, 1]
     say(f"searching coil poses ({coil_model.name}, {coil_model.n_dipoles} dipoles)")
-    result = search_poses(coil_model, target, head.mesh, planned, block["scalp_ras_mm"], radius_mm=radius_mm,
+    result = search_poses(coil_model, target, head.mesh, block["matrix"], block["scalp_ras_mm"], radius_mm=radius_mm,
                           gap_mm=gap_mm, angle_step_deg=angle_step_deg, reference_ras=reference)
     search_s = time.perf_counter() - start
-    document = _document(result, head, target, target_source, planned, gap_mm, coil_model)
+    document = _document(result, head, target, target_source, gap_mm, coil_model)
     best_pose = np.asarray(document["best"]["pose"], dtype=float)
     say("mapping |E| around the target")
     map_start = time.perf_counter()
@@ -241,16 +239,13 @@ def _cortical_target(head):
     return np.asarray(point, dtype=float), "coil.cortical_target_ras_mm"
 
 
-def _lifted(pose, scalp, gap_mm):
-    """The pose with its centre ``gap_mm`` out along -z from the scalp point under it."""
-    lifted = pose.copy()
-    lifted[:3, 3] = pose[:3, 3] + (gap_mm + float((pose[:3, 3] - scalp) @ pose[:3, 2])) * -pose[:3, 2]
-    return lifted
+def _document(result, head, target, target_source, gap_mm, coil_model):
+    """``efield.json`` without dose, simnibs, timing and provenance; angles in the adjust convention.
 
-
-def _document(result, head, target, target_source, planned, gap_mm, coil_model):
-    """``efield.json`` without dose, simnibs, timing and provenance; angles in the adjust convention."""
-    frame, fmri = head.frame, head.target_ras_mm
+    ``planned`` is the search's planned pose: the plan's orientation, its centre ``gap_mm`` above
+    the planned scalp point along its own axis.
+    """
+    frame, fmri, planned = head.frame, head.target_ras_mm, np.asarray(result.planned_pose_ras, dtype=float)
     side = frame.side(fmri)
     e_planned = float(np.linalg.norm(result.planned_e_ras_v_per_m))
     curve = []
