@@ -108,7 +108,8 @@ def test_dose_equals_hand_computation(computed):
         assert dose["stokes"][pose]["output_percent"] == pytest.approx(min(stokes, 100.0), rel=1e-12)
         assert dose["stokes"][pose]["prescribed_output_percent"] == pytest.approx(min(0.9 * stokes, 100), rel=1e-12)
         e_target = doc[pose]["e_target_v_per_m"]
-        assert dose["efield_matched"][pose]["e_target_v_per_m"] == e_target
+        assert doc[pose]["e_magnitude_v_per_m"] == e_target  # objective |E|
+        assert dose["efield_matched"][pose]["e_magnitude_v_per_m"] == e_target
         matched = RMT * hotspot["e_v_per_m"] / e_target
         assert dose["efield_matched"][pose]["output_percent"] == pytest.approx(min(matched, 100.0), rel=1e-12)
     assert dose["stokes"]["planned"]["scalp_to_cortex_mm"] == head.plan.coil["scalp_to_cortex_mm"]
@@ -264,3 +265,28 @@ def test_handle_angles_of_the_curve_are_the_adjust_convention(computed):
     # the field vector turns with the handle: 90 degrees apart, nearly perpendicular fields on the axis
     e0, e90 = search.curve_e_ras_v_per_m[0], search.curve_e_ras_v_per_m[18]
     assert abs(e0 @ e90) < 0.2 * np.linalg.norm(e0) * np.linalg.norm(e90)
+
+
+@pytest.mark.slow
+def test_cortex_normal_objective_makes_the_angle_matter(computed, tmp_path):
+    from tmstarget.efield.run import cortex_normal
+
+    plan_dir, head, magnitude, _ = computed
+    target = np.array(magnitude.document["target_ras_mm"])
+    n = cortex_normal(head.tissue, target)
+    assert np.linalg.norm(n) == pytest.approx(1.0)
+    # outward: brain 2 mm inward, less brain 2 mm outward (labels of this T1: 2 grey, 3 white matter)
+    assert head.tissue.label_at(target - 2 * n) >= 2
+    assert head.tissue.label_at(target - 2 * n) >= head.tissue.label_at(target + 2 * n)
+    result = tmstarget.plan_efield(plan_dir, objective="cortex-normal", head=head)
+    doc = result.document
+    assert doc["objective"]["name"] == "cortex-normal"
+    np.testing.assert_allclose(doc["objective"]["direction_ras"], n)
+    curve = np.array([c["e_target_v_per_m"] for c in doc["angle_curve"]])
+    assert curve.max() > 2 * curve.min()  # |E.n| turns with the handle, unlike |E| on the axis
+    best = doc["best"]
+    assert best["e_target_v_per_m"] >= curve.max() - 1e-9
+    assert best["e_target_v_per_m"] <= best["e_magnitude_v_per_m"] + 1e-9
+    e = result.search.best_e_ras_v_per_m if best["pose"] == result.search.best_pose_ras.tolist() else None
+    if e is not None:
+        assert best["e_target_v_per_m"] == pytest.approx(abs(e @ n), rel=1e-12)

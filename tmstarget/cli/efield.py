@@ -33,6 +33,9 @@ def add_subcommand(subparsers):
                          help="motor hotspot on the scalp, world RAS mm of the plan's T1")
     hotspot.add_argument("--hotspot", type=Path, metavar="FILE",
                          help="Localite or Brainsight file holding the hotspot coil pose")
+    parser.add_argument("--objective", choices=["magnitude", "cortex-normal"], default="magnitude",
+                        help="maximize |E| at the target (default) or its component across the cortex (normal to this "
+                        "T1's cortical surface there), which makes the handle angle matter")
     parser.add_argument("--apply", action="store_true", help="write the best pose as a new plan version (--output)")
     parser.add_argument("--output", "-o", type=Path, help="the new plan folder for --apply")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --output")
@@ -52,15 +55,16 @@ def run_efield(args):
     if args.output is not None and not args.apply:
         raise InputError("--output names the new plan version of --apply; add --apply")
     result = plan_efield(args.plan_dir, args.coil, didt_a_per_us=args.didt, rmt=args.rmt, m1_ras_mm=args.m1,
-                         hotspot_file=args.hotspot, apply=args.apply, output=args.output, simnibs=args.simnibs,
-                         m2m=args.m2m, force=args.force, progress=Progress(args.quiet))
+                         hotspot_file=args.hotspot, objective=args.objective, apply=args.apply, output=args.output,
+                         simnibs=args.simnibs, m2m=args.m2m, force=args.force, progress=Progress(args.quiet))
     doc = result.document
     planned, best = doc["planned"], doc["best"]
     print(f"coil {doc['coil']} at {doc['didt_a_per_us']:.1f} A/us (100% output); sphere radius "
           f"{doc['sphere']['radius_mm']:.1f} mm")
-    print(f"planned: handle {planned['handle_angle_deg']:.1f} deg, |E| {planned['e_target_v_per_m']:.1f} V/m at the "
+    what = "|E|" if args.objective == "magnitude" else "|E.n|"
+    print(f"planned: handle {planned['handle_angle_deg']:.1f} deg, {what} {planned['e_target_v_per_m']:.1f} V/m at the "
           "cortical target")
-    print(f"best:    handle {best['handle_angle_deg']:.1f} deg, |E| {best['e_target_v_per_m']:.1f} V/m, coil centre "
+    print(f"best:    handle {best['handle_angle_deg']:.1f} deg, {what} {best['e_target_v_per_m']:.1f} V/m, coil centre "
           f"{[round(v, 1) for v in best['centre_ras_mm']]} mm")
     if "dose" in doc:
         dose = doc["dose"]

@@ -150,8 +150,8 @@ def dose_block(coil, head, hotspot, document, rmt, *, gap_mm, prescription=None)
         value = rmt + STOKES_PERCENT_PER_MM * (depths[pose] - hotspot["scalp_to_cortex_mm"])
         stokes[pose] = {"scalp_to_cortex_mm": depths[pose],
                         **_output(value, prescription, f"(a) scalp-to-cortex, {pose} pose", warnings)}
-        e_target = float(document[pose]["e_target_v_per_m"])
-        matched[pose] = {"e_target_v_per_m": e_target,
+        e_target = float(document[pose]["e_magnitude_v_per_m"])
+        matched[pose] = {"e_magnitude_v_per_m": e_target,
                          **_output(rmt * e_m1 / e_target, prescription, f"(b) E-field matched, {pose} pose", warnings)}
     return {
         "rmt_percent": rmt,
@@ -168,7 +168,7 @@ def dose_block(coil, head, hotspot, document, rmt, *, gap_mm, prescription=None)
         "stokes": {"slope_percent_per_mm": STOKES_PERCENT_PER_MM,
                    "formula": "output = RMT + slope x (scalp_to_cortex_mm - motor_hotspot.scalp_to_cortex_mm)",
                    "reference": STOKES_REFERENCE, "assumptions": STOKES_ASSUMPTIONS, **stokes},
-        "efield_matched": {"formula": "output = RMT x motor_hotspot.e_v_per_m / e_target_v_per_m",
+        "efield_matched": {"formula": "output = RMT x motor_hotspot.e_v_per_m / e_magnitude_v_per_m",
                            "assumptions": MATCHED_ASSUMPTIONS, **matched},
         "warnings": warnings,
     }

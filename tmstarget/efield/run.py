@@ -12,15 +12,19 @@ changed. With ``apply`` the best pose becomes a new plan version (:func:`tmstarg
 ``efield.json`` (V/m at 100 % stimulator output with ``didt_a_per_us``; poses SimNIBS, world RAS mm):
 
 * ``coil``, ``didt_a_per_us``, ``sphere`` (``centre_ras_mm``, ``radius_mm``, fit residual);
-* ``planned`` (``handle_angle_deg``, ``e_target_v_per_m``, ``pose``): the plan's pose lifted to the
-  coil-to-scalp gap of the search (``gap_mm``, default 4 mm: hair and casing, as SimNIBS's default
-  ``distance``), so planned and searched poses are judged alike;
-* ``angle_curve``: |E| at the target for the planned pose turned about its own normal, every
-  ``angle_step_deg`` (72 entries at 5°);
+* ``objective``: what ``e_target_v_per_m`` is and the search maximized: |E| (default), or |E·n| with
+  n the outward normal of the cortex at the target (``objective="cortex-normal"``);
+* ``planned`` (``handle_angle_deg``, ``e_target_v_per_m``, ``e_magnitude_v_per_m``, ``pose``): the
+  plan's pose lifted to the coil-to-scalp gap of the search (``gap_mm``, default 4 mm: hair and
+  casing, as SimNIBS's default ``distance``), so planned and searched poses are judged alike;
+* ``angle_curve``: the objective at the target for the planned pose turned about its own normal,
+  every ``angle_step_deg`` (72 entries at 5°);
 * ``best`` (``handle_angle_deg``, ``centre_ras_mm`` (coil centre), ``scalp_ras_mm``, ``pose``,
-  ``e_target_v_per_m``): the largest |E| over the searched poses and the planned pose itself;
+  ``e_target_v_per_m``, ``e_magnitude_v_per_m``): the largest objective over the searched poses and
+  the planned pose itself;
 * ``dose`` with ``rmt`` (:mod:`tmstarget.efield.dose`), ``simnibs`` (:mod:`tmstarget.efield.simnibs_run`),
-  ``timing_s`` (wall time of the search, of the map and in total), ``provenance``.
+  ``timing_s`` (wall time of loading the head (scalp surface, tissue segmentation), of the search, of
+  the map, and in total), ``provenance``.
 
 Handle angles are in the convention of :mod:`tmstarget.coil.adjust` (degrees from the head's
 posterior direction toward the target's lateral side, about the coil normal), which the search is
@@ -40,6 +44,8 @@ from tmstarget.errors import InputError
 
 #: Default coil of ``tmstarget efield``.
 DEFAULT_COIL = "magstim-d70"
+#: What the pose search maximizes (``objective``).
+OBJECTIVES = ("magnitude", "cortex-normal")
 EFIELD_JSON = "efield.json"
 EFIELD_MAP = "efield_map.nii.gz"
 
@@ -100,8 +106,8 @@ def _positive(value, name):
 
 
 def plan_efield(plan_dir, coil=DEFAULT_COIL, *, didt_a_per_us=None, rmt=None, m1_ras_mm=None, hotspot_file=None,
-                apply=False, output=None, simnibs=None, m2m=None, gap_mm=4.0, radius_mm=10.0, angle_step_deg=5.0,
-                map_radius_mm=25.0, map_step_mm=4.0, force=False, head=None, progress=None):
+                objective="magnitude", apply=False, output=None, simnibs=None, m2m=None, gap_mm=4.0, radius_mm=10.0,
+                angle_step_deg=5.0, map_radius_mm=25.0, map_step_mm=4.0, force=False, head=None, progress=None):
     """E-field of a plan's coil in a spherical head: best pose, angle curve, dose and map; optionally SimNIBS.
 
     Parameters
@@ -118,6 +124,11 @@ def plan_efield(plan_dir, coil=DEFAULT_COIL, *, didt_a_per_us=None, rmt=None, m1
         Motor hotspot on the scalp (world RAS mm of the plan's T1; the nearest scalp point is used).
     hotspot_file : str or Path, optional
         A Localite or Brainsight file (any navigation file tmstarget reads) holding the hotspot coil pose.
+    objective : {"magnitude", "cortex-normal"}
+        What the search maximizes and ``e_target_v_per_m`` reports: |E|, or |E·n| with n the outward
+        normal of this T1's cortex at the target (:func:`cortex_normal`; current across the cortical
+        sheet, which makes the handle angle matter for a target on the coil axis). ``e_magnitude_v_per_m``
+        always gives |E| (the dose uses it).
     apply : bool, default=False
         Write the best pose as a new plan version into ``output`` (:func:`tmstarget.revise_plan`).
     output : str or Path, optional
@@ -171,6 +182,8 @@ def plan_efield(plan_dir, coil=DEFAULT_COIL, *, didt_a_per_us=None, rmt=None, m1
         raise InputError(f"rmt is a percentage of stimulator output (0-100]; got {rmt!r}", key="rmt")
     if apply and output is None:
         raise InputError("apply writes a new plan version: give its output folder", key="output")
+    if objective not in OBJECTIVES:
+        raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}", key="objective")
     gap_mm = float(gap_mm)
     coil_model = load_named_coil(coil, didt_a_per_us)
     say("loading the plan's head (scalp, tissues)")
@@ -178,11 +191,14 @@ def plan_efield(plan_dir, coil=DEFAULT_COIL, *, didt_a_per_us=None, rmt=None, m1
     block = head.plan.coil
     target, target_source = _cortical_target(head)
     reference = -head.frame.axes_ras[:, 1]
+    direction = cortex_normal(head.tissue, target) if objective == "cortex-normal" else None
     say(f"searching coil poses ({coil_model.name}, {coil_model.n_dipoles} dipoles)")
+    head_s, search_start = time.perf_counter() - start, time.perf_counter()
     result = search_poses(coil_model, target, head.mesh, block["matrix"], block["scalp_ras_mm"], radius_mm=radius_mm,
-                          gap_mm=gap_mm, angle_step_deg=angle_step_deg, reference_ras=reference)
-    search_s = time.perf_counter() - start
-    document = _document(result, head, target, target_source, gap_mm, coil_model)
+                          gap_mm=gap_mm, angle_step_deg=angle_step_deg, reference_ras=reference,
+                          direction_ras=direction)
+    search_s = time.perf_counter() - search_start
+    document = _document(result, head, target, target_source, gap_mm, coil_model, direction)
     best_pose = np.asarray(document["best"]["pose"], dtype=float)
     say("mapping |E| around the target")
     map_start = time.perf_counter()
@@ -197,10 +213,10 @@ def plan_efield(plan_dir, coil=DEFAULT_COIL, *, didt_a_per_us=None, rmt=None, m1
                                                prescription=head.plan.protocol.prescription.intensity_percent_rmt)
         messages.extend(document["dose"]["warnings"])
     document["simnibs"] = simnibs_block(simnibs, m2m, best_pose, coil, coil_model, target,
-                                        document["best"]["e_target_v_per_m"], plan_dir)
+                                        document["best"]["e_magnitude_v_per_m"], plan_dir)
     if document["simnibs"].get("note"):
         messages.append(document["simnibs"]["note"])
-    document["timing_s"] = {"search": round(search_s, 3), "map": round(map_s, 3),
+    document["timing_s"] = {"head": round(head_s, 3), "search": round(search_s, 3), "map": round(map_s, 3),
                             "total": round(time.perf_counter() - start, 3)}
     document["provenance"] = {
         "generated_by": f"tmstarget {_version()}",
@@ -225,8 +241,8 @@ def plan_efield(plan_dir, coil=DEFAULT_COIL, *, didt_a_per_us=None, rmt=None, m1
 
         say("writing the best pose as a new plan version")
         revised = revise_plan(plan_dir, output, pose=best_pose, force=force, head=head, reason=(
-            f"E-field best pose: |E| {document['best']['e_target_v_per_m']:.1f} V/m at the cortical target against "
-            f"{document['planned']['e_target_v_per_m']:.1f} V/m planned ({coil_model.name}, spherical head; "
+            f"E-field best pose ({objective}): {document['best']['e_target_v_per_m']:.1f} V/m at the cortical target "
+            f"against {document['planned']['e_target_v_per_m']:.1f} V/m planned ({coil_model.name}, spherical head; "
             f"efield.json sha256 {sha256_file(files[0])})"))
     return EfieldResult(document, map_img, files, revised, messages, result)
 
@@ -239,7 +255,7 @@ def _cortical_target(head):
     return np.asarray(point, dtype=float), "coil.cortical_target_ras_mm"
 
 
-def _document(result, head, target, target_source, gap_mm, coil_model):
+def _document(result, head, target, target_source, gap_mm, coil_model, direction=None):
     """``efield.json`` without dose, simnibs, timing and provenance; angles in the adjust convention.
 
     ``planned`` is the search's planned pose: the plan's orientation, its centre ``gap_mm`` above
@@ -247,33 +263,71 @@ def _document(result, head, target, target_source, gap_mm, coil_model):
     """
     frame, fmri, planned = head.frame, head.target_ras_mm, np.asarray(result.planned_pose_ras, dtype=float)
     side = frame.side(fmri)
-    e_planned = float(np.linalg.norm(result.planned_e_ras_v_per_m))
+
+    def value(e):
+        return float(np.linalg.norm(e) if direction is None else abs(np.asarray(e) @ direction))
+
     curve = []
-    for angle, e in zip(result.curve_angles_deg, np.linalg.norm(result.curve_e_ras_v_per_m, axis=1)):
-        curve.append((_wrap(-side * float(angle)), float(e)))  # search: about the outward normal (-z)
+    for angle, e in zip(result.curve_angles_deg, result.curve_e_ras_v_per_m):
+        curve.append((_wrap(-side * float(angle)), value(e)))  # search: about the outward normal (-z)
     curve.sort()
-    c, a = result.best_index
-    best_pose = result.best_pose_ras
-    best_e = float(np.linalg.norm(result.best_e_ras_v_per_m))
-    best_scalp = result.candidates.scalp_ras_mm[c]
-    if e_planned > best_e:  # the planned pose itself (off the 5° grid) was not beaten
-        best_pose, best_e, best_scalp = planned, e_planned, np.asarray(head.plan.coil["scalp_ras_mm"], dtype=float)
+    c, _ = result.best_index
+    best_pose, best_e, best_scalp = result.best_pose_ras, result.best_e_ras_v_per_m, result.candidates.scalp_ras_mm[c]
+    if value(result.planned_e_ras_v_per_m) > value(best_e):  # the planned pose (off the 5° grid) was not beaten
+        best_pose, best_e = planned, result.planned_e_ras_v_per_m
+        best_scalp = np.asarray(head.plan.coil["scalp_ras_mm"], dtype=float)
     return {
         "coil": coil_model.name,
         "didt_a_per_us": result.didt_a_per_s / 1e6,
         "sphere": result.sphere.as_dict(),
         "target_ras_mm": [float(v) for v in target],
         "target_source": target_source,
+        "objective": ({"name": "magnitude", "e_target_v_per_m": "|E|"} if direction is None else
+                      {"name": "cortex-normal", "e_target_v_per_m": "|E . n|, n the outward cortical normal",
+                       "direction_ras": [float(v) for v in direction]}),
         "gap_mm": gap_mm,
-        "planned": {"handle_angle_deg": frame.angle_of(planned, fmri), "e_target_v_per_m": e_planned,
+        "planned": {"handle_angle_deg": frame.angle_of(planned, fmri),
+                    "e_target_v_per_m": value(result.planned_e_ras_v_per_m),
+                    "e_magnitude_v_per_m": float(np.linalg.norm(result.planned_e_ras_v_per_m)),
                     "pose": planned.tolist()},
         "angle_curve": [{"handle_angle_deg": angle, "e_target_v_per_m": e} for angle, e in curve],
         "best": {"handle_angle_deg": frame.angle_of(best_pose, fmri), "centre_ras_mm": best_pose[:3, 3].tolist(),
                  "scalp_ras_mm": [float(v) for v in best_scalp], "pose": np.asarray(best_pose).tolist(),
-                 "e_target_v_per_m": best_e},
+                 "e_target_v_per_m": value(best_e), "e_magnitude_v_per_m": float(np.linalg.norm(best_e))},
         "search": {"n_centres": int(len(result.candidates.scalp_ras_mm)),
                    "n_angles": int(len(result.candidates.angles_deg)), "n_dipoles": int(coil_model.n_dipoles)},
     }
+
+
+def cortex_normal(tissue, point_ras_mm, sigma_mm=2.0, half_mm=10.0):
+    """Outward unit normal of the cortex (grey or white matter of this T1) at a point.
+
+    Minus the gradient of the brain mask smoothed with a Gaussian of ``sigma_mm``, evaluated at the
+    point on a crop of ``half_mm`` around it, in world RAS.
+
+    Raises
+    ------
+    InputError
+        No cortex boundary near the point (a flat smoothed mask there).
+    """
+    from nibabel.affines import apply_affine
+    from scipy import ndimage
+
+    affine = tissue.affine
+    voxel = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    centre = apply_affine(np.linalg.inv(affine), point_ras_mm)
+    half = np.ceil(half_mm / voxel).astype(int)
+    lo = np.maximum(np.round(centre).astype(int) - half, 0)
+    hi = np.minimum(np.round(centre).astype(int) + half + 1, tissue.labels.shape)
+    crop = tissue.parenchyma[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(float)
+    smooth = ndimage.gaussian_filter(crop, sigma_mm / voxel, mode="nearest")
+    gradient_ijk = np.array([ndimage.map_coordinates(np.gradient(smooth, axis=d), (centre - lo)[:, None], order=1,
+                                                     mode="nearest")[0] for d in range(3)])
+    gradient = np.linalg.inv(affine[:3, :3]).T @ gradient_ijk  # d/d(world) of the mask
+    norm = np.linalg.norm(gradient)
+    if not np.isfinite(norm) or norm < 1e-3:
+        raise InputError(f"no cortical surface near {np.round(point_ras_mm, 1).tolist()} RAS mm to take a normal from")
+    return -gradient / norm
 
 
 def _wrap(angle):
