@@ -80,8 +80,8 @@ class EfieldResult:
 
 
 def load_named_coil(coil, didt_a_per_us=None):
-    """A coil by built-in name (``magstim-d70``, ``mc-b70``, ... as :func:`tmstarget.efield.coils.builtin_coil`,
-    ``-`` or ``_``) or SimNIBS ``.ccd`` path, with an optional dI/dt in A/µs."""
+    """A coil by built-in name (``magstim-d70``, ``mc-b70``, ``cool-b65``: :func:`tmstarget.efield.coils.builtin_coil`)
+    or SimNIBS ``.ccd`` path, with an optional dI/dt in A/µs."""
     from tmstarget.efield.coils import A_PER_US, load_coil
 
     didt = None if didt_a_per_us is None else _positive(didt_a_per_us, "didt_a_per_us") * A_PER_US
@@ -90,12 +90,7 @@ def load_named_coil(coil, didt_a_per_us=None):
         if not Path(spec).is_file():
             raise InputError("coil file not found", path=Path(spec))
         return load_coil(spec, didt_a_per_s=didt)
-    try:
-        return load_coil(spec, didt_a_per_s=didt)
-    except InputError:
-        if "-" not in spec:
-            raise
-        return load_coil(spec.replace("-", "_"), didt_a_per_s=didt)
+    return load_coil(spec, didt_a_per_s=didt)
 
 
 def _positive(value, name):

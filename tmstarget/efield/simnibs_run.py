@@ -8,8 +8,8 @@ The session (SimNIBS docs, "Scripting Simulations" and the SESSION / TMSLIST / P
 structures): ``fnamehead`` = ``<m2m>/<id>.msh`` of the patient's ``charm`` head model
 (``m2m_<id>``), ``subpath`` = the m2m folder, ``pathfem`` = ``PLAN_DIR/efield_simnibs/``, one
 TMSLIST with ``fnamecoil`` (a ``.ccd`` file given by the user, else SimNIBS's own measured model of
-the built-in coil: ``Drakaki_BrainStim_2022/MagStim_D70.ccd`` or ``.../MagVenture_MC-B70.ccd``)
-and one POSITION whose ``matsimnibs`` is the pose exactly (the project's coil convention is
+the built-in coil: ``Drakaki_BrainStim_2022/MagStim_D70.ccd``, ``.../MagVenture_MC-B70.ccd`` or
+``.../MagVenture_Cool-B65.ccd``) and one POSITION whose ``matsimnibs`` is the pose exactly (the project's coil convention is
 SimNIBS's; mm) and ``didt`` in A/s; ``map_to_surf`` and ``map_to_vol`` on, ``open_in_gmsh`` off.
 
 Read back: ``map_to_vol`` writes ``subject_volumes/<simulation id>_magnE.nii.gz`` (``normE`` in
@@ -35,7 +35,8 @@ SIMNIBS_NOTE = ("SimNIBS not found: with SimNIBS (installer at simnibs.org, not 
                 "finite-element field at the target beside this spherical-head estimate")
 #: SimNIBS's measured models (Drakaki et al. 2022) of the built-in coils, relative to its coil folder.
 SIMNIBS_COILS = {"Magstim_D70": "Drakaki_BrainStim_2022/MagStim_D70.ccd",
-                 "MagVenture_MC-B70": "Drakaki_BrainStim_2022/MagVenture_MC-B70.ccd"}
+                 "MagVenture_MC-B70": "Drakaki_BrainStim_2022/MagVenture_MC-B70.ccd",
+                 "MagVenture_Cool-B65": "Drakaki_BrainStim_2022/MagVenture_Cool-B65.ccd"}
 RUN_FOLDER = "efield_simnibs"
 TIMEOUT_S = 4 * 3600
 
@@ -75,6 +76,8 @@ def coil_file(coil_spec, coil_model):
     """``fnamecoil`` for SimNIBS: the user's ``.ccd`` (absolute) or SimNIBS's model of the built-in coil."""
     if str(coil_spec).lower().endswith(".ccd"):
         return str(Path(coil_spec).resolve())
+    if coil_model.name not in SIMNIBS_COILS:
+        raise InputError(f"no SimNIBS model known for coil {coil_model.name!r}: give its .ccd file with --coil")
     return SIMNIBS_COILS[coil_model.name]
 
 
