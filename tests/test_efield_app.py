@@ -16,33 +16,24 @@ import numpy as np
 import pytest
 
 import tmstarget
+from plan_helpers import file_hashes, sample_dlpfc_plan
 from tmstarget.cli.main import main
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 FAKE_SIMNIBS = Path(__file__).resolve().parent / "fixtures" / "fake_simnibs"
 M1 = (-38.0, -20.0, 75.0)  # left precentral scalp region of the sample head
 RMT = 52.0
 ISSUE_KEYS = {"coil", "didt_a_per_us", "sphere", "planned", "angle_curve", "best", "dose", "timing_s", "provenance"}
 
 
-def _hashes(folder):
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
-    from tmstarget.coil.adjust import PlanHead
-
-    out = tmp_path_factory.mktemp("efield") / "plan"
-    tmstarget.plan(SAMPLE, participant="01", protocol="sgacc-dlpfc").save(out, navigation="all")
-    return out, PlanHead(out)
+    return sample_dlpfc_plan(tmp_path_factory.mktemp("efield") / "plan")
 
 
 @pytest.fixture(scope="module")
 def computed(planned):
     plan_dir, head = planned
-    before = _hashes(plan_dir)
+    before = file_hashes(plan_dir)
     result = tmstarget.plan_efield(plan_dir, rmt=RMT, m1_ras_mm=M1, head=head)
     return plan_dir, head, result, before
 
@@ -68,7 +59,7 @@ def test_efield_json_keys_and_types(computed):
     assert doc["provenance"]["plan_target_json_sha256"] == hashlib.sha256(
         (plan_dir / "target.json").read_bytes()).hexdigest()
     # target.json and every file of the plan are untouched; efield.json and the map are added
-    after = _hashes(plan_dir)
+    after = file_hashes(plan_dir)
     assert {k: after[k] for k in before} == before
     assert set(after) - set(before) == {"efield.json", "efield_map.nii.gz"}
 
@@ -149,7 +140,7 @@ def test_map_on_the_t1_grid_peaks_by_the_target(computed):
 @pytest.mark.slow
 def test_apply_writes_a_new_version_with_the_best_pose(computed, tmp_path, capsys):
     plan_dir, _, _, _ = computed
-    before = _hashes(plan_dir)
+    before = file_hashes(plan_dir)
     new = tmp_path / "plan-v2"
     env_path = os.environ.get("PATH", "")
     try:
@@ -167,7 +158,7 @@ def test_apply_writes_a_new_version_with_the_best_pose(computed, tmp_path, capsy
         "plan_target_json_sha256"]
     assert "E-field best pose" in revised["provenance"]["revision"]["reason"]
     assert (new / "navigation" / "sub-01_simnibs_positions.csv").is_file()
-    after = _hashes(plan_dir)
+    after = file_hashes(plan_dir)
     assert {k: after[k] for k in before if k not in ("efield.json", "efield_map.nii.gz")} == {
         k: v for k, v in before.items() if k not in ("efield.json", "efield_map.nii.gz")}
     # without SimNIBS: one line saying what it adds and how to get it

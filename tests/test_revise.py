@@ -7,16 +7,14 @@ scalp checked on the T1's own intensities, navigation files parsed by hand from 
 import hashlib
 import json
 import math
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 import tmstarget
+from plan_helpers import file_hashes, sample_dlpfc_plan
 from tmstarget.errors import InputError, OutputError
-
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
 
 def _rotate(v, axis, angle_deg):
@@ -26,26 +24,17 @@ def _rotate(v, axis, angle_deg):
     return v * math.cos(a) + np.cross(k, v) * math.sin(a) + k * (k @ v) * (1 - math.cos(a))
 
 
-def _hashes(folder):
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
     """A left-DLPFC plan of the sample patient (coil on its MNI-space T1) and its PlanHead."""
-    from tmstarget.coil.adjust import PlanHead
-
-    out = tmp_path_factory.mktemp("revise") / "plan"
-    tmstarget.plan(SAMPLE, participant="01", protocol="sgacc-dlpfc").save(out, navigation="all")
-    return out, PlanHead(out)
+    return sample_dlpfc_plan(tmp_path_factory.mktemp("revise") / "plan")
 
 
 def test_angle_change_rotates_y_about_z_by_exactly_that_angle(parent, tmp_path):
     plan_dir, head = parent
     old = np.array(json.loads((plan_dir / "target.json").read_text())["coil"]["matrix"])
     start = head.frame.angle_of(old, head.target_ras_mm)
-    before = _hashes(plan_dir)
+    before = file_hashes(plan_dir)
     new = tmstarget.revise_plan(plan_dir, tmp_path / "v2", handle_angle_deg=start + 30.0, reason="test rotation",
                                 head=head)
     pose = np.array(new.coil["matrix"])
@@ -56,7 +45,7 @@ def test_angle_change_rotates_y_about_z_by_exactly_that_angle(parent, tmp_path):
     assert new.coil["handle_angle_deg"] == pytest.approx(start + 30.0, abs=1e-9)
     assert new.coil["scalp_to_cortex_mm"] == pytest.approx(json.loads(
         (plan_dir / "target.json").read_text())["coil"]["scalp_to_cortex_mm"], abs=1e-6)  # same axis, same depth
-    assert _hashes(plan_dir) == before
+    assert file_hashes(plan_dir) == before
 
 
 def test_handle_angle_convention_by_hand():
@@ -112,7 +101,7 @@ def test_moved_point_stays_on_the_scalp_and_depth_is_measured_again(parent, tmp_
 
 def test_new_folder_navigation_files_hold_the_new_pose(parent, tmp_path):
     plan_dir, head = parent
-    before = _hashes(plan_dir)
+    before = file_hashes(plan_dir)
     old = np.array(json.loads((plan_dir / "target.json").read_text())["coil"]["matrix"])
     pose = old.copy()
     pose[:3, 0], pose[:3, 1] = -old[:3, 0], -old[:3, 1]  # handle turned round (180 deg about z)
@@ -136,8 +125,8 @@ def test_new_folder_navigation_files_hold_the_new_pose(parent, tmp_path):
     assert len(sidecars) >= 8
     for sidecar in sidecars:
         assert sha in sidecar.read_text()
-    assert set(doc["outputs"]) == set(_hashes(new_dir))
-    assert _hashes(plan_dir) == before
+    assert set(doc["outputs"]) == set(file_hashes(new_dir))
+    assert file_hashes(plan_dir) == before
     # a second revision chains the versions
     v3 = tmstarget.revise_plan(new_dir, tmp_path / "v3", handle_angle_deg=10.0, reason="again", navigation=None)
     assert v3.provenance["revision"]["version"] == 3
@@ -164,9 +153,9 @@ def test_bad_inputs_one_line(parent, tmp_path, kwargs, message):
 @pytest.mark.parametrize("where", ["same", "inside"])
 def test_output_in_the_plan_folder_is_refused(parent, where):
     plan_dir, head = parent
-    before = _hashes(plan_dir)
+    before = file_hashes(plan_dir)
     output = plan_dir if where == "same" else plan_dir / "v2"
     with pytest.raises(OutputError) as info:
         tmstarget.revise_plan(plan_dir, output, handle_angle_deg=0.0, reason="x", head=head, force=True)
     assert "\n" not in str(info.value)
-    assert _hashes(plan_dir) == before
+    assert file_hashes(plan_dir) == before

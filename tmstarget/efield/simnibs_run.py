@@ -9,8 +9,9 @@ structures): ``fnamehead`` = ``<m2m>/<id>.msh`` of the patient's ``charm`` head 
 (``m2m_<id>``), ``subpath`` = the m2m folder, ``pathfem`` = ``PLAN_DIR/efield_simnibs/``, one
 TMSLIST with ``fnamecoil`` (a ``.ccd`` file given by the user, else SimNIBS's own measured model of
 the built-in coil: ``Drakaki_BrainStim_2022/MagStim_D70.ccd``, ``.../MagVenture_MC-B70.ccd`` or
-``.../MagVenture_Cool-B65.ccd``) and one POSITION whose ``matsimnibs`` is the pose exactly (the project's coil convention is
-SimNIBS's; mm) and ``didt`` in A/s; ``map_to_surf`` and ``map_to_vol`` on, ``open_in_gmsh`` off.
+``.../MagVenture_Cool-B65.ccd``) and one POSITION whose ``matsimnibs`` is the pose exactly (the
+project's coil convention is SimNIBS's; mm) and ``didt`` in A/s; ``map_to_surf`` and ``map_to_vol``
+on, ``open_in_gmsh`` off.
 
 Read back: ``map_to_vol`` writes ``subject_volumes/<simulation id>_magnE.nii.gz`` (``normE`` in
 SimNIBS 3) in the space of the m2m folder's T1, which ``charm`` keeps in the input T1's world;
