@@ -145,10 +145,26 @@ def target_marker_ras_mm(plan):
     return np.asarray(point if point is not None else plan.target.ras_mm, dtype=float)
 
 
-def _mni_to_plan_world(plan, points_mni):
-    """MNI points in the plan's world: as they are for an MNI plan; through the plan's ``xfm/`` T1w<->MNI
-    transforms for a native plan; None (with the reason) when the plan stores no such transform."""
-    points = np.atleast_2d(np.asarray(points_mni, dtype=float))
+def map_plan_points(plan, points_ras_mm, to_mni):
+    """Points between MNI and the plan's world (RAS mm).
+
+    Parameters
+    ----------
+    plan : tmstarget.Plan
+    points_ras_mm : array-like, shape (3,) or (n, 3)
+    to_mni : bool
+        True: plan world -> MNI; False: MNI -> plan world.
+
+    Returns
+    -------
+    points : ndarray of shape (n, 3) or None
+        Unchanged for an MNI plan; through the plan's ``xfm/`` T1w <-> MNI
+        transforms (antspyx) for a native plan; None when the plan stores no
+        such transform.
+    reason : str
+        Why ``points`` is None ("" otherwise).
+    """
+    points = np.atleast_2d(np.asarray(points_ras_mm, dtype=float))
     if plan.space.startswith("MNI"):
         return points, ""
     specs = [name for name in plan.files if name.startswith("xfm/") and "_from-T1w_to-MNI" in name
@@ -158,13 +174,13 @@ def _mni_to_plan_world(plan, points_mni):
     from tmstarget.spaces import map_points_ras
 
     spec = json.loads(plan.files[specs[0]])
+    # "fwd" resamples T1w images onto the MNI grid, so as a point map it takes MNI points to T1w; "inv" the reverse
+    chain = spec["inv" if to_mni else "fwd"]
     with tempfile.TemporaryDirectory(prefix="tmstarget-viewer-xfm-") as scratch:
-        for name, data in plan.files.items():
-            if name.startswith("xfm/"):
-                (Path(scratch) / Path(name).name).write_bytes(data)
-        # "fwd" resamples T1w images onto the MNI grid, so as a point map it takes MNI points to T1w
-        files = [Path(scratch) / entry["file"] for entry in spec["fwd"]]
-        mapped = map_points_ras(points, files, [entry["invert"] for entry in spec["fwd"]])
+        for entry in chain:
+            (Path(scratch) / entry["file"]).write_bytes(plan.files[f"xfm/{entry['file']}"])
+        mapped = map_points_ras(points, [Path(scratch) / entry["file"] for entry in chain],
+                                [entry["invert"] for entry in chain])
     return mapped, ""
 
 
@@ -186,7 +202,7 @@ def classic_markers(plan, sites=CLASSIC_SITES):
     from tmstarget.analysis.rois import load_atlas
 
     fixed = load_atlas()["fixed"]
-    mapped, reason = _mni_to_plan_world(plan, [fixed[site]["mni_mm"] for site in sites])
+    mapped, reason = map_plan_points(plan, [fixed[site]["mni_mm"] for site in sites], to_mni=False)
     return [Marker(site, "classic", None if mapped is None else mapped[i], reason) for i, site in enumerate(sites)]
 
 

@@ -222,7 +222,8 @@ class Scene:
                            self.threshold)
 
     def set_pose(self, pose_ras, depth_mm=None, render=True):
-        """Draw (or move) the coil at ``pose_ras``; the axis line runs from the centre to the target."""
+        """Draw (or move) the coil at ``pose_ras``; the axis line runs from the centre along z to the target's
+        depth (through the target for the plan's pose)."""
         import pyvista as pv
 
         self.pose_ras, self.depth_mm = np.asarray(pose_ras, dtype=float), depth_mm
@@ -231,8 +232,9 @@ class Scene:
         self.plotter.add_mesh(wings, color=colour, name="coil-wings", pickable=False, lighting=False)
         self.plotter.add_mesh(handle, color=[c / 255 for c in HANDLE_RGB], name="coil-handle", pickable=False,
                               lighting=False)
-        centre = self.pose_ras[:3, 3]
-        self.plotter.add_mesh(pv.Line(centre, self.data.target_ras_mm), color=[c / 255 for c in AXIS_RGB],
+        centre, z = self.pose_ras[:3, 3], self.pose_ras[:3, 2]
+        reach = max(10.0, float((self.data.target_ras_mm - centre) @ z))  # down to the target's depth
+        self.plotter.add_mesh(pv.Line(centre, centre + reach * z), color=[c / 255 for c in AXIS_RGB],
                               line_width=3, name="coil-axis", pickable=False)
         if self.labels and depth_mm is not None:
             beside = centre + (WING_OFFSET_MM + WING_RADIUS_MM + 5.0) * self.pose_ras[:3, 0]  # off the axis
@@ -339,14 +341,20 @@ def render_png(plan_or_data, path=None, *, size=(800, 600), camera=None, **optio
     return image
 
 
-def write_png(path, image):
-    """Write an RGB(A) uint8 image as a PNG, atomically (:mod:`tmstarget._fileio`)."""
+def write_png(path, image, metadata=None):
+    """Write an RGB(A) uint8 image as a PNG, atomically (:mod:`tmstarget._fileio`).
+
+    ``metadata`` (str -> str) goes into PNG text chunks (e.g. the camera, for tests and provenance).
+    """
     import io
 
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 
     from tmstarget._fileio import write_bytes_atomic
 
+    info = PngImagePlugin.PngInfo()
+    for key, value in (metadata or {}).items():
+        info.add_text(key, value)
     buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG", optimize=True)
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG", optimize=True, pnginfo=info)
     write_bytes_atomic(Path(path), buffer.getvalue())
