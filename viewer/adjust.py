@@ -1,133 +1,86 @@
-"""Adjusting the coil in the viewer: rotate the handle, slide the coil along the scalp, re-seat it flat.
+"""Adjusting the coil in the viewer: handle angle and scalp point, on the library's :class:`PlanHead`.
 
-Pure geometry on SimNIBS poses (world RAS mm; z = coil normal into the head,
-``handle_ras = -pose_ras[:3, 1]``) and the plan's scalp surface
-(:class:`tmstarget.anatomy.scalp.SurfaceMesh`); no drawing. The viewer calls
-these on every key press or slider move and shows :func:`pose_readout`.
+No geometry of its own: the pose of a coil tangent to the scalp at a point
+with a handle angle is :meth:`tmstarget.coil.adjust.PlanHead.pose_at` (handle
+angle convention of :mod:`tmstarget.coil.adjust`: degrees from the head's
+posterior direction toward the target's lateral side, about the coil normal),
+its depth, angle from the scalp normal and the rest of the ``coil`` block are
+:meth:`~tmstarget.coil.adjust.PlanHead.place`, and saving is
+:func:`tmstarget.revise_plan` with the same head (no second segmentation).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tmstarget.spaces import angle_between_deg
 
-
-def rotate_handle(pose_ras, angle_deg):
-    """Turn the coil about its normal by ``angle_deg`` (positive: counter-clockwise seen from outside the head).
+class CoilAdjuster:
+    """The coil being adjusted: scalp point and handle angle, with the pose and coil block they give.
 
     Parameters
     ----------
-    pose_ras : ndarray, shape (4, 4)
-        SimNIBS pose.
-    angle_deg : float
-        Rotation about the outward normal ``-z`` (right-handed about ``-z``).
+    head : tmstarget.coil.adjust.PlanHead
+        The plan's head (scalp, tissues, head frame), loaded once.
 
-    Returns
-    -------
-    ndarray, shape (4, 4)
-        Same centre and normal; x and y (so the handle) turned.
-    """
-    pose = np.asarray(pose_ras, dtype=float).copy()
-    axis = -pose[:3, 2]
-    theta = np.deg2rad(float(angle_deg))
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rotation = np.eye(3) + np.sin(theta) * k + (1 - np.cos(theta)) * (k @ k)  # Rodrigues
-    pose[:3, 0] = rotation @ pose[:3, 0]
-    pose[:3, 1] = rotation @ pose[:3, 1]
-    return pose
-
-
-def slide_coil(pose_ras, head, dx_mm=0.0, dy_mm=0.0):
-    """Slide the coil along the scalp by (dx, dy) mm in its own plane, keeping its orientation.
-
-    The centre moves by ``dx * x + dy * y`` and is put back on the scalp (its
-    closest point); the coil keeps its axes, as a coil slid by hand keeps its
-    tilt: :func:`pose_readout` then shows its angle from the scalp normal and
-    :func:`seat_flat` lays it flat again.
-
-    Parameters
+    Attributes
     ----------
+    scalp_ras_mm : ndarray, shape (3,)
+    handle_angle_deg : float
     pose_ras : ndarray, shape (4, 4)
-    head : SurfaceMesh
-        Scalp of the plan's T1.
-    dx_mm, dy_mm : float
-        Along the coil's x axis (between the wings) and y axis (away from the handle).
-
-    Returns
-    -------
-    ndarray, shape (4, 4)
+    block : dict
+        The ``coil`` block of the current pose (``scalp_to_cortex_mm``,
+        ``handle_angle_deg``, ``angle_from_scalp_normal_deg``, ...).
     """
-    from tmstarget.anatomy.scalp import closest_point
 
-    pose = np.asarray(pose_ras, dtype=float).copy()
-    moved = pose[:3, 3] + float(dx_mm) * pose[:3, 0] + float(dy_mm) * pose[:3, 1]
-    pose[:3, 3] = closest_point(moved, head)[0]
-    return pose
+    def __init__(self, head):
+        self.head = head
+        coil = head.plan.coil
+        self.original_pose = np.asarray(coil["matrix"], dtype=float)
+        centre, z = self.original_pose[:3, 3], self.original_pose[:3, 2]
+        self.gap_mm = float((centre - np.asarray(coil["scalp_ras_mm"])) @ -z)  # coil centre above the scalp
+        self.reset()
 
+    @property
+    def changed(self):
+        """Whether the pose differs from the plan's (beyond 1e-6 mm / rad)."""
+        return not np.allclose(self.pose_ras, self.original_pose, atol=1e-6)
 
-def seat_flat(pose_ras, head, normal_radius_mm=10.0):
-    """Lay the coil flat on the scalp at its centre: z = minus the smoothed scalp normal, handle kept in-plane."""
-    from tmstarget.anatomy.scalp import surface_normal
-    from tmstarget.coil.placement import pose_from_handle
+    def _update(self, pose_ras):
+        self.pose_ras = pose_ras
+        self.block = self.head.place(pose_ras, f"{self.handle_angle_deg:g} deg (viewer)")
+        return self.block
 
-    pose = np.asarray(pose_ras, dtype=float)
-    normal = surface_normal(pose[:3, 3], head, radius_mm=normal_radius_mm)
-    return pose_from_handle(pose[:3, 3], -normal, -pose[:3, 1])
+    def rotate(self, delta_deg):
+        """Turn the handle by ``delta_deg`` (handle angle convention) about the current coil axis (centre and
+        normal kept, as :func:`tmstarget.revise_plan` turns it); returns the new coil block."""
+        from tmstarget.coil.placement import pose_from_handle
 
+        self.handle_angle_deg = float((self.handle_angle_deg + delta_deg + 180.0) % 360.0 - 180.0)
+        z = self.pose_ras[:3, 2]
+        handle = self.head.frame.handle(z, self.handle_angle_deg, self.head.target_ras_mm)
+        return self._update(pose_from_handle(self.pose_ras[:3, 3], z, handle))
 
-def axis_depth_mm(pose_ras, surface):
-    """Distance (mm) along the coil axis from the centre to where it first enters ``surface``; None if never."""
-    from tmstarget.anatomy.scalp import ray_hits
+    def move(self, dx_mm=0.0, dy_mm=0.0):
+        """Move the coil along the scalp by ``dx_mm`` along its x axis (between the wings) and ``dy_mm`` along y
+        (away from the handle); it stays tangent to the scalp. Returns the new coil block."""
+        target = self.pose_ras[:3, 3] + float(dx_mm) * self.pose_ras[:3, 0] + float(dy_mm) * self.pose_ras[:3, 1]
+        self.scalp_ras_mm = self.head.scalp_at(target)[0]
+        self.moved = True
+        return self._update(self.head.pose_at(self.scalp_ras_mm, self.handle_angle_deg, self.gap_mm))
 
-    if surface is None:
-        return None
-    pose = np.asarray(pose_ras, dtype=float)
-    hits = ray_hits(pose[:3, 3], pose[:3, 2], surface)
-    hits = hits[hits > 0]
-    return float(hits.min()) if len(hits) else None
+    def reset(self):
+        """Back to the plan's pose; returns its coil block."""
+        coil = self.head.plan.coil
+        self.scalp_ras_mm = np.asarray(coil["scalp_ras_mm"], dtype=float)
+        self.handle_angle_deg = self.head.frame.angle_of(self.original_pose, self.head.target_ras_mm)
+        self.pose_ras, self.block = self.original_pose, self.head.place(self.original_pose, coil["handle_rule"])
+        self.moved = False
+        return self.block
 
+    def save(self, output, reason, navigation="all", force=False):
+        """Write the adjusted coil as a new plan version (:func:`tmstarget.revise_plan`); returns the new Plan."""
+        from tmstarget.outputs.revise import revise_plan
 
-def pose_readout(pose_ras, head, brain, target_ras_mm, reference_pose_ras=None, normal_radius_mm=10.0):
-    """What the viewer shows while the coil is adjusted.
-
-    Parameters
-    ----------
-    pose_ras : ndarray, shape (4, 4)
-    head, brain : SurfaceMesh
-        Scalp and brain outline (brain may be None).
-    target_ras_mm : array-like, shape (3,)
-    reference_pose_ras : ndarray, optional
-        The plan's pose, for the handle turn and the move.
-    normal_radius_mm : float
-        Smoothing radius of the scalp normal.
-
-    Returns
-    -------
-    dict
-        ``centre_ras_mm``; ``angle_from_normal_deg`` (coil axis vs the inward
-        scalp normal); ``depth_mm`` (along the axis to the brain outline, None
-        without one); ``target_off_axis_mm`` (distance of the target from the
-        axis); with a reference, ``handle_turn_deg`` (signed, counter-clockwise
-        seen from outside) and ``moved_mm``.
-    """
-    from tmstarget.anatomy.scalp import surface_normal
-
-    pose = np.asarray(pose_ras, dtype=float)
-    centre, z = pose[:3, 3], pose[:3, 2]
-    normal = surface_normal(centre, head, radius_mm=normal_radius_mm)
-    offset = np.asarray(target_ras_mm, dtype=float) - centre
-    out = {
-        "centre_ras_mm": centre.tolist(),
-        "angle_from_normal_deg": angle_between_deg(z, -normal),
-        "depth_mm": axis_depth_mm(pose, brain),
-        "target_off_axis_mm": float(np.linalg.norm(offset - (offset @ z) * z)),
-    }
-    if reference_pose_ras is not None:
-        ref = np.asarray(reference_pose_ras, dtype=float)
-        a, b = -ref[:3, 1], -pose[:3, 1]  # handles
-        outward = -z
-        a, b = a - (a @ outward) * outward, b - (b @ outward) * outward
-        out["handle_turn_deg"] = float(np.degrees(np.arctan2(np.cross(a, b) @ outward, a @ b)))
-        out["moved_mm"] = float(np.linalg.norm(centre - ref[:3, 3]))
-    return out
+        return revise_plan(self.head.plan_dir, output, handle_angle_deg=self.handle_angle_deg,
+                           scalp_point_ras_mm=self.scalp_ras_mm if self.moved else None, reason=reason,
+                           navigation=navigation, gap_mm=self.gap_mm, force=force, head=self.head)

@@ -30,6 +30,10 @@ import numpy as np
 
 #: Classic targets shown as baselines (keys of ``data/atlas.toml`` ``[fixed]``).
 CLASSIC_SITES = ("5cm-rule", "beam-f3", "ba46")
+#: Working voxel and smoothing (mm) of the displayed scalp: a quarter of the faces of the planner's 2-mm surface
+#: (about 20,000 on a 1-mm T1), a quarter of the render time under software OpenGL; the coil's pose comes from
+#: the plan (placed on the 2-mm surface), so the display surface may sit up to about a millimetre off it.
+DISPLAY_VOXEL_MM = 3.0
 #: Length of the drawn coil handle from the coil centre (mm).
 HANDLE_LENGTH_MM = 75.0
 
@@ -42,7 +46,7 @@ class Marker:
     ----------
     name : str
         Label drawn next to it.
-    kind : {"target", "candidate", "classic", "compare"}
+    kind : {"target", "candidate", "classic", "compare", "live"}
     ras_mm : ndarray of shape (3,) or None
         World RAS mm of the plan; None when it cannot be placed in this world
         (``reason`` says why).
@@ -259,7 +263,7 @@ def scene_data(plan, compare=(), classic=True):
         t1, source = load_mni152_template(resolution=2), "MNI152 template (nilearn)"
     else:
         raise InputError(f"a {plan.space} plan without its T1 (anatomy.t1 not in the plan folder): no head to draw")
-    head = scalp_surface(t1)
+    head = scalp_surface(t1, voxel_mm=DISPLAY_VOXEL_MM, smoothing_mm=DISPLAY_VOXEL_MM)
     name = map_choice(plan)
     map_img, note, brain = None, "", None
     if name is None:
@@ -287,6 +291,17 @@ def scene_data(plan, compare=(), classic=True):
     depth = None if coil is None else coil.get("scalp_to_cortex_mm")
     return SceneData(plan, t1, head, source, brain, map_img, name, note, target_marker_ras_mm(plan), pose, depth,
                      markers)
+
+
+def t1_scene_data(t1_img):
+    """The scene of a T1 alone (live mode before any plan): its scalp, no brain or map, and a ``live target``
+    marker (kind ``"live"``) at the head's centre until the watcher places it."""
+    from tmstarget.anatomy.scalp import scalp_surface
+
+    head = scalp_surface(t1_img, voxel_mm=DISPLAY_VOXEL_MM, smoothing_mm=DISPLAY_VOXEL_MM)
+    centre = np.asarray(head.centroid_ras_mm, dtype=float)
+    return SceneData(None, t1_img, head, "the watcher's T1", None, None, None, "no plan yet", centre, None, None,
+                     [Marker("live target", "live", centre.copy())])
 
 
 # --------------------------------------------------------------------------

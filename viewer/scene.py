@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from tmstarget.viewer.content import (
     SceneData,
     default_camera,
@@ -39,6 +40,7 @@ TARGET_RGB = (255, 0, 255)
 CANDIDATE_RGB = (255, 140, 0)
 CLASSIC_RGB = (0, 200, 255)
 COMPARE_RGB = (120, 255, 0)
+LIVE_RGB = (0, 255, 0)
 COIL_RGB = (30, 60, 200)
 HANDLE_RGB = (255, 230, 0)
 AXIS_RGB = (255, 255, 255)
@@ -199,13 +201,13 @@ class Scene:
         for marker in data.markers:
             if marker.ras_mm is None:
                 continue
-            radius = TARGET_RADIUS_MM if marker.kind == "target" else SMALL_RADIUS_MM
+            radius = TARGET_RADIUS_MM if marker.kind in ("target", "live") else SMALL_RADIUS_MM
             rgb = {"target": TARGET_RGB, "candidate": CANDIDATE_RGB, "classic": CLASSIC_RGB,
-                   "compare": COMPARE_RGB}[marker.kind]
+                   "compare": COMPARE_RGB, "live": LIVE_RGB}[marker.kind]
             actor = self.overlay.add(pv.Sphere(radius=radius, center=marker.ras_mm, theta_resolution=24,
                                                phi_resolution=24), rgb)
             self.marker_actors[marker.name] = actor
-            if marker.kind != "candidate":
+            if marker.kind not in ("candidate", "live"):
                 label_points.append(marker.ras_mm)
                 label_text.append(marker.name)
         if labels and label_points:

@@ -50,15 +50,17 @@ class SliceView(FigureCanvasQTAgg):
     scene : SceneData
     on_pick : callable, optional
         Called with the world point (RAS mm) clicked in a panel.
+    threshold : float
+        Map values with ``|value|`` below this are not overlaid.
     """
 
-    def __init__(self, scene, on_pick=None, parent=None):
+    def __init__(self, scene, on_pick=None, threshold=0.0, parent=None):
         self.figure = Figure(figsize=(9, 3), facecolor="black", layout="constrained")
         super().__init__(self.figure)
         self.setParent(parent)
         self.scene, self.on_pick = scene, on_pick
         self.extent = head_extent(scene)
-        self.threshold = 0.0
+        self.threshold = float(threshold)
         self.crosshair = np.asarray(scene.target_ras_mm, dtype=float)
         self.axes = {name: self.figure.add_subplot(1, 3, i + 1) for i, name in enumerate(PLANES)}
         t1 = np.asarray(scene.t1_img.dataobj, dtype=float)

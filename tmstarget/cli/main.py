@@ -15,6 +15,7 @@ from tmstarget.cli import convert as convert_cli
 from tmstarget.cli import efield as efield_cli
 from tmstarget.cli import navigation as navigation_cli
 from tmstarget.cli import realtime as realtime_cli
+from tmstarget.cli import view as view_cli
 from tmstarget.cli._common import Progress, add_common, navigation_formats, navigation_skipped
 from tmstarget.errors import TmsTargetError
 
@@ -272,6 +273,7 @@ def build_parser():
     efield_cli.add_subcommand(sub)
     navigation_cli.add_subcommands(sub)
     realtime_cli.add_subcommands(sub)
+    view_cli.add_subcommand(sub)
     return parser
 
 

@@ -1,0 +1,229 @@
+"""The Qt viewer (``tmstarget view``) under a virtual X display: real Qt, real VTK rendering.
+
+Without ``DISPLAY`` the tests start their own Xvfb (Debian ``xvfb``; ``.ci/run``
+installs it); they skip when neither exists, and fail instead when
+``TMSTARGET_REQUIRE_DISPLAY=1`` (set by ``.ci/run``). Screen positions are
+checked with the pinhole projection of ``test_viewer_scene`` (written from the
+camera's parameters, not VTK's), the handle's expected direction with a
+rotation written here (Rodrigues), and the saved plan version by reading its
+SimNIBS CSV with the csv module.
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+import tmstarget
+from test_viewer_scene import colour_near, pinhole
+
+pytest.importorskip("pyvistaqt")
+
+
+@pytest.fixture(scope="module")
+def display():
+    """An X display: the session's own, else a private Xvfb started here."""
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    if shutil.which("Xvfb") is None:
+        reason = "no DISPLAY and no Xvfb (Debian package xvfb) to start one"
+        if os.environ.get("TMSTARGET_REQUIRE_DISPLAY") == "1":
+            pytest.fail(f"{reason}; TMSTARGET_REQUIRE_DISPLAY=1 forbids skipping", pytrace=False)
+        pytest.skip(reason)
+    read, write = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1600x1200x24", "-nolisten", "tcp"],
+                              pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        number = pipe.readline().strip()
+    os.environ["DISPLAY"] = f":{number}"
+    try:
+        yield os.environ["DISPLAY"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        del os.environ["DISPLAY"]
+
+
+@pytest.fixture(scope="module")
+def qapp(display):
+    os.environ["QT_QPA_PLATFORM"] = "xcb"
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.instance() or QApplication(["pytest"])
+
+
+def wait_until(qapp, condition, timeout_s):
+    """Process Qt events until ``condition()`` holds; returns the seconds it took (raises on timeout)."""
+    start = time.perf_counter()
+    while not condition():
+        if time.perf_counter() - start > timeout_s:
+            raise TimeoutError(f"not within {timeout_s} s")
+        qapp.processEvents()
+        time.sleep(0.01)
+    return time.perf_counter() - start
+
+
+def png_with_info(path):
+    from PIL import Image
+
+    image = Image.open(path)
+    return np.asarray(image.convert("RGB")), json.loads(image.text["tmstarget-view"])
+
+
+def test_view_screenshot_shows_the_target_where_the_camera_puts_it(sample_plan_dir, qapp, tmp_path):
+    from PySide6.QtWidgets import QApplication
+
+    from tmstarget.cli.main import main
+
+    png = tmp_path / "view.png"
+    assert main(["view", str(sample_plan_dir), "--screenshot", str(png), "--size", "1200x800"]) == 0
+    qapp.processEvents()
+    assert not [w for w in QApplication.topLevelWidgets() if w.isVisible()]  # no window left open
+    image, info = png_with_info(png)
+    assert image.shape == (800, 1200, 3) and image.std() > 20
+    x, y, width, height = info["view_rect"]
+    target = tmstarget.load_plan(sample_plan_dir).coil["cortical_target_ras_mm"]
+    col, row = pinhole(info["camera"], info["view_angle_deg"], (width, height), target)
+    assert colour_near(image, (x + col, y + row), (255, 0, 255))
+    # the evidence panel and the slices are in the picture too: its right part is not the 3D view's black
+    assert image[:, x + width + 20:].mean() > 100
+
+
+def test_cli_view_refuses_a_folder_that_is_not_a_plan(tmp_path, capsys):
+    from tmstarget.cli.main import main
+
+    assert main(["view", str(tmp_path), "--screenshot", str(tmp_path / "x.png")]) == 1
+    assert "not a plan folder" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def rotated(vector, axis, angle_deg):
+    """Rodrigues: ``vector`` turned right-handed about unit ``axis`` by ``angle_deg``."""
+    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
+    theta = np.deg2rad(angle_deg)
+    return (vector * np.cos(theta) + np.cross(axis, vector) * np.sin(theta)
+            + axis * (axis @ vector) * (1 - np.cos(theta)))
+
+
+@pytest.fixture(scope="module")
+def adjusted(sample_plan_dir, qapp, tmp_path_factory):
+    """A window on the sample plan, its head loaded, the handle turned by +30°, saved as a new version."""
+    from tmstarget.viewer.app import ViewerWindow
+    from tmstarget.viewer.content import HANDLE_LENGTH_MM
+    from tmstarget.viewer.scene import HANDLE_RGB
+
+    window = ViewerWindow(sample_plan_dir)
+    window.resize(1200, 800)
+    window.show()
+    viewer = window.viewer
+    wait_until(qapp, lambda: viewer.head_ready, 300)
+    pose = np.asarray(viewer.plan.coil["matrix"], dtype=float)
+    centre, z, handle = pose[:3, 3], pose[:3, 2], -pose[:3, 1]
+    # look down the coil axis from outside, the plan's handle pointing up on the screen
+    camera = (tuple(centre - 300 * z), tuple(centre), tuple(handle))
+    shots = {}
+    for turn in (0, 30):
+        if turn:
+            viewer.rotate_handle(turn)
+        viewer.plotter.camera_position = camera
+        viewer.plotter.renderer.ResetCameraClippingRange()
+        viewer.plotter.render_window.Render()  # QtInteractor.render() only schedules a render
+        shots[turn] = viewer.plotter.screenshot(return_img=True)[..., :3]
+    size = tuple(viewer.plotter.window_size)
+    view_angle = viewer.plotter.camera.view_angle
+    out = tmp_path_factory.mktemp("revised") / "plan-v2"
+    viewer.save_version(out, "viewer test: handle turned by 30 degrees")
+    result = {"pose": pose, "adjusted_pose": viewer.adjuster.pose_ras.copy(), "shots": shots, "camera": camera,
+              "size": size, "view_angle": view_angle, "out": out, "handle_rgb": HANDLE_RGB,
+              "handle_mm": HANDLE_LENGTH_MM, "readout": viewer.coil_readout.text()}
+    window.close()
+    qapp.processEvents()
+    return result
+
+
+def test_turning_the_handle_turns_the_drawn_handle(adjusted):
+    """+30° (sample target within 10 mm of the midline: right-handed about the coil's z, tmstarget.coil.adjust):
+    the yellow handle end moves to the independently rotated handle, not to the -30° one."""
+    pose, centre, z = adjusted["pose"], adjusted["pose"][:3, 3], adjusted["pose"][:3, 2]
+    handle = -pose[:3, 1]
+    project = lambda p: pinhole(adjusted["camera"], adjusted["view_angle"], adjusted["size"], p)  # noqa: E731
+    end_before = project(centre + adjusted["handle_mm"] * handle)
+    end_plus = project(centre + adjusted["handle_mm"] * rotated(handle, z, 30))
+    end_minus = project(centre + adjusted["handle_mm"] * rotated(handle, z, -30))
+    rgb = adjusted["handle_rgb"]
+    # a point of the handle's axis 5 mm short of its end lies inside the tube whatever its end cap
+    along = lambda direction: project(centre + (adjusted["handle_mm"] - 5.0) * direction)  # noqa: E731
+    assert colour_near(adjusted["shots"][0], along(handle), rgb)
+    after = adjusted["shots"][30]
+    assert colour_near(after, along(rotated(handle, z, 30)), rgb)
+    assert not colour_near(after, along(rotated(handle, z, -30)), rgb, radius=2)
+    assert not colour_near(after, along(handle), rgb, radius=2)
+    # the handle went up on the screen before; +30° right-handed about z (into the screen) turns it clockwise
+    assert end_before[1] < adjusted["size"][1] / 2
+    assert end_plus[0] > end_before[0] > end_minus[0]
+    assert "handle angle 30.0°" in adjusted["readout"]
+
+
+def test_saved_version_reopens_with_the_new_pose(adjusted, sample_plan_dir):
+    from tmstarget.navigation.compare import compare_recorded
+
+    revised = tmstarget.load_plan(adjusted["out"])
+    np.testing.assert_allclose(revised.coil["matrix"], adjusted["adjusted_pose"], atol=1e-9)
+    expected_handle = rotated(-adjusted["pose"][:3, 1], adjusted["pose"][:3, 2], 30)
+    np.testing.assert_allclose(-np.asarray(revised.coil["matrix"])[:3, 1], expected_handle, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(revised.coil["matrix"])[:3, 3], adjusted["pose"][:3, 3], atol=1e-6)
+    assert revised.provenance["revision"]["reason"].startswith("viewer test")
+    # the original plan is untouched
+    assert tmstarget.load_plan(sample_plan_dir).coil["matrix"] == adjusted["pose"].tolist()
+    # navigation read-back: the SimNIBS CSV read with csv holds the new pose (SimNIBS axes, RAS mm)
+    nav = adjusted["out"] / "navigation"
+    rows = list(csv.reader((nav / "sub-01_simnibs_positions.csv").open()))
+    coil_row = next(r for r in rows if r[0] == "CoilPos" and r[11].endswith("-1 coil"))
+    values = np.array(coil_row[1:10], dtype=float)
+    pose = np.asarray(revised.coil["matrix"])
+    np.testing.assert_allclose(values[:3], pose[:3, 3], atol=1e-6)
+    np.testing.assert_allclose(values[3:6], pose[:3, 2], atol=1e-9)
+    np.testing.assert_allclose(values[6:9], pose[:3, 1], atol=1e-9)
+    localite = next((nav / "localite").glob("InstrumentMarker*.xml"))
+    first = compare_recorded(adjusted["out"], localite)[0]
+    assert first["distance_mm"] < 1e-3 and first["angle_deg"] < 1e-3
+
+
+def write_live(folder, target_ras_mm, processed):
+    from tmstarget._fileio import write_json_atomic
+
+    folder.mkdir(exist_ok=True)
+    write_json_atomic(folder / "live.json", {
+        "schema": "tmstarget-live/1", "status": f"processing volume {processed}",
+        "volumes": {"processed": processed, "expected": 120},
+        "qc": {"fd_power_mm": [0.1] * processed, "fd_threshold_mm": 0.5},
+        "target": {"rank": 1, "ras_mm": list(target_ras_mm), "mni_mm": list(target_ras_mm)},
+        "stability": {"verdict": "settling", "drift_mm": {}}, "inference": None, "subsystem_fc": None})
+
+
+def test_live_mode_follows_live_json_within_a_second(sample_plan_dir, qapp, tmp_path):
+    from tmstarget.viewer.app import ViewerWindow
+
+    watch = tmp_path / "watch"  # the watch has not started: the window opens anyway
+    window = ViewerWindow(sample_plan_dir, live_dir=watch, adjustable=False)
+    window.show()
+    viewer = window.viewer
+    qapp.processEvents()
+    assert "waiting for the watch" in viewer.evidence.status.text()
+    marker = viewer.scene.marker_actors["live target"]
+    base = np.asarray(viewer.scene.data.target_ras_mm)
+    for step, shift in enumerate(([0.0, 0.0, 0.0], [8.0, -4.0, 2.0]), start=1):
+        write_live(watch, base + shift, 10 * step)
+        took = wait_until(qapp, lambda: np.allclose(np.asarray(marker.GetCenter()), base + shift, atol=1e-3)
+                          and f"volumes {10 * step}/120" in viewer.evidence.status.text(), 5)
+        assert took < 1.0, f"live.json rewrite shown after {took:.2f} s"
+    assert marker.GetVisibility()
+    window.close()
+    qapp.processEvents()
