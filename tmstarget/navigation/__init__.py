@@ -6,23 +6,54 @@ handle = -y; RAS world; mm), and is converted only at the file boundary
 (``shared/specs/navigation-formats.md``).
 """
 
-from tmstarget.navigation._common import NavFile, NavTarget, T1Reference, load_t1_reference
-from tmstarget.navigation.ant import read_ant, write_ant
-from tmstarget.navigation.bids import read_bids_markers, write_bids_markers
-from tmstarget.navigation.brainsight import read_brainsight, write_brainsight
-from tmstarget.navigation.compare import compare_recorded
-from tmstarget.navigation.export import ExportResult, export_plan, load_plan
-from tmstarget.navigation.fcsv import read_fcsv, write_fcsv
-from tmstarget.navigation.formats import FORMATS, detect_format, read_navigation_file
-from tmstarget.navigation.localite import localite_marker_filename, read_localite, write_localite
-from tmstarget.navigation.plain import (
-    read_candidates_csv,
-    read_candidates_json,
-    write_candidates_csv,
-    write_candidates_json,
-)
-from tmstarget.navigation.simnibs import read_simnibs_csv, write_simnibs_csv
-from tmstarget.navigation.slicer import read_slicer_json, write_slicer_json
+# The names load on first use (``import tmstarget.navigation.formats`` stays light: issue 19).
+_LAZY = {
+    "NavFile": "_common",
+    "NavTarget": "_common",
+    "T1Reference": "_common",
+    "load_t1_reference": "_common",
+    "read_ant": "ant",
+    "write_ant": "ant",
+    "read_bids_markers": "bids",
+    "write_bids_markers": "bids",
+    "read_brainsight": "brainsight",
+    "write_brainsight": "brainsight",
+    "compare_recorded": "compare",
+    "ExportResult": "export",
+    "export_plan": "export",
+    "load_plan": "export",
+    "read_fcsv": "fcsv",
+    "write_fcsv": "fcsv",
+    "FORMATS": "formats",
+    "detect_format": "formats",
+    "read_navigation_file": "formats",
+    "localite_marker_filename": "localite",
+    "read_localite": "localite",
+    "write_localite": "localite",
+    "read_candidates_csv": "plain",
+    "read_candidates_json": "plain",
+    "write_candidates_csv": "plain",
+    "write_candidates_json": "plain",
+    "read_simnibs_csv": "simnibs",
+    "write_simnibs_csv": "simnibs",
+    "read_slicer_json": "slicer",
+    "write_slicer_json": "slicer",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"tmstarget.navigation.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tmstarget.navigation' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
+
 
 __all__ = [
     "ExportResult",

@@ -1,26 +1,18 @@
-"""The navigation format registry and a reader that picks the format."""
+"""The navigation format registry and a reader that picks the format.
+
+The registry names each format's writer and reader (``module:function``) and
+imports them on first use, so ``tmstarget --help`` lists the formats without
+loading numpy, nibabel or the writers (issue 19).
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tmstarget.errors import NavigationFormatError
-from tmstarget.navigation.ant import read_ant, write_ant
-from tmstarget.navigation.bids import read_bids_markers, write_bids_markers
-from tmstarget.navigation.brainsight import read_brainsight, write_brainsight
-from tmstarget.navigation.fcsv import read_fcsv, write_fcsv
-from tmstarget.navigation.localite import read_localite, write_localite
-from tmstarget.navigation.plain import (
-    read_candidates_csv,
-    read_candidates_json,
-    write_candidates_csv,
-    write_candidates_json,
-)
-from tmstarget.navigation.simnibs import read_simnibs_csv, write_simnibs_csv
-from tmstarget.navigation.slicer import read_slicer_json, write_slicer_json
 
 __all__ = ["FORMATS", "FormatSpec", "detect_format", "read_navigation_file", "normalize_formats"]
 
@@ -33,7 +25,9 @@ class FormatSpec:
     ----------
     key : str
         Name used on the command line (``--format``).
-    writer, reader : callable
+    writer_name, reader_name : str
+        ``"module:function"`` of the writer and the reader, imported on first use
+        (:attr:`writer`, :attr:`reader`).
     pose_required : bool
         True when the format cannot hold a position without an orientation.
     description : str
@@ -48,73 +42,88 @@ class FormatSpec:
     """
 
     key: str
-    writer: Callable
-    reader: Callable
+    writer_name: str
+    reader_name: str
     pose_required: bool
     description: str
     cortex: str | None = None
+
+    @property
+    def writer(self):
+        """The writer, ``writer(path, markers, *, t1, ...) -> Path``."""
+        return _resolve(self.writer_name)
+
+    @property
+    def reader(self):
+        """The reader, ``reader(path, ...) -> NavFile``."""
+        return _resolve(self.reader_name)
+
+
+def _resolve(name):
+    module, function = name.split(":")
+    return getattr(importlib.import_module(f"tmstarget.navigation.{module}"), function)
 
 
 FORMATS = {
     "localite": FormatSpec(
         "localite",
-        write_localite,
-        read_localite,
+        "localite:write_localite",
+        "localite:read_localite",
         True,
         "Localite TMS Navigator InstrumentMarkerList XML (RAS or LPS)",
         cortex="pose",
     ),
     "brainsight": FormatSpec(
         "brainsight",
-        write_brainsight,
-        read_brainsight,
+        "brainsight:write_brainsight",
+        "brainsight:read_brainsight",
         True,
         "Brainsight targets .txt (version 12, or 14 when q/s differ)",
         cortex="pose",
     ),
-    "ant": FormatSpec("ant", write_ant, read_ant, True, "ANT Neuro visor2 .mrk (JSON)"),
+    "ant": FormatSpec("ant", "ant:write_ant", "ant:read_ant", True, "ANT Neuro visor2 .mrk (JSON)"),
     "slicer": FormatSpec(
         "slicer",
-        write_slicer_json,
-        read_slicer_json,
+        "slicer:write_slicer_json",
+        "slicer:read_slicer_json",
         False,
         "3D Slicer markups .mrk.json (LPS)",
         cortex="point",
     ),
     "fcsv": FormatSpec(
         "fcsv",
-        write_fcsv,
-        read_fcsv,
+        "fcsv:write_fcsv",
+        "fcsv:read_fcsv",
         False,
         "3D Slicer legacy .fcsv (positions, CoordinateSystem = 0)",
         cortex="point",
     ),
     "simnibs": FormatSpec(
         "simnibs",
-        write_simnibs_csv,
-        read_simnibs_csv,
+        "simnibs:write_simnibs_csv",
+        "simnibs:read_simnibs_csv",
         False,
         "SimNIBS positions CSV (CoilPos rows; the cortical target as a Generic row)",
         cortex="point",
     ),
     "bids": FormatSpec(
         "bids",
-        write_bids_markers,
-        read_bids_markers,
+        "bids:write_bids_markers",
+        "bids:read_bids_markers",
         False,
         "BIDS NIBS-style *_markers.tsv + .json (draft)",
     ),
     "csv": FormatSpec(
         "csv",
-        write_candidates_csv,
-        read_candidates_csv,
+        "plain:write_candidates_csv",
+        "plain:read_candidates_csv",
         False,
         "plain CSV of the target and candidates",
     ),
     "json": FormatSpec(
         "json",
-        write_candidates_json,
-        read_candidates_json,
+        "plain:write_candidates_json",
+        "plain:read_candidates_json",
         False,
         "plain JSON of the target and candidates",
     ),

@@ -34,18 +34,14 @@ import argparse
 import io
 import logging
 import math
+import numbers
 import re
 import time
 from pathlib import Path
 
-import numpy as np
-import pydicom
-from pydicom.uid import generate_uid
-
 from tmstarget.errors import InputError
-from tmstarget.ingest.dicom.assemble import plan_series
-from tmstarget.ingest.dicom.headers import read_file_header
-from tmstarget.ingest.dicom.series import find_series
+
+# numpy, pydicom and the DICOM readers load on first use: `tmstarget --help` registers this parser (issue 19)
 
 __all__ = ["add_parser", "replay", "run"]
 
@@ -112,7 +108,7 @@ def replay(
     log = log or logger
     _check_positive(tr_s=tr_s, speed=speed)
     for name, value in (("repeat", repeat), ("chunks", chunks)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
+        if not isinstance(value, numbers.Integral) or value < 1:
             raise InputError(f"{name} must be an integer >= 1, got {value!r}", key=name)
     if not chunk_pause_s >= 0:
         raise InputError(f"chunk_pause_s must be >= 0, got {chunk_pause_s!r}", key="chunk_pause_s")
@@ -121,8 +117,8 @@ def replay(
     n_total = n_source * repeat
     delays_s = _delays(delay)
     faults = {"drop": set(drop), "duplicate": set(duplicate), "corrupt": set(corrupt), "delay": set(delays_s)}
-    for name, numbers in faults.items():
-        bad = sorted(k for k in numbers if not 1 <= int(k) <= n_total)
+    for name, fault_volumes in faults.items():
+        bad = sorted(k for k in fault_volumes if not 1 <= int(k) <= n_total)
         if bad:
             raise InputError(
                 f"--{name} {bad[0]}: volumes are numbered 1 to {n_total} in this replay "
@@ -222,7 +218,7 @@ def run(args):
 
 def _check_positive(**values):
     for name, value in values.items():
-        if not (isinstance(value, (int, float, np.number)) and value > 0):
+        if not (isinstance(value, numbers.Real) and value > 0):
             raise InputError(f"{name} must be a positive number, got {value!r}", key=name)
 
 
@@ -257,6 +253,12 @@ def _delays(delay):
 
 def _source_volumes(source_dir, series):
     """Files of the chosen series grouped by volume, in acquisition order."""
+    import numpy as np
+
+    from tmstarget.ingest.dicom.assemble import plan_series
+    from tmstarget.ingest.dicom.headers import read_file_header
+    from tmstarget.ingest.dicom.series import find_series
+
     infos = find_series(source_dir)
     if series is not None:
         wanted = str(series)
@@ -308,6 +310,9 @@ def _pass_bytes(source, pass_index, n_source, n_files):
     """The file's bytes; from the second pass on, renumbered with pydicom."""
     if pass_index == 0:
         return Path(source).read_bytes()
+    import pydicom
+    from pydicom.uid import generate_uid
+
     ds = pydicom.dcmread(source)
     for keyword in ("AcquisitionNumber", "TemporalPositionIdentifier"):
         if ds.get(keyword) not in (None, ""):
@@ -338,6 +343,8 @@ def _check_free(incoming_dir, plan, duplicated):
 
 def _write_in_chunks(path, data, chunks, pause_s):
     """Write ``data`` in place in ``chunks`` flushed pieces with a pause between them."""
+    import numpy as np
+
     bounds = np.linspace(0, len(data), chunks + 1).astype(int)
     with open(path, "wb") as handle:
         for index in range(chunks):
