@@ -8,13 +8,21 @@ With ``TMSTARGET_REQUIRE_SHARED_DATA=1`` (set by ``.ci/run``) an absent
 ``../shared/data`` is a failure, not a skip: a green CI means those tests ran.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# The T1 cache (scalp surface, tissues: tmstarget.anatomy.t1_cache) of a test session is a temporary folder,
+# shared by the session's plans (and the CLI runs it starts), never the user's cache.
+os.environ["TMSTARGET_CACHE_DIR"] = tempfile.mkdtemp(prefix="tmstarget-test-cache-")
+atexit.register(shutil.rmtree, os.environ["TMSTARGET_CACHE_DIR"], True)
 
 
 def _shared_data_dir():

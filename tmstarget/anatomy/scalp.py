@@ -84,6 +84,8 @@ def load_3d(img, what):
     if not hasattr(img, "affine") or not hasattr(img, "dataobj"):
         raise InputError(f"{what} must be a nibabel image; got {type(img).__name__}")
     data = np.asarray(img.dataobj, dtype=np.float32)
+    if not np.all(np.isfinite(data)):  # nan_to_num only when needed (it costs a second pass and a copy)
+        data = np.nan_to_num(data)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -91,7 +93,7 @@ def load_3d(img, what):
     affine = np.asarray(img.affine, dtype=float)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise OrientationError(f"{what} has a singular or non-finite affine:\n{affine}")
-    return np.nan_to_num(data), affine
+    return data, affine
 
 
 def block_average(data, affine, voxel_mm):

@@ -120,8 +120,10 @@ def _brain_box(shape, affine, t1_to_mni, brain_img, margin_mm):
     from tmstarget.anatomy.registration import map_points
 
     data, template_affine = load_3d(brain_img, "template brain mask")
-    inside = np.argwhere(data > 0)
-    lo, hi = inside.min(axis=0), inside.max(axis=0)
+    inside = data > 0
+    # first and last index holding the mask along each axis (what np.argwhere(inside).min/max give, without the list)
+    spans = [np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    lo, hi = np.array([s[0] for s in spans]), np.array([s[-1] for s in spans])
     corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])], float)
     corners_mni = apply_affine(template_affine, corners)
     corners_t1 = corners_mni if t1_to_mni is None else map_points(corners_mni, t1_to_mni, "inverse")
@@ -183,11 +185,15 @@ def template_priors(t1_img, t1_to_mni=None, *, prior_voxel_mm=2.0, margin_mm=15.
     coarse_affine = crop_affine @ np.diag([*factors.astype(float), 1.0])
     reference = nib.Nifti1Image(np.zeros(coarse_shape, dtype=np.float32), coarse_affine)
     priors = {}
+    sampled = {}  # template voxel coordinates of the coarse grid, per template affine (the three share one)
     for name, img in templates.items():
         data, template_affine = block_average(*load_3d(img, f"template {name}"), prior_voxel_mm)
         if t1_to_mni is None:
-            ijk = apply_affine(np.linalg.inv(template_affine) @ coarse_affine,
-                               np.indices(coarse_shape).reshape(3, -1).T)
+            key = template_affine.tobytes()
+            if key not in sampled:
+                sampled[key] = apply_affine(np.linalg.inv(template_affine) @ coarse_affine,
+                                            np.indices(coarse_shape).reshape(3, -1).T)
+            ijk = sampled[key]
             coarse = ndimage.map_coordinates(data, ijk.T, order=1, mode="constant").reshape(coarse_shape)
         else:
             coarse = np.asarray(warp_image(nib.Nifti1Image(data, template_affine), t1_to_mni, reference, "inverse",

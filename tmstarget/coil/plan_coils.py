@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 _HANDLE_RULES = {"auto": "auto", "dlpfc-45": "dlpfc", "midline-posterior": "midline"}
 
 
-def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_mni=None):
+def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_mni=None, t1_img=None):
     """Coil pose, scalp-to-cortex depth and cortical point on ``t1_path`` for the target and every candidate.
 
     The T1 must be in the same world space as the plan's candidates (MNI, or
@@ -38,24 +38,25 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_
     ``head_axes_ras``/``midline_ras_mm`` give the head frame for the handle
     rules when the T1 world is not MNI-aligned (see
     :func:`tmstarget.coil.placement.handle_direction`; :func:`tmstarget.workflows.native.head_frame`).
+    ``t1_img``: the T1 already read (:func:`tmstarget.ingest.read.read_image`), else it is read here.
+    The scalp surface and the tissue segmentation of a T1 already seen come from
+    the cache (:mod:`tmstarget.anatomy.t1_cache`; the same numbers).
 
     Returns ``(coil_block, per_candidate_blocks, anatomy_block)``; each block
     is the ``coil`` dict of ``target.json`` (SimNIBS axes, RAS mm).
     """
     import time
 
-    import nibabel as nib
-
-    from tmstarget.anatomy.scalp import scalp_surface
-    from tmstarget.anatomy.tissue import segment_t1
+    from tmstarget.anatomy import t1_cache
     from tmstarget.coil.placement import place_coil
+    from tmstarget.ingest.read import read_image
 
     params = result.protocol.coil
     handle = params.handle_angle_deg if params.handle == "angle" else _HANDLE_RULES[params.handle]
-    t1_img = nib.load(t1_path)
-    mesh = scalp_surface(t1_img)
+    t1_img = read_image(t1_path, "T1") if t1_img is None else t1_img
+    mesh = t1_cache.scalp_surface(t1_path, t1_img)
     start = time.perf_counter()
-    tissue = segment_t1(t1_img, t1_to_mni)
+    tissue = t1_cache.segment_t1(t1_path, t1_img, t1_to_mni)
     cortex = tissue.parenchyma_img()
     warnings = result.qc.setdefault("warnings", [])
     blocks = []

@@ -91,8 +91,8 @@ def plan_request_mni(request, protocol, *, command=None, output=None, force=Fals
     ) if protocol.kind == "connectivity" else _fixed_selection(request)
     if output is not None:
         check_output_dir(output, force, selection.inputs)
-    if selection.t1 is not None:
-        read_image(selection.t1, "T1")  # a corrupt T1 fails now, not after the analysis
+    # a corrupt T1 fails now, not after the analysis (read once: the coil placement takes this image)
+    t1_img = read_image(selection.t1, "T1") if selection.t1 is not None else None
     fmriprep_dir = resolve_dataset(request.dataset, request.bids_dir)[0] if request.dataset is not None else None
     anatomy_t1w, space_note = choose_fmriprep_space(
         fmriprep_dir, request.participant, request.space, mni_t1_path=None if request.t1 else selection.t1,
@@ -105,7 +105,7 @@ def plan_request_mni(request, protocol, *, command=None, output=None, force=Fals
         result, coils, anatomy = fmriprep_plan_to_t1w(result, anatomy_t1w)
     elif selection.t1 is not None:
         _say(progress, "placing the coil on the scalp")
-        _, coils, anatomy = place_coils(result, selection.t1)
+        _, coils, anatomy = place_coils(result, selection.t1, t1_img=t1_img)
     _say(progress, "writing outputs")
     roots = [root for root in (request.dataset, request.bids_dir) if root is not None]
     return build_plan(result, request.subject, command=command, inputs=selection.inputs, coils=coils, roots=roots,

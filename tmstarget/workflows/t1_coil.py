@@ -11,7 +11,6 @@ in the run summary), and ``anatomy.t1_check`` in ``target.json`` holds the measu
 under ``coil``, why the target has none. Without the target's coil no navigation file is written.
 """
 
-import nibabel as nib
 import numpy as np
 
 from tmstarget.anatomy.registration import map_points
@@ -67,12 +66,13 @@ def coils_on_t1(result, t1_path, t1_to_mni, progress=None):
         The ``anatomy`` block, with ``t1_check``.
     """
     from tmstarget.coil.plan_coils import anatomy_block, place_coils
+    from tmstarget.ingest.read import read_image
 
     def say(message):
         if progress is not None:
             progress(message)
 
-    t1_img = nib.load(t1_path)
+    t1_img = read_image(t1_path, "T1")
     scalp = check_scalp(t1_img)
     face = check_face(t1_img, t1_to_mni) if scalp.scalp else None
     warnings = result.qc.setdefault("warnings", [])
@@ -85,7 +85,8 @@ def coils_on_t1(result, t1_path, t1_to_mni, progress=None):
         return None, anatomy
     say("segmenting the T1 (grey/white matter, CSF) and placing the coil on its scalp")
     axes, midline = head_frame(t1_to_mni)
-    _, coils, anatomy = place_coils(result, t1_path, head_axes_ras=axes, midline_ras_mm=midline, t1_to_mni=t1_to_mni)
+    _, coils, anatomy = place_coils(result, t1_path, head_axes_ras=axes, midline_ras_mm=midline, t1_to_mni=t1_to_mni,
+                                    t1_img=t1_img)
     if face.defaced:
         warnings.append("the T1 has no face (defaced): coils are placed only where the scalp is intact")
     for k, (candidate, coil) in enumerate(zip(result.candidates, coils)):

@@ -1,0 +1,147 @@
+"""On-disk cache of what a T1 gives every plan: its scalp surface and its tissue segmentation (issue 19).
+
+Both depend only on the T1's bytes, the algorithm's parameters, the code that
+computes them and (for the tissues) the T1 -> MNI transform, so a plan of a T1
+already seen loads them instead of computing them again (the scalp takes about
+1 s, the segmentation about 4 s on a 1-mm T1). The cached arrays are exactly the
+computed ones, so a plan is byte-identical with or without the cache.
+
+* **Key**: sha256 of the T1 file, the parameters, the sha256 of the source
+  files of the computing modules and of every module of ``tmstarget/anatomy/``
+  (any code change is a new key), the numpy, scipy, scikit-image, nibabel,
+  nilearn and antspyx versions, and for the tissues the bytes of every
+  transform file (none: the T1 is in MNI space).
+* **Where**: ``$TMSTARGET_CACHE_DIR`` when set (``off`` disables the cache),
+  else ``$XDG_CACHE_HOME/tmstarget`` (default ``~/.cache/tmstarget``).
+* **Safe**: an entry is written to a temporary file in the cache folder and
+  renamed into place (concurrent runs each write a whole file; the last rename
+  wins, with identical content); an entry that cannot be read, or whose arrays
+  do not have the stored shapes, is ignored (logged) and computed again. A cache
+  folder that cannot be written only costs the speed.
+"""
+
+import hashlib
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tmstarget._fileio import sha256_file, write_bytes_atomic
+
+logger = logging.getLogger(__name__)
+
+ENV = "TMSTARGET_CACHE_DIR"
+#: Bumped when the stored layout changes.
+FORMAT = 1
+
+
+def cache_dir():
+    """The cache folder (:data:`ENV`, else the XDG cache folder), or None when disabled (``off``)."""
+    value = os.environ.get(ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "off", "0", "none") else Path(value)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "tmstarget"
+
+
+def _code_digest(modules):
+    """sha256 of the modules' sources, of every module of :mod:`tmstarget.anatomy` and :mod:`tmstarget.spaces`
+    (what they call), and of the library versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    here = Path(__file__).resolve().parent
+    sources = sorted({Path(m.__file__).resolve() for m in modules} | set(here.glob("*.py"))
+                     | {here.parent / "spaces.py"})
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.name.encode() + source.read_bytes())
+    for package in ("numpy", "scipy", "scikit-image", "nibabel", "nilearn", "antspyx"):
+        try:
+            digest.update(f"{package} {version(package)};".encode())
+        except PackageNotFoundError:
+            digest.update(f"{package} absent;".encode())
+    return digest.hexdigest()
+
+
+def entry_key(kind, t1_path, params, modules, extra=()):
+    """The cache key (hex sha256) of ``kind`` computed on ``t1_path`` with ``params`` by the code of ``modules``.
+
+    ``extra`` lists more files whose bytes the result depends on (transforms).
+    """
+    parts = {"format": FORMAT, "kind": kind, "t1_sha256": sha256_file(t1_path), "params": params,
+             "code": _code_digest(modules), "extra": [sha256_file(path) for path in extra]}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load(kind, key, expected):
+    """The arrays stored under ``key`` (dict name -> ndarray), or None (absent, unreadable or malformed).
+
+    ``expected`` maps each array name to ``(ndim, dtype kind)``, checked on load.
+    """
+    folder = cache_dir()
+    if folder is None:
+        return None
+    path = folder / f"{kind}-{key}.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in expected}
+        for name, (ndim, dtype_kind) in expected.items():
+            if arrays[name].ndim != ndim or arrays[name].dtype.kind != dtype_kind:
+                raise ValueError(f"{name}: shape {arrays[name].shape}, dtype {arrays[name].dtype}")
+    except Exception as exc:  # a damaged or foreign entry: compute again
+        logger.warning("ignoring the cache entry %s (%s); computing again", path, " ".join(str(exc).split())[:200])
+        return None
+    logger.info("%s loaded from the cache %s", kind, path)
+    return arrays
+
+
+def store(kind, key, arrays):
+    """Store ``arrays`` under ``key`` (temporary file + rename); a folder that cannot be written is logged only."""
+    folder = cache_dir()
+    if folder is None:
+        return
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(folder / f"{kind}-{key}.npz", buffer.getvalue())
+    except OSError as exc:
+        logger.warning("cannot write the cache folder %s (%s): the %s is not kept", folder, exc, kind)
+
+
+def scalp_surface(t1_path, t1_img, **params):
+    """:func:`tmstarget.anatomy.scalp.scalp_surface` of the T1 ``t1_path`` (read as ``t1_img``), cached."""
+    from tmstarget.anatomy import scalp
+
+    key = entry_key("scalp", t1_path, params, [scalp])
+    stored = load("scalp", key, {"vertices": (2, "f"), "faces": (2, "i"), "normals": (2, "f")})
+    if stored is not None:
+        return scalp.SurfaceMesh(stored["vertices"], stored["faces"], stored["normals"])
+    mesh = scalp.scalp_surface(t1_img, **params)
+    store("scalp", key, {"vertices": mesh.vertices_ras_mm, "faces": mesh.faces, "normals": mesh.normals_ras})
+    return mesh
+
+
+def segment_t1(t1_path, t1_img, t1_to_mni=None):
+    """:func:`tmstarget.anatomy.tissue.segment_t1` of the T1 ``t1_path`` (read as ``t1_img``), cached.
+
+    The key holds the bytes of every file of ``t1_to_mni`` (its invert flags and spaces too).
+    """
+    from tmstarget.anatomy import registration, scalp, tissue
+
+    transform = None if t1_to_mni is None else {
+        "from": t1_to_mni.from_space, "to": t1_to_mni.to_space, "fwd_invert": t1_to_mni.fwd_invert,
+        "inv_invert": t1_to_mni.inv_invert}
+    files = () if t1_to_mni is None else (*t1_to_mni.fwd_files, *t1_to_mni.inv_files)
+    key = entry_key("tissue", t1_path, {"transform": transform}, [tissue, scalp, registration], extra=files)
+    stored = load("tissue", key, {"labels": (3, "u"), "affine": (2, "f"), "qc": (0, "U")})
+    if stored is not None:
+        return tissue.TissueMaps(stored["labels"], stored["affine"], json.loads(str(stored["qc"])))
+    maps = tissue.segment_t1(t1_img, t1_to_mni)
+    store("tissue", key, {"labels": maps.labels, "affine": maps.affine, "qc": np.array(json.dumps(maps.qc))})
+    return maps
