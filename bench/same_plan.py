@@ -10,7 +10,8 @@ its own folder, and every file is compared byte for byte after removing what
 holds the time of the run: ``provenance.date_utc`` of ``target.json``, the
 ``created`` stamp of the navigation provenance files, the ``target_json_sha256``
 they quote (the hash of a file holding a date), and the time stamp in the name
-of the Localite file. Exit status 0 when all are identical; else each difference is printed.
+of the Localite file (and where it is quoted). Each plan folder is called ``plan`` (the command line
+is in the provenance). Exit status 0 when all are identical; else each difference is printed.
 """
 
 import argparse
@@ -27,6 +28,7 @@ _STAMPS = [
     (re.compile(rb'"date_utc": "[^"]*"'), b'"date_utc": "<date>"'),
     (re.compile(rb'"created": "[^"]*"'), b'"created": "<date>"'),
     (re.compile(rb'"target_json_sha256": "[0-9a-f]{64}"'), b'"target_json_sha256": "<sha256>"'),
+    (re.compile(rb"InstrumentMarker\d{17}"), b"InstrumentMarker<time>"),
 ]
 
 
@@ -75,11 +77,12 @@ def main(argv=None):
         archive = subprocess.run(["git", "archive", args.base], cwd=ROOT, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(base_tree)], input=archive, check=True)
         cache = Path(scratch) / "cache"
-        run_plan(base_tree, work / "base", plan_args, Path(scratch) / "base-cache")
-        run_plan(ROOT, work / "new-cold", plan_args, cache)
-        run_plan(ROOT, work / "new-cached", plan_args, cache)
-        problems = differences(work / "base", work / "new-cold") + differences(work / "base", work / "new-cached")
-        files = len(normalized_files(work / "base"))
+        base, cold, cached = (work / name / "plan" for name in ("base", "new-cold", "new-cached"))
+        run_plan(base_tree, base, plan_args, Path(scratch) / "base-cache")
+        run_plan(ROOT, cold, plan_args, cache)
+        run_plan(ROOT, cached, plan_args, cache)
+        problems = differences(base, cold) + differences(base, cached)
+        files = len(normalized_files(base))
     for line in problems:
         print(line)
     print(f"{args.base} vs this tree (cold and cached T1): {files} files, "

@@ -75,6 +75,22 @@ def test_effective_dof_gate_names_the_state_and_the_numbers(null_patient):
                        overrides={"inference.min_effective_dof": 60})
 
 
+def test_effective_dof_gate_names_the_users_input_not_an_intermediate_file(null_patient):
+    """A native plan analyses a realigned copy in a temporary folder: the refusal names the run the user gave."""
+    from tmstarget.analysis.engine import plan
+    from tmstarget.ingest.collect import ExplicitRun, Selection, select_runs
+
+    dataset, _ = null_patient
+    protocol = tmstarget.load_protocol("rumination-dmpfc", {"inference.min_effective_dof": 60})
+    (files, state), = select_runs(protocol.states, dataset=dataset, participant="01").runs
+    given = Path("/scanner/export/ep2d_task")  # never opened: only named
+    run = ExplicitRun(bold=files.bold, confounds=files.confounds, sidecar=files.sidecar, events=files.events,
+                      mask=files.mask, label="task_run-1", source=given)
+    with pytest.raises(InputError, match="effective degrees of freedom") as caught:
+        plan(Selection([(run, state)], None, None, []), protocol)
+    assert str(caught.value).startswith(f"{given}: ") and Path(files.bold).name not in str(caught.value)
+
+
 def test_fixed_protocol_has_no_inference(tmp_path):
     plan = tmstarget.plan(protocol="beam-f3")
     assert plan.qc["inference"] is None and plan.significant is None

@@ -309,7 +309,7 @@ def plan_cleaning(run, params):
         raise InputError(
             f"only {n_frames} volumes after dropping {first} dummy volumes; at least "
             f"{params.min_volumes} are needed ([clean] min_volumes)",
-            path=run.paths["bold"],
+            path=run.paths["source"],
         )
     design, names = nuisance_design(run, params)
     if run.confounds is not None and all(c in run.confounds.columns for c in ("trans_x", "rot_z")):
@@ -328,7 +328,7 @@ def plan_cleaning(run, params):
             f"only {len(kept_local)} usable volumes after scrubbing {n_frames - len(kept_local)} frames with "
             f"FD > {params.fd_threshold_mm} mm (and {params.frames_before} before / {params.frames_after} after "
             f"each); at least {params.min_volumes} are needed",
-            path=run.paths["bold"],
+            path=run.paths["source"],
         )
     confounds = design[first:] if design is not None else None
     if params.filter == "cosine":
@@ -338,7 +338,7 @@ def plan_cleaning(run, params):
             raise InputError(
                 f"the regression model has {model.shape[1]} regressors but only {len(kept_local)} frames are kept: "
                 "nothing is left to correlate (lower low_pass_hz's band regressors or scrub less)",
-                path=run.paths["bold"],
+                path=run.paths["source"],
             )
         return CleaningPlan(first, kept_local + first, regression_operator(model, kept_local), fd, names, confounds)
     operator = cleaning_operator(

@@ -413,7 +413,7 @@ def analyse(cleaned, protocol, progress=None):
                 f"state '{state}' has only {dof[state]:.1f} effective degrees of freedom ({int(sel.sum())} frames "
                 "after scrubbing and block selection, fewer independent ones after filtering and regression); "
                 f"at least {protocol.inference.min_effective_dof:g} are needed ([inference] min_effective_dof)",
-                path=runs[0].paths["bold"],
+                path=runs[0].paths["source"],  # the user's input, not a native plan's realigned file
             )
     z_maps, score = _score_map(data, seed, rows, conn)
 

@@ -19,7 +19,11 @@ from tmstarget.ingest.fmriprep import find_runs, find_t1, participant_label, res
 
 @dataclass(frozen=True)
 class ExplicitRun:
-    """A run given file by file on the command line."""
+    """A run given file by file on the command line.
+
+    ``source`` is the user's input the files were made from (a raw run or DICOM folder of a native plan, whose
+    ``bold`` is an intermediate realigned file): messages about the whole run name it. Default: ``bold``.
+    """
 
     bold: Path
     confounds: Path | None = None
@@ -28,6 +32,7 @@ class ExplicitRun:
     mask: Path | None = None
     label: str = "run"
     entities: dict = field(default_factory=dict)
+    source: Path | None = None
 
 
 @dataclass

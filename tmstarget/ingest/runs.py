@@ -252,7 +252,7 @@ def load_run(files, state=None, t_r=None, label=None):
     n = img.shape[3]
     confounds = load_confounds(files.confounds, n) if files.confounds is not None else None
     events = load_events(files.events, n, tr) if files.events is not None else None
-    paths = {"bold": Path(files.bold)}
+    paths = {"bold": Path(files.bold), "source": Path(getattr(files, "source", None) or files.bold)}
     for role in ("confounds", "sidecar", "events", "mask"):
         value = getattr(files, role, None)
         if value is not None:

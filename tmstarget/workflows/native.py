@@ -313,7 +313,8 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
                                          {**meta, "SkullStripped": False, "MotionCorrected": True,
                                           "SliceTimingCorrected": bool(slice_timing)})  # to mid-TR
         selected.append((ExplicitRun(bold=bold_path, confounds=confounds_path, sidecar=sidecar_path,
-                                     events=run.events, mask=mask_path, label=run.label), run.state))
+                                     events=run.events, mask=mask_path, label=run.label, source=Path(run.source)),
+                          run.state))
         motion_qc.append({"run": run.label, "volumes": int(data.shape[3]),
                           "max_abs_translation_mm": float(np.abs(run_params[:, :3]).max()),
                           "max_abs_rotation_deg": float(np.degrees(np.abs(run_params[:, 3:]).max())),
