@@ -1,31 +1,39 @@
-"""Benchmark: `tmstarget plan` against a plain nilearn implementation of the same computation.
+"""Benchmark: the whole `tmstarget plan` command against a plain nilearn implementation of the same maps.
 
-    python bench/bench_plan.py [--repeats 3] [--voxel-mm 3] [--volumes 240]
+    python bench/bench_plan.py [--repeats 3] [--voxel-mm 3] [--volumes 240] [--base OTHER_TREE]
 
-Both paths run on the same synthetic 3-mm, 240-volume patient (generated once
-and cached in ``bench/results/``), in the same run, each in its own process so
-peak memory (max RSS) is measured per path.  Paths timed:
+All paths run on the same synthetic 3-mm, 240-volume patient (generated once
+and cached in ``bench/results/``), in the same run, each in its own process, in
+rounds: every round runs each path once, in the same order, so the paths
+alternate and share the machine's load; the medians over the rounds are given,
+and the speed-up is the median of the per-round ratios (alternating pairs).
+The load average is printed before and after. Paths:
 
-* ``tmstarget``  - the whole CLI command ``tmstarget plan`` (imports, checks,
-  cleaning, maps, outputs written), from interpreter start;
-* ``engine``     - tmstarget's ``plan()`` alone in-process (no imports, no writing); the time of its
-  inference step (family-wise null, bootstrap, split halves: ``target_inference``) is
-  reported on its own as ``inference`` (part of ``engine``);
-* ``nilearn``    - smooth_img + apply_mask + signal.clean + seed mean + correlation
+* ``command``      - ``python -m tmstarget.cli plan ...`` timed from process start to exit by this
+  script (interpreter start, imports, checks, cleaning, maps, inference, coil,
+  every navigation file, exit), with the T1 cache warm (a T1 seen before:
+  ``tmstarget.anatomy.t1_cache``); its stage lines give the breakdown;
+* ``command-cold`` - the same with an empty T1 cache (first plan of a T1);
+* ``no-report``    - the same with ``--no-report`` (when the command has it);
+* ``base``         - with ``--base TREE``: the command from another source tree (e.g. a
+  ``git archive`` of an older commit), for before/after figures in the same run;
+* ``engine``       - tmstarget's ``plan()`` alone in-process (no imports, no writing); its
+  inference step (family-wise null, bootstrap, split halves) is reported as ``inference``;
+* ``nilearn``      - smooth_img + apply_mask + signal.clean + seed mean + correlation
   (``tests/nilearn_reference.py``), the same maps, in-process;
-* ``load``       - reading the gzipped BOLD into float32 (the floor both paths pay).
+* ``load``         - reading the gzipped BOLD into float32 with nibabel (the floor both paths pay);
+* ``load-ours``    - the same through tmstarget's reader (python-isal when installed).
 """
-
-import time
-
-T0 = time.perf_counter()  # before the heavy imports: the CLI path counts them
 
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -63,14 +71,7 @@ def run_path(path, patient, protocol):
     bold, conf, mask, events = _files(patient, task)
     start = time.perf_counter()
     extra = {}
-    if path == "tmstarget":
-        from tmstarget.cli.main import main as cli_main
-
-        start = T0
-        out_dir = HERE / "results" / "plan-out"
-        cli_main(["plan", str(patient), "--participant", "01", "--protocol", protocol, "--output", str(out_dir),
-                  "--force", "--quiet"])
-    elif path == "engine":
+    if path == "engine":
         from tmstarget.analysis import engine
         from tmstarget.ingest.collect import select_runs
         from tmstarget.protocol import load_protocol
@@ -112,6 +113,13 @@ def run_path(path, patient, protocol):
 
         start = time.perf_counter()
         np.asarray(nib.load(bold).dataobj, dtype=np.float32)
+    elif path == "load-ours":
+        import numpy as np
+
+        from tmstarget.ingest.read import read_image
+
+        start = time.perf_counter()
+        np.asarray(read_image(bold, "BOLD").dataobj, dtype=np.float32)
     print(json.dumps({"seconds": time.perf_counter() - start, "peak_mib": _peak_rss_mib(), **extra}))
 
 
@@ -124,7 +132,7 @@ def _peak_rss_mib():
 
 
 def child(args):
-    """Run a measurement in a fresh process; return (seconds, peak RSS in MiB)."""
+    """Run a measurement in a fresh process; return (seconds, peak RSS in MiB, inference seconds)."""
     proc = subprocess.run(args, capture_output=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child failed: {' '.join(map(str, args))}\n{proc.stderr.decode()[-2000:]}")
@@ -132,35 +140,115 @@ def child(args):
     return result["seconds"], result["peak_mib"], result.get("inference_seconds")
 
 
+def command(tree, patient, protocol, extra=(), cache=None):
+    """Time ``tmstarget plan`` from process start to exit.
+
+    Returns (seconds, peak MiB, {stage: seconds}): each stage line is stamped when it reaches this process
+    (the command flushes them), so a stage lasts from its line to the next, the last one to the exit (the run
+    summary and the interpreter's exit included), and ``start-up`` is process start to the first line
+    (interpreter, imports, argument parsing, protocol).
+    """
+    out_dir = HERE / "results" / "plan-out"
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    if cache is not None:
+        env["TMSTARGET_CACHE_DIR"] = str(cache)
+    cmd = ["/usr/bin/time", "-f", "peak_kib=%M", sys.executable, "-m", "tmstarget.cli", "plan", str(patient),
+           "--participant", "01", "--protocol", protocol, "--output", str(out_dir), "--force", *extra]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    marks, lines = [], []
+    for line in proc.stderr:
+        lines.append(line)
+        found = re.match(r"^\[\s*[\d.]+ s\] (.*)$", line.rstrip("\n"))
+        if found:
+            marks.append((time.perf_counter() - start, found.group(1)))
+    proc.wait()
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"tmstarget plan failed ({tree}):\n{''.join(lines)[-2000:]}")
+    peak = float(re.search(r"peak_kib=(\d+)", "".join(lines)).group(1)) / 1024.0
+    stamps = [t for t, _ in marks] + [seconds]
+    stages = {"start-up": stamps[0]}
+    stages.update({name: stamps[k + 1] - t for k, (t, name) in enumerate(marks)})
+    return seconds, peak, stages
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds (each runs every path once)")
     parser.add_argument("--voxel-mm", type=float, default=3.0)
     parser.add_argument("--volumes", type=int, default=240)
+    parser.add_argument("--base", type=Path, help="another source tree whose command is timed too (before/after)")
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--protocol", help=argparse.SUPPRESS)
     args = parser.parse_args()
     patient = ensure_patient(args.voxel_mm, args.volumes)
     if args.path:
         return run_path(args.path, patient, args.protocol)
+    help_text = subprocess.run([sys.executable, "-m", "tmstarget.cli", "plan", "--help"], capture_output=True,
+                               text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    has_no_report = "--no-report" in help_text
     print(f"patient: {patient.relative_to(ROOT)} ({args.voxel_mm:g} mm, {args.volumes} volumes per run); "
-          f"{args.repeats} repeats, median; CPU cores: {os.cpu_count()}")
-    print(f"{'protocol':18s} {'path':10s} {'seconds':>8s} {'peak MiB':>9s}")
-    for protocol in PROTOCOLS:
-        results = {}
-        for path in ("tmstarget", "engine", "nilearn", "load"):
-            cmd = [sys.executable, __file__, "--path", path, "--protocol", protocol,
-                   "--voxel-mm", str(args.voxel_mm), "--volumes", str(args.volumes)]
-            runs = [child(cmd) for _ in range(args.repeats)]
-            results[path] = (statistics.median(r[0] for r in runs), max(r[1] for r in runs))
-            print(f"{protocol:18s} {path:10s} {results[path][0]:8.2f} {results[path][1]:9.0f}", flush=True)
-            if path == "engine":
-                print(f"{protocol:18s} {'inference':10s} {statistics.median(r[2] for r in runs):8.2f} "
-                      f"{'(part of engine)':>9s}", flush=True)
-        ratio_engine = results["nilearn"][0] / results["engine"][0]
-        ratio_cli = results["nilearn"][0] / results["tmstarget"][0]
-        print(f"{protocol:18s} speed-up vs nilearn: engine {ratio_engine:.1f}x, whole CLI command {ratio_cli:.1f}x; "
-              f"gz load = {100 * results['load'][0] / results['engine'][0]:.0f}% of the engine time")
+          f"{args.repeats} rounds, medians; CPU cores: {os.cpu_count()}; load average {_load()}", flush=True)
+    warm_cache = Path(tempfile.mkdtemp(prefix="bench-plan-cache-"))
+    paths = ["command", "command-cold"] + (["no-report"] if has_no_report else []) + \
+        (["base"] if args.base else []) + ["engine", "nilearn", "load", "load-ours"]
+    for protocol in args.protocols:
+        command(ROOT, patient, protocol, cache=warm_cache)  # the T1 seen once: the cache is warm
+        rounds = {path: [] for path in paths}
+        for _ in range(args.repeats):
+            for path in paths:
+                if path.startswith("command") or path in ("no-report", "base"):
+                    tree = args.base if path == "base" else ROOT
+                    with tempfile.TemporaryDirectory(prefix="bench-plan-cold-") as cold:
+                        cache = cold if path in ("command-cold", "base") else warm_cache
+                        extra = ["--no-report"] if path == "no-report" else []
+                        rounds[path].append(command(tree, patient, protocol, extra, cache))
+                else:
+                    cmd = [sys.executable, __file__, "--path", path, "--protocol", protocol,
+                           "--voxel-mm", str(args.voxel_mm), "--volumes", str(args.volumes)]
+                    rounds[path].append(child(cmd))
+        _report(protocol, rounds)
+    print(f"load average after: {_load()}")
+
+
+def _load():
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _report(protocol, rounds):
+    print(f"\n{protocol}\n{'path':14s} {'median s':>9s} {'runs (s)':>26s} {'peak MiB':>9s}")
+    for path, runs in rounds.items():
+        times = [r[0] for r in runs]
+        print(f"{path:14s} {statistics.median(times):9.2f} {' '.join(f'{t:.2f}' for t in times):>26s} "
+              f"{max(r[1] for r in runs):9.0f}")
+        if path == "engine":
+            print(f"{'  inference':14s} {statistics.median(r[2] for r in runs):9.2f} (part of engine)")
+    for path in ("command", "command-cold", "no-report", "base"):
+        if path in rounds:
+            _stages(path, rounds[path])
+    nilearn = [r[0] for r in rounds["nilearn"]]
+    for path in ("command", "command-cold", "no-report", "base", "engine"):
+        if path in rounds:
+            ratios = [n / r[0] for n, r in zip(nilearn, rounds[path])]
+            print(f"speed-up vs nilearn, {path}: {statistics.median(ratios):.1f}x "
+                  f"(per round: {' '.join(f'{x:.1f}' for x in ratios)})")
+    whole = statistics.median(r[0] for r in rounds["command"])
+    for path in ("load", "load-ours"):
+        load = statistics.median(r[0] for r in rounds[path])
+        print(f"gz load of the BOLD ({path}) {load:.2f} s = {100 * load / whole:.0f}% of the whole command")
+
+
+def _stages(path, runs):
+    """Median seconds per stage over the rounds (see :func:`command`)."""
+    table = {}
+    for _, _, stages in runs:
+        for name, value in stages.items():
+            table.setdefault(name, []).append(value)
+    print(f"  stages of {path} (median s; the last one until the process exits):")
+    for name, values in table.items():
+        print(f"    {statistics.median(values):7.2f}  {name}")
 
 
 if __name__ == "__main__":

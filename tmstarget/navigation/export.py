@@ -384,7 +384,8 @@ def export_plan(
     brainsight_version : {None, 12, 14}
         Default 12 when qform == sform, 14 (``NIfTI:Q|S:``) when they differ.
     dry_run : bool
-        Run every check and return the files that would be written, writing none.
+        Run every check and return the files that would be written, writing none
+        (:func:`prepare_export` then :func:`write_export` do both halves without repeating the checks).
     when : datetime, optional
         Time stamp of the Localite file name (default now).
 
@@ -398,6 +399,41 @@ def export_plan(
     NavigationFormatError, OutputError
         Nothing is written when any check or any format fails.
     """
+    prepared = prepare_export(plan_dir, formats, output_dir, t1_choice, localite_space=localite_space, force=force,
+                              brainsight_version=brainsight_version, when=when)
+    return prepared.result() if dry_run else write_export(prepared)
+
+
+@dataclass
+class PreparedExport:
+    """Everything :func:`export_plan` checks and computes before it writes (:func:`prepare_export`).
+
+    ``result()`` is what a dry run returns; :func:`write_export` writes the files
+    without reading the plan's T1 again (its sha256, qform/sform check and head
+    centroid are done once here).
+    """
+
+    plan: Plan
+    output_dir: Path
+    t1ref: object
+    jobs: list
+    skipped: dict
+    markers: list
+    warnings: list
+    options: dict
+    force: bool
+
+    def result(self, files=None):
+        """The :class:`ExportResult` (the files that will be, or were, written)."""
+        if files is None:
+            files = {k: [self.output_dir / out for out in _outputs(rel)] for k, rel, _ in self.jobs}
+        return ExportResult(output_dir=self.output_dir, files=files, skipped=self.skipped,
+                            markers=[m.name for m in self.markers], warnings=self.warnings)
+
+
+def prepare_export(plan_dir, formats, output_dir=None, t1_choice=None, *, localite_space="RAS", force=False,
+                   brainsight_version=None, when=None):
+    """Every check of :func:`export_plan` (same parameters), nothing written: a :class:`PreparedExport`."""
     plan = load_plan(plan_dir)
     keys, from_all = normalize_formats(formats)
     if localite_space not in ("RAS", "LPS"):
@@ -455,15 +491,6 @@ def export_plan(
                 skipped[k] = exc.message
                 keys.remove(k)
     localite_name = localite_marker_filename(when)
-    plan_prov = {
-        "target_json_sha256": sha256_file(plan.target_json),
-        "protocol": plan.protocol,
-        "space": plan.space,
-        "participant": plan.participant,
-        "template": None if plan.space == "T1w" else plan.space,
-        "transform": (plan.raw.get("provenance") or {}).get("transform"),
-        "tmstarget_version_plan": (plan.raw.get("provenance") or {}).get("tmstarget_version"),
-    }
 
     jobs = []
     for k in keys:
@@ -475,14 +502,21 @@ def export_plan(
         markers = all_markers if k in ("csv", "json") else with_cortex_markers(nav_markers, FORMATS[k].cortex)
         jobs.append((k, rel, markers))
 
-    # refuse before writing anything
+    _refuse_overwriting(output_dir, jobs, force)  # before writing anything
+    return PreparedExport(plan=plan, output_dir=output_dir, t1ref=t1ref, jobs=jobs, skipped=skipped,
+                          markers=nav_markers, warnings=warnings_out, force=force,
+                          options={"localite_space": localite_space, "brainsight_version": brainsight_version})
+
+
+def _refuse_overwriting(output_dir, jobs, force):
+    """Refuse existing files unless ``force``; return the old Localite files ``force`` replaces."""
     conflicts = []
     for _k, rel, _ in jobs:
         for out in _outputs(rel):
             if (output_dir / out).exists():
                 conflicts.append(str(output_dir / out))
     old_localite = []
-    if "localite" in keys and (output_dir / "localite").is_dir():
+    if any(k == "localite" for k, _, _ in jobs) and (output_dir / "localite").is_dir():
         old_localite = sorted((output_dir / "localite").glob("InstrumentMarker*.xml"))
         conflicts += [str(p) for p in old_localite]
     if conflicts and not force:
@@ -492,10 +526,34 @@ def export_plan(
             + "; use --force to replace them",
             path=output_dir,
         )
-    if dry_run:
-        return ExportResult(output_dir=output_dir, files={k: [output_dir / out for out in _outputs(rel)]
-                                                          for k, rel, _ in jobs},
-                            skipped=skipped, markers=[m.name for m in nav_markers], warnings=warnings_out)
+    return old_localite
+
+
+def write_export(prepared):
+    """Write the files of a :class:`PreparedExport` (each verified by reading it back), all or none.
+
+    The plan's ``target.json`` is read again (its sha256 goes into every
+    provenance file, and :meth:`tmstarget.outputs.plan.Plan.save` rewrites it
+    with the final ``outputs`` list between the checks and the writing): a
+    change to anything else is refused, and so are files that appeared since.
+    """
+    plan = prepared.plan
+    raw = load_plan(plan.plan_dir).raw
+    if {k: v for k, v in raw.items() if k != "outputs"} != {k: v for k, v in plan.raw.items() if k != "outputs"}:
+        raise InputError("target.json changed since the navigation export was checked", path=plan.target_json)
+    output_dir, t1ref, jobs, force = prepared.output_dir, prepared.t1ref, prepared.jobs, prepared.force
+    localite_space = prepared.options["localite_space"]
+    brainsight_version = prepared.options["brainsight_version"]
+    old_localite = _refuse_overwriting(output_dir, jobs, force)
+    plan_prov = {
+        "target_json_sha256": sha256_file(plan.target_json),
+        "protocol": plan.protocol,
+        "space": plan.space,
+        "participant": plan.participant,
+        "template": None if plan.space == "T1w" else plan.space,
+        "transform": (raw.get("provenance") or {}).get("transform"),
+        "tmstarget_version_plan": (raw.get("provenance") or {}).get("tmstarget_version"),
+    }
 
     output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmstarget-export-", dir=output_dir))
@@ -511,7 +569,7 @@ def export_plan(
             elif k == "bids":
                 kwargs["coordinate_system"] = "IndividualMRI" if plan.space == "T1w" else plan.space
             elif k == "ant":
-                coil = plan.raw.get("coil") or {}
+                coil = raw.get("coil") or {}
                 kwargs["coil_type"] = str(coil.get("coil_type") or "")
                 kwargs["coil_id"] = str(coil.get("coil_id") or "")
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -531,10 +589,4 @@ def export_plan(
                 os.replace(staging / out, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(
-        output_dir=output_dir,
-        files=files,
-        skipped=skipped,
-        markers=[m.name for m in nav_markers],
-        warnings=warnings_out,
-    )
+    return prepared.result(files)

@@ -301,7 +301,7 @@ class NavigationWriter:
 
     def __init__(self, formats, affine=None, on_skipped=None):
         self.formats, self.affine, self.on_skipped = formats, affine, on_skipped
-        self.when = None
+        self.prepared = None
         self.skipped = False
         self.planned = False
 
@@ -311,33 +311,40 @@ class NavigationWriter:
         else:
             self.on_skipped(message)
 
-    def _export(self, plan_dir, dry_run, report=True):
+    def _prepare(self, plan_dir, when=None, report=True):
         from tmstarget.errors import OrientationError
-        from tmstarget.navigation.export import export_plan
+        from tmstarget.navigation.export import prepare_export
 
         try:
-            result = export_plan(plan_dir, self.formats, t1_choice=self.affine, dry_run=dry_run, when=self.when)
+            prepared = prepare_export(plan_dir, self.formats, t1_choice=self.affine, when=when)
         except OrientationError as exc:
             if self.formats != "all":
                 raise
             self.skipped = True
             self._report(f"navigation files not written: {exc} (run 'tmstarget export' with --affine)")
             return None
-        for fmt, reason in result.skipped.items() if report else ():
+        for fmt, reason in prepared.skipped.items() if report else ():
             self._report(f"{fmt} navigation file not written: {reason}")
-        return result
+        return prepared
 
     def plan(self, plan_dir) -> list[str]:
         """The files (relative to ``plan_dir``) the writer will write; [] when skipped."""
         import datetime
 
-        self.when, self.skipped, self.planned = datetime.datetime.now(), False, True
-        result = self._export(plan_dir, dry_run=True)
-        return [] if result is None else [p.relative_to(plan_dir).as_posix() for p in result.all_files()]
+        self.skipped, self.planned = False, True
+        self.prepared = self._prepare(plan_dir, when=datetime.datetime.now())
+        if self.prepared is None:
+            return []
+        return [p.relative_to(plan_dir).as_posix() for p in self.prepared.result().all_files()]
 
     def __call__(self, plan_dir):
-        if not self.skipped:  # after plan(), its skips were reported already
-            self._export(plan_dir, dry_run=False, report=not self.planned)
+        from tmstarget.navigation.export import write_export
+
+        if self.skipped:  # after plan(), its skips were reported already
+            return
+        prepared = self.prepared if self.planned else self._prepare(plan_dir)
+        if prepared is not None:  # the checks ran once, in plan(): write without reading the T1 again
+            write_export(prepared)
 
 
 def navigation_writer(formats, affine=None, on_skipped=None):
