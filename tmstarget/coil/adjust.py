@@ -128,10 +128,8 @@ class PlanHead:
     """
 
     def __init__(self, plan_dir, plan=None):
-        import nibabel as nib
-
-        from tmstarget.anatomy.scalp import scalp_surface
-        from tmstarget.anatomy.tissue import segment_t1
+        from tmstarget.anatomy import t1_cache
+        from tmstarget.ingest.read import read_image
         from tmstarget.outputs.plan import load_plan
 
         self.plan_dir = Path(plan_dir)
@@ -144,10 +142,11 @@ class PlanHead:
         if not t1_path.is_file():
             raise InputError("the plan's T1 is missing", path=t1_path)
         self.t1_path = t1_path
-        self.t1_img = nib.load(t1_path)
+        self.t1_img = read_image(t1_path, "T1")
         self.t1_to_mni = plan_transform(self.plan_dir, self.plan.document)
-        self.mesh = scalp_surface(self.t1_img)
-        self.tissue = segment_t1(self.t1_img, self.t1_to_mni)
+        # the plan's own scalp and tissues, from the T1 cache when this T1 was planned here (the same numbers)
+        self.mesh = t1_cache.scalp_surface(t1_path, self.t1_img)
+        self.tissue = t1_cache.segment_t1(t1_path, self.t1_img, self.t1_to_mni)
         self.cortex_img = self.tissue.parenchyma_img()
         if self.t1_to_mni is None:
             self.frame = HeadFrame(np.eye(3), np.asarray(self.mesh.centroid_ras_mm, dtype=float),
