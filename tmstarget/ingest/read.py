@@ -16,6 +16,7 @@ from the same read.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -64,6 +65,32 @@ def _stored_bytes(data_file):
     return total
 
 
+@contextlib.contextmanager
+def _decoding(role, path):
+    """Turn the errors of reading a compressed stream into one line naming the file and its role."""
+    try:
+        yield
+    except EOFError as exc:
+        raise InputError(f"cannot read the {role} image: the compressed data end early (file truncated)",
+                         path=path) from exc
+    except (OSError, zlib.error) as exc:
+        raise InputError(f"cannot read the {role} image: the compressed data are corrupt ({_one_line(exc)})",
+                         path=path) from exc
+
+
+def _complete(img, stored, role, path):
+    """``img`` when the ``stored`` bytes of its file hold its header and all its data; else the one-line error."""
+    import numpy as np
+
+    offset = int(getattr(img.dataobj, "offset", 0))
+    needed = offset + int(np.prod(img.shape, dtype=np.int64)) * img.get_data_dtype().itemsize
+    if stored < needed:
+        raise InputError(f"cannot read the {role} image: the file is truncated ({stored} bytes of header and data; "
+                         f"the header's shape {tuple(img.shape)} and type {img.get_data_dtype()} need {needed})",
+                         path=path)
+    return img
+
+
 def gunzip(data, fast=None):
     """Decompress a whole gzip stream (every member, CRC and length checked).
 
@@ -97,14 +124,8 @@ def _image_in_memory(path, role):
 
     if not str(path).endswith(".nii.gz"):
         return None
-    try:
+    with _decoding(role, path):
         raw = gunzip(read_bytes_hashed(path))
-    except EOFError as exc:
-        raise InputError(f"cannot read the {role} image: the compressed data end early (file truncated)",
-                         path=path) from exc
-    except (OSError, zlib.error) as exc:
-        raise InputError(f"cannot read the {role} image: the compressed data are corrupt ({_one_line(exc)})",
-                         path=path) from exc
     sizes = {int.from_bytes(raw[:4], order) for order in ("little", "big")} if len(raw) >= 4 else set()
     klass = next((_SINGLE_FILE_NIFTI[s] for s in sizes if s in _SINGLE_FILE_NIFTI), None)
     if klass is None:
@@ -142,18 +163,12 @@ def read_image(path, role):
         ``<path>: cannot read the <role> image: <problem>`` (one line).
     """
     import nibabel as nib
-    import numpy as np
 
     path = _existing_file(path, role)
     in_memory = _image_in_memory(path, role)
     if in_memory is not None:
         img, stored = in_memory
-        needed = int(img.dataobj.offset) + int(np.prod(img.shape, dtype=np.int64)) * img.get_data_dtype().itemsize
-        if stored < needed:
-            raise InputError(f"cannot read the {role} image: the file is truncated ({stored} bytes of header and "
-                             f"data; the header's shape {tuple(img.shape)} and type {img.get_data_dtype()} need "
-                             f"{needed})", path=path)
-        return img
+        return _complete(img, stored, role, path)
     try:
         img = nib.load(path)
     except Exception as exc:  # nibabel raises many types for unreadable files
@@ -162,24 +177,13 @@ def read_image(path, role):
     data_file = getattr(proxy, "file_like", None)
     if not isinstance(data_file, (str, os.PathLike)):
         return img
-    needed = int(getattr(proxy, "offset", 0)) + int(np.prod(img.shape, dtype=np.int64)) * img.get_data_dtype().itemsize
-    try:
+    with _decoding(role, path):
         stored = _stored_bytes(data_file)
-    except EOFError as exc:
-        raise InputError(f"cannot read the {role} image: the compressed data end early (file truncated)",
-                         path=path) from exc
-    except (OSError, zlib.error) as exc:
-        raise InputError(f"cannot read the {role} image: the compressed data are corrupt ({_one_line(exc)})",
-                         path=path) from exc
-    if stored < needed:
-        raise InputError(f"cannot read the {role} image: the file is truncated ({stored} bytes of header and data; "
-                         f"the header's shape {tuple(img.shape)} and type {img.get_data_dtype()} need {needed})",
-                         path=path)
-    return img
+    return _complete(img, stored, role, path)
 
 
 def _text(path, role):
-    data = path.read_bytes()
+    data = read_bytes_hashed(path)  # the provenance's sha256 comes from this read
     if data[:2] == b"\x1f\x8b":
         raise InputError(f"{role} file is gzip-compressed; give the uncompressed text file", path=path)
     try:
