@@ -52,8 +52,9 @@ def test_readme_example_runs_and_matches_the_cli(tmp_path, monkeypatch):
     exec(compile(_readme_example(), "README.md", "exec"), namespace)
     plan = namespace["plan"]
 
+    # the CLI adds report.html unless told not to; Plan.save writes it only when asked (writers=[ReportWriter()])
     assert main(["plan", "sample_data", "--participant", "01", "--protocol", "sgacc-dlpfc",
-                 "--set", "clean.fd_threshold_mm=0.5", "--output", "cli", "-q"]) == 0
+                 "--set", "clean.fd_threshold_mm=0.5", "--output", "cli", "--no-report", "-q"]) == 0
     cli = json.loads(Path("cli/target.json").read_text())
     assert plan.target.voxel_ijk == tuple(cli["target"]["voxel_ijk"])
     assert plan.target.mni_mm == tuple(cli["target"]["mni_mm"]) and plan.target.score == cli["target"]["score"]

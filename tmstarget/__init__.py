@@ -6,6 +6,7 @@ Python API::
     plan = tmstarget.plan("sample_data", participant="01", protocol="sgacc-dlpfc")
     plan.save("plan-out")
     tmstarget.load_plan("plan-out") == plan
+    tmstarget.report("plan-out", rmt=52)   # plan-out/report.html
 
 Stages (one subpackage each): ingest -> anatomy -> analysis (clean, rois,
 connectivity, targets) -> outputs (plan folder) -> navigation. The workflows
@@ -16,8 +17,8 @@ light: the heavy modules load on first use.
 
 __version__ = "0.1.0"
 
-__all__ = ["plan", "compare", "load_plan", "load_protocol", "revise_plan", "plan_efield", "Plan", "Protocol",
-           "__version__"]
+__all__ = ["plan", "compare", "load_plan", "load_protocol", "revise_plan", "plan_efield", "report", "Plan",
+           "Protocol", "__version__"]
 
 _LAZY = {
     "plan": ("tmstarget._api", "plan"),
@@ -27,6 +28,7 @@ _LAZY = {
     "revise_plan": ("tmstarget.outputs.revise", "revise_plan"),
     "plan_efield": ("tmstarget.efield.run", "plan_efield"),
     "load_protocol": ("tmstarget.protocol", "load_protocol"),
+    "report": ("tmstarget.outputs.report", "write_report"),
     "Protocol": ("tmstarget.protocol", "Protocol"),
 }
 

@@ -289,7 +289,15 @@ class CoilParams(_Section):
 
 @dataclass(frozen=True)
 class PrescriptionParams(_Section):
-    """``[prescription]``: the stimulation course, reported as given (every key optional)."""
+    """``[prescription]``: the stimulation course, reported as given (every key optional).
+
+    Sources: ../shared/science.md section 7. ``intensity_percent_rmt`` is the
+    intensity as a percentage of the resting motor threshold; ``depth_adjusted``
+    says whether the course adjusts that threshold for the target's
+    scalp-to-cortex depth relative to the motor cortex (SAINT/SNT: yes; the
+    FDA-cleared 10 Hz course: no). The plan report computes both intensities
+    when the motor threshold is given (:func:`tmstarget.outputs.evidence.prescribed_intensity`).
+    """
 
     section: ClassVar[str] = "prescription"
     pattern: str | None = None
@@ -298,6 +306,7 @@ class PrescriptionParams(_Section):
     sessions: int | None = _key(None, _range(1, 1000))
     sessions_per_day: int | None = _key(None, _range(1, 20))
     intensity_percent_rmt: float | None = _key(None, _range(1.0, 200.0))
+    depth_adjusted: bool | None = None
     notes: str | None = None
 
 

@@ -330,6 +330,7 @@ def prepare(selection, protocols, t_r=None, progress=None, runs=None):
             "frames_kept": int(len(cplan.kept)),
             "mean_fd_power_mm": float(fd.mean()),
             "max_fd_power_mm": float(fd.max()),
+            "fd_power_trace_mm": [round(float(v), 4) for v in fd],  # after the dummy volumes, for figures
             "t_r_s": run.t_r,
             "frame_time_offset_s": run.frame_offset_s,
             "confounds": cplan.confound_names,

@@ -156,6 +156,7 @@ def target_inference(region_data, seed, blocks, operators, protocol, voxels, reg
         return pick_targets(full, voxels, region_cols, one)[0].ras_mm
 
     spread = share = split_half_mm = None
+    boot = []
     no_target = 0
     if bootstrap and inf_p.n_bootstrap:
         weights = inference.bootstrap_weights(per_state, inf_p.n_bootstrap, rng)
@@ -193,8 +194,22 @@ def target_inference(region_data, seed, blocks, operators, protocol, voxels, reg
                             + "), target re-picked; spread = 95th percentile of the distance to the target",
         "random_seed": inf_p.random_seed,
     }
+    if bootstrap:  # the evidence behind the spread and the split half, for figures (report, viewer)
+        qc["bootstrap_offsets_mm"] = _offsets(boot, target.ras_mm)
+        qc["split_half_offsets_mm"] = _offsets(halves, target.ras_mm)
+        qc["offsets_note"] = ("re-picked targets minus the target, mm, in the analysis grid's world; "
+                              "null: that resample or half found no target")
     qc["verdict"] = verdict(protocol, qc)
     return qc, split_half_mm
+
+
+def _offsets(points, target_mm):
+    """Each point minus the target (mm, 0.1 mm), None for a NaN point (no target)."""
+    out = []
+    for point in points:
+        point = np.asarray(point, dtype=float)
+        out.append(None if np.isnan(point).any() else [round(float(v), 1) for v in point - np.asarray(target_mm)])
+    return out
 
 
 def verdict(protocol, inference_qc):

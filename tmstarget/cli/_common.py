@@ -75,3 +75,12 @@ def navigation_formats(args):
 def navigation_skipped(message):
     """Navigation files (or one format) skipped under the default ``--navigation all``: a warning line."""
     print(f"warning: {message}", file=sys.stderr)
+
+
+def scene_renderer():
+    """The viewer's off-screen 3D renderer for the report (``render_3d``), or None without the viewer."""
+    try:
+        from tmstarget.viewer.scene import render_png
+    except ImportError:
+        return None
+    return render_png

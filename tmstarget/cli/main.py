@@ -16,7 +16,7 @@ from tmstarget.cli import efield as efield_cli
 from tmstarget.cli import navigation as navigation_cli
 from tmstarget.cli import realtime as realtime_cli
 from tmstarget.cli import view as view_cli
-from tmstarget.cli._common import Progress, add_common, navigation_formats, navigation_skipped
+from tmstarget.cli._common import Progress, add_common, navigation_formats, navigation_skipped, scene_renderer
 from tmstarget.errors import TmsTargetError
 
 log = logging.getLogger("tmstarget")
@@ -94,6 +94,9 @@ def _build_plan_parser(sub):
                      help="navigation format to write (repeat; default: all; 'none' to skip)")
     nav.add_argument("--affine", choices=["qform", "sform"],
                      help="which T1 affine the navigator uses, needed only when they differ")
+    nav.add_argument("--no-report", dest="report", action="store_false",
+                     help="do not write OUTPUT/report.html (the HTML report; about a second or two), for "
+                     "speed-critical use; 'tmstarget report OUTPUT' writes it later")
     nav.add_argument("--require-significant", action="store_true",
                      help="when the data hold no reliable target (qc.inference.significant false), write the plan "
                      "(target marked) but no navigation files, and exit with status 1")
@@ -163,8 +166,13 @@ def run_plan(args):
         plan = compute_plan(_request(args), protocol, command=command, output=args.output, force=args.force,
                             progress=progress)
     refused = args.require_significant and plan.significant is False
+    writers = []
+    if args.report:
+        from tmstarget.outputs.report import ReportWriter
+
+        writers.append(ReportWriter(progress=progress, render_3d=scene_renderer()))
     plan.save(args.output, force=args.force, navigation=None if refused else navigation, affine=args.affine,
-              on_navigation_skipped=navigation_skipped)
+              on_navigation_skipped=navigation_skipped, writers=writers)
     _print_summary(plan.document, protocol, args)
     if refused:
         plan.require_significant()
@@ -198,6 +206,34 @@ def _print_summary(document, protocol, args):
         for warning in document["qc"].get("warnings", []):
             if inference is None or warning != inference["verdict"]:
                 print(f"warning: {warning}", file=sys.stderr)
+
+
+def _build_report_parser(sub):
+    p = sub.add_parser("report", help="write the HTML report of a plan folder",
+                       description="Write the self-contained HTML report of a plan folder (screen and A4 print): "
+                       "target, coil, verdict, figures, prescription, QC, provenance.",
+                       epilog="example: tmstarget report plan-out --rmt 52 --m1-depth 14")
+    p.add_argument("plan_dir", type=Path, metavar="PLAN_DIR", help="plan folder (holds target.json)")
+    p.add_argument("--rmt", type=float, metavar="PERCENT",
+                   help="the patient's resting motor threshold, %% of maximum stimulator output: the report then "
+                   "gives the prescribed intensity")
+    p.add_argument("--m1-depth", type=float, metavar="MM",
+                   help="scalp-to-cortex depth at the motor hotspot where the rMT was measured (mm): with the "
+                   "target's depth, the depth-adjusted intensity (3 %% of output per mm, Stokes 2005)")
+    p.add_argument("--output", "-o", type=Path, metavar="FILE",
+                   help="the HTML file (default: PLAN_DIR/report.html; target.json is not changed)")
+    add_common(p)
+    p.set_defaults(handler=run_report)
+
+
+def run_report(args):
+    from tmstarget.outputs.report import write_report
+
+    path = write_report(args.plan_dir, args.output, rmt=args.rmt, m1_depth_mm=args.m1_depth,
+                        render_3d=scene_renderer())
+    if not args.quiet:
+        print(f"report: {path} ({path.stat().st_size / 1024:.0f} KB)")
+    return 0
 
 
 def _build_protocols_parser(sub):
@@ -266,6 +302,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _build_plan_parser(sub)
+    _build_report_parser(sub)
     _build_protocols_parser(sub)
     _build_sample_parser(sub)
     convert_cli.add_subcommand(sub)

@@ -4,7 +4,7 @@ import sys
 import time
 from pathlib import Path
 
-from tmstarget.cli._common import add_common, navigation_formats, navigation_skipped
+from tmstarget.cli._common import add_common, navigation_formats, navigation_skipped, scene_renderer
 from tmstarget.realtime import replay
 from tmstarget.realtime.live import live_line
 
@@ -88,6 +88,8 @@ def add_subcommands(sub):
                    help="navigation format for the final plan (repeat; default: all; 'none' to skip)")
     p.add_argument("--affine", choices=["qform", "sform"], help="which T1 affine the navigator uses, needed only "
                    "when they differ")
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="do not write OUTPUT/plan/report.html (the HTML report of the final plan)")
     p.add_argument("--force", action="store_true", help="start afresh in a non-empty OUTPUT that holds no watch")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a protocol parameter (recorded in the outputs)")
@@ -107,6 +109,10 @@ def run_watch(args):
     navigation = navigation_formats(args)
     series = int(args.series) if args.series is not None and args.series.isdigit() else args.series
     writers = [navigation_writer(navigation, args.affine, navigation_skipped)] if navigation else []
+    if args.report:
+        from tmstarget.outputs.report import ReportWriter
+
+        writers.append(ReportWriter(render_3d=scene_renderer()))
     opts = WatchOptions(
         incoming=args.incoming, output=args.output, protocol=protocol, t1=args.t1, events=args.events,
         expected_volumes=args.expected_volumes, t_r_s=args.tr, series=series, stop_after_s=args.stop_after or None,

@@ -36,6 +36,9 @@ from tmstarget.outputs.plan_folder import (
 
 #: Files every plan folder holds besides its images (named in ``target.json``'s ``images``).
 _FIXED_FILES = ("target.json", "targets.tsv", "protocol.toml")
+#: The report of a plan folder (:mod:`tmstarget.outputs.report`, written from the folder like the navigation
+#: files): not carried by a loaded plan, so a saved copy never holds a stale report of another version.
+REPORT_NAME = "report.html"
 _OVERRIDE_NOTE = "\n# Overridden on the command line (applied on top of the values above):\n"
 
 
@@ -211,7 +214,11 @@ class Plan:
             called with one line per skip (default: :func:`warnings.warn`).
         writers : iterable of callable
             ``f(staging_folder)`` writing more files before the folder is published
-            (a :class:`NavigationWriter` runs last, after ``target.json``).
+            (a :class:`NavigationWriter` runs last, after ``target.json``). A writer
+            with a true ``after_target_json`` attribute (the report,
+            :class:`tmstarget.outputs.report.ReportWriter`) runs after
+            ``target.json`` is first written, so it can read the folder; the files
+            of every writer but the navigation ones are listed in ``outputs``.
 
         Returns
         -------
@@ -226,6 +233,8 @@ class Plan:
         writers = list(writers)
         navigators = [w for w in writers if isinstance(w, NavigationWriter)]
         others = [w for w in writers if not isinstance(w, NavigationWriter)]
+        readers = [w for w in others if getattr(w, "after_target_json", False)]
+        others = [w for w in others if w not in readers]
         if navigation and self.coil is not None:
             navigators.insert(0, NavigationWriter(navigation, affine, on_navigation_skipped))
         images = self.document["images"]
@@ -241,7 +250,9 @@ class Plan:
             for writer in others:
                 writer(staging)
             document = dict(self.document)
-            write_json_atomic(staging / "target.json", document)  # the navigation checks read it
+            write_json_atomic(staging / "target.json", document)  # the navigation checks and the report read it
+            for writer in readers:
+                writer(staging)
             planned = [name for writer in navigators for name in writer.plan(staging)]
             written = [p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()]
             document["outputs"] = sorted(set(written) | set(planned))
@@ -444,8 +455,9 @@ def load_plan(folder: str | Path) -> Plan:
     -------
     Plan
         Equal to the plan that was saved. Navigation files (``navigation/``)
-        are listed in ``document["outputs"]`` but not read: :meth:`Plan.export`
-        writes them again.
+        and ``report.html`` are listed in ``document["outputs"]`` but not read:
+        :meth:`Plan.export` and :func:`tmstarget.outputs.report.write_report`
+        write them again.
     """
     folder = Path(folder)
     if not (folder / "target.json").is_file():
@@ -458,7 +470,7 @@ def load_plan(folder: str | Path) -> Plan:
     maps = {name: _load_image(folder / file) for name, file in images["maps"].items()}
     masks = {name: _load_image(folder / file) for name, file in images["masks"].items()}
     protocol = _load_saved_protocol(folder / "protocol.toml", document["provenance"]["protocol"])
-    own = {*_FIXED_FILES, *images["maps"].values(), *images["masks"].values()}
+    own = {*_FIXED_FILES, *images["maps"].values(), *images["masks"].values(), REPORT_NAME}
     files = {relative: (folder / relative).read_bytes() for relative in document["outputs"]
              if relative not in own and not relative.startswith("navigation/")}
     return Plan(document, maps, masks, protocol, files)

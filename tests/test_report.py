@@ -1,0 +1,159 @@
+"""The plan report (report.html): every section, images that decode, nothing external, no patient identifier,
+the prescribed intensity as computed by hand, a plan without a coil, atomic writing (issue 16, Report).
+
+One real plan of the sample patient is made by ``tmstarget plan`` from a copy of the sample dataset in a
+folder named after a patient, whose JSON sidecars carry the patient's name, ID and birth date (as some
+converters write them): none of it may reach the report.
+"""
+
+import base64
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tmstarget
+from test_privacy import PATIENT, find_identifiers, identifier_forms
+from tmstarget.cli.main import main
+from tmstarget.errors import InputError
+from tmstarget.outputs.evidence import prescribed_intensity
+from tmstarget.outputs.report import ReportWriter, write_report
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+SECTIONS = ("verdict", "target", "map", "view3d", "stability", "motion", "subsystems", "classic", "candidates",
+            "prescription", "warnings", "provenance")
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    dataset = root / "Quixworth_Zephyrina" / "sample"  # clinics name folders after the patient
+    shutil.copytree(SAMPLE, dataset)
+    for sidecar in dataset.rglob("*_bold.json"):
+        fields = json.loads(sidecar.read_text())
+        fields.update({k: PATIENT[k] for k in ("PatientName", "PatientID", "PatientBirthDate")})
+        sidecar.write_text(json.dumps(fields))
+    out = root / "plan"
+    assert main(["plan", str(dataset), "--participant", "01", "--output", str(out), "--navigation", "none",
+                 "-q"]) == 0
+    return {"root": root, "out": out, "page": (out / "report.html").read_text(encoding="utf-8"),
+            "document": json.loads((out / "target.json").read_text())}
+
+
+def _images(page):
+    import matplotlib.image as mpimg
+
+    payloads = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    return [mpimg.imread(io.BytesIO(base64.b64decode(p)), format="png") for p in payloads]
+
+
+def test_plan_writes_the_report_with_every_section(planned):
+    page, document = planned["page"], planned["document"]
+    assert "report.html" in document["outputs"]
+    for anchor in SECTIONS:
+        assert f'<section id="{anchor}">' in page, anchor
+    # the numbers of target.json, not others: target, depth, verdict line, p_fwe
+    assert "(-10.0, 58.0, 28.0)" in page
+    assert f"{document['coil']['scalp_to_cortex_mm']:.1f} mm" in page
+    assert f"p_fwe = {document['qc']['inference']['p_fwe']:.3g}" in page
+    assert "CAUTION:" in page  # significant, with the plan's warnings
+    assert "scrubbing threshold 0.5 mm" in page and "task-rumination" in page  # the FD plot's lines, from the protocol
+    for warning in document["qc"]["warnings"]:
+        assert warning.replace("'", "&#x27;") in page
+    for role, item in document["provenance"]["inputs"].items():
+        assert item["sha256"] in page and role in page
+    # classic targets: the distance to Beam F3 as computed by hand from the atlas coordinates
+    beam = np.linalg.norm(np.subtract(document["target"]["mni_mm"], [-37, 26, 49]))
+    assert f"{beam:.1f}" in page
+
+
+def test_every_image_decodes_and_shows_something(planned):
+    images = _images(planned["page"])
+    assert len(images) >= 4  # glass brain, slices, stability, motion (+ the 3D view once the viewer is there)
+    for image in images:
+        rgb = image[..., :3]
+        assert rgb.shape[0] > 100 and rgb.shape[1] > 200
+        assert rgb.std() > 0.05, "a blank image"
+        # the target marker's green is drawn in the brain figures and the stability plot
+    greens = [((im[..., 1] > 0.6) & (im[..., 0] < 0.3) & (im[..., 2] < 0.3)).sum() for im in images]
+    assert sum(g > 5 for g in greens) >= 3
+
+
+def test_no_external_reference(planned):
+    page = planned["page"]
+    assert not re.search(r'<link|<script|<iframe|<object|@import|src="(?!data:)|href="(?!#)', page)
+    assert not re.search(r"url\(", page)
+    assert "http://" not in page and "https://" not in page
+
+
+def test_no_patient_identifier(planned):
+    forms = identifier_forms(PATIENT)
+    assert find_identifiers(forms, [planned["root"] / "Quixworth_Zephyrina"]), "the inputs must hold them"
+    hits = find_identifiers(forms, [planned["out"]])
+    assert not hits, hits
+    assert "participant 01" in planned["page"]
+
+
+def test_prescribed_intensity_equals_the_hand_computation(planned, tmp_path):
+    # the SNT rule (90 % rMT, depth-adjusted) on this plan; rMT 50 % MSO measured where the cortex is 12 mm deep
+    copy = tmp_path / "plan"
+    shutil.copytree(planned["out"], copy)
+    document = json.loads((copy / "target.json").read_text())
+    document["prescription"] = tmstarget.load_protocol("sgacc-dlpfc").prescription.to_dict()
+    (copy / "target.json").write_text(json.dumps(document))
+    depth = document["coil"]["scalp_to_cortex_mm"]
+    expected = 0.9 * (50 + 3.0 * (depth - 12.0))
+    page = write_report(copy, rmt=50, m1_depth_mm=12).read_text(encoding="utf-8")
+    found = re.search(r"Prescribed intensity: ([0-9.]+) % of maximum stimulator output \(depth-adjusted\)", page)
+    assert found and float(found.group(1)) == pytest.approx(expected, abs=0.05)
+    assert "Stokes" in page and f"{0.9 * 50:.1f} % MSO" in page  # the plain figure beside it
+    # without the motor hotspot's depth the adjusted figure is refused, with the reason
+    page = write_report(copy, tmp_path / "r.html", rmt=50).read_text(encoding="utf-8")
+    assert "Prescribed intensity" not in page and "--m1-depth" in page
+    dose = prescribed_intensity(120, 70, 25.0, 10.0)
+    assert dose["adjusted_percent_mso"] == pytest.approx(1.2 * (70 + 45)) and dose["above_maximum"]
+
+
+def test_plan_without_coil_says_so(tmp_path):
+    func = SAMPLE / "derivatives" / "fmriprep" / "sub-01" / "func"
+    stem = "sub-01_task-rumination_space-MNI152NLin2009cAsym"
+    plan = tmstarget.plan(task_bold=func / f"{stem}_desc-preproc_bold.nii.gz",
+                          task_confounds=func / "sub-01_task-rumination_desc-confounds_timeseries.tsv",
+                          events=SAMPLE / "sub-01" / "func" / "sub-01_task-rumination_events.tsv",
+                          mask=func / f"{stem}_desc-brain_mask.nii.gz", participant="01",
+                          overrides={"inference.n_bootstrap": 20})
+    assert plan.coil is None
+    page = tmstarget.report(plan, tmp_path / "r.html").read_text(encoding="utf-8")  # a Plan object, no folder
+    assert "No coil placement: no T1 known" in page and "no navigation file" in page
+    assert "no coil placement" in page  # among the verdict's reasons
+
+
+def test_cli_report_leaves_the_plan_untouched_and_efield_is_shown(planned, tmp_path):
+    copy = tmp_path / "plan"
+    shutil.copytree(planned["out"], copy)
+    before, report_before = (copy / "target.json").read_bytes(), (copy / "report.html").read_bytes()
+    (copy / "efield.json").write_text(json.dumps({"coil": "MagVenture Cool-B65", "didt_a_per_us": 100.0,
+                                                  "planned": {"e_max_v_per_m": 123.456}, "dose": {"percent": 61.0}}))
+    assert main(["report", str(copy), "--rmt", "55", "--output", str(tmp_path / "out.html"), "-q"]) == 0
+    page = (tmp_path / "out.html").read_text(encoding="utf-8")
+    assert (copy / "target.json").read_bytes() == before
+    assert '<section id="efield">' in page and "MagVenture Cool-B65" in page and "123.5" in page
+    assert main(["report", str(copy), "--rmt", "150", "-q"]) == 1  # impossible rMT: one line, nothing written
+    assert (copy / "report.html").read_bytes() == report_before
+
+
+def test_loaded_plan_carries_no_stale_report_and_a_failing_report_writes_nothing(planned, tmp_path):
+    plan = tmstarget.load_plan(planned["out"])
+    assert "report.html" not in plan.files
+    plan.save(tmp_path / "plain")  # the API writes no report unless asked
+    assert not (tmp_path / "plain" / "report.html").exists()
+    with pytest.raises(InputError, match="rmt"):
+        plan.save(tmp_path / "failed", writers=[ReportWriter(rmt=500)])
+    assert not (tmp_path / "failed").exists() and not list(tmp_path.glob(".failed*"))
+    assert main(["report", str(tmp_path / "plain"), "-q"]) == 0
+    page = (tmp_path / "plain" / "report.html").read_text(encoding="utf-8")
+    assert '<section id="verdict">' in page

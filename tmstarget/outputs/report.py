@@ -1,0 +1,579 @@
+"""The plan report: one self-contained HTML page (``report.html``) a clinician reads and prints.
+
+:func:`write_report` renders a plan (a :class:`~tmstarget.outputs.plan.Plan` or
+a plan folder): the target in every space, the coil pose and depth, the trust
+verdict and its reasons (:mod:`tmstarget.outputs.evidence`), figures (glass
+brain and slices through the target with nilearn, a 3D view from the viewer's
+scene code when the caller passes it, framewise displacement with its thresholds, target
+stability), the DMN subsystem table, distances to the classic targets, the
+stimulation prescription (with the intensity for this patient when the motor
+threshold is given), QC warnings, provenance, and the E-field summary when the
+folder holds ``efield.json``.  The page names the participant by the plan's
+label only; it reads nothing from DICOM headers.
+
+matplotlib (Agg) and nilearn's plotting are imported inside the functions that
+draw, so importing this module (and ``tmstarget plan``) stays light.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import json
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from tmstarget._fileio import write_text_atomic
+from tmstarget.errors import InputError
+from tmstarget.outputs import evidence
+from tmstarget.outputs.html import HtmlDocument
+from tmstarget.outputs.plan import REPORT_NAME, Plan
+
+#: Resolution of the embedded figures (dots per inch): small files, fast to draw, sharp enough on A4.
+FIGURE_DPI = 80
+#: Marker colour of the target in every figure.
+TARGET_COLOUR = "#00c000"
+
+
+class _Sources:
+    """What the report reads: the document, the score map, the T1 and extra files, from a plan or a folder."""
+
+    def __init__(self, plan_or_dir):
+        self.plan = plan_or_dir if isinstance(plan_or_dir, Plan) else None
+        if self.plan is not None:
+            self.folder, self.document = None, plan_or_dir.document
+            self._maps, self._files = plan_or_dir.maps, plan_or_dir.files
+        else:
+            self.folder = Path(plan_or_dir)
+            target = self.folder / "target.json"
+            if not target.is_file():
+                raise InputError("not a plan folder (no target.json)", path=self.folder)
+            try:
+                self.document = json.loads(target.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise InputError(f"target.json is not readable JSON: {exc}", path=target) from exc
+            self._maps, self._files = None, None
+
+    def map_name(self):
+        """The map the target was picked on (``delta`` or ``z_<state>``), or None (fixed target)."""
+        names = list(self.document.get("images", {}).get("maps", {}))
+        conn = evidence.protocol_parameters(self.document).get("connectivity", {})
+        if "delta" in names:
+            return "delta"
+        state = conn.get("state")
+        if state and f"z_{state}" in names:
+            return f"z_{state}"
+        return names[0] if names else None
+
+    def image(self, name):
+        if self._maps is not None:
+            return self._maps[name]
+        return nib.load(self.folder / self.document["images"]["maps"][name])
+
+    def file_bytes(self, relative):
+        if self._files is not None:
+            return self._files.get(relative)
+        path = self.folder / relative
+        return path.read_bytes() if path.is_file() else None
+
+    def t1(self):
+        anatomy = self.document.get("anatomy")
+        data = None if not anatomy else self.file_bytes(anatomy["t1"])
+        if data is None:
+            return None
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        return nib.Nifti1Image.from_bytes(data)
+
+    def grid_space(self):
+        """World of the analysis grid (maps), from the image names (``space-<label>``)."""
+        for name in [*self.document["images"]["maps"].values(), *self.document["images"]["masks"].values()]:
+            found = re.search(r"_space-([A-Za-z0-9]+)_", name)
+            if found:
+                return found.group(1)
+        return self.document["space"]
+
+
+def _fmt(point, digits=1):
+    return "—" if point is None else "(" + ", ".join(f"{v:.{digits}f}" for v in point) + ")"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
+
+def _verdict_section(page, document):
+    verdict = evidence.trust_verdict(document)
+    section = page.section("Verdict", anchor="verdict")
+    css = {"go": "go", "caution": "caution", "no-go": "nogo"}.get(verdict.level, "")
+    section.paragraph(verdict.line, css_class=f"verdict {css}".strip())
+    mark = {True: "ok", False: "concern", None: "note"}
+    section.table([["", "evidence"], *[[mark[ok], text] for ok, text in verdict.reasons]])
+    return verdict
+
+
+def _target_section(page, document, grid_space):
+    section = page.section("Target and coil", anchor="target")
+    t = document["target"]
+    space = document["space"]
+    rows = [["point", f"{space} (mm)", f"{document.get('mni_space') or 'MNI'} (mm)"],
+            ["target (fMRI voxel)", _fmt(t["ras_mm"]), _fmt(t.get("mni_mm"))]]
+    coil = document.get("coil")
+    if coil is not None:
+        if coil.get("cortical_target_ras_mm") is not None:
+            rows.append(["cortical target (grey matter on the coil axis)", _fmt(coil["cortical_target_ras_mm"]), "—"])
+        rows.append(["scalp point (coil centre)", _fmt(coil["centre_ras_mm"]), "—"])
+    section.table(rows)
+    pairs = [("protocol", f"{document['protocol']}: {document.get('protocol_description') or ''}"),
+             ("voxel (i, j, k) of the analysis grid", f"{tuple(t['voxel_ijk'])} ({grid_space} world)"),
+             ("method", t["method"])]
+    if t.get("score") is not None:
+        pairs.append(("score", f"{t['score']:+.3f} ({t.get('score_name') or t.get('score_statistic')})"))
+    section.key_values(pairs)
+    if coil is None:
+        section.paragraph(f"No coil placement: {document.get('coil_reason') or 'no T1 known'}. "
+                          "There is no coil pose, no depth and no navigation file for this plan.", css_class="warning")
+        return
+    depth = coil.get("scalp_to_cortex_mm")
+    section.subsection("Coil pose")
+    section.key_values([
+        ("scalp-to-cortex depth", "not measured" if depth is None else f"{depth:.1f} mm "
+         f"({'within' if coil.get('within_max_depth', True) else 'beyond'} the {coil.get('max_depth_mm', 30):g} mm "
+         "limit)"),
+        ("scalp to fMRI voxel", f"{coil['scalp_to_target_mm']:.1f} mm"),
+        ("tissue at the fMRI voxel", coil.get("target_tissue") or "—"),
+        ("handle", f"{coil['handle_rule']}; handle direction {_fmt(coil['handle_direction'], 3)}"),
+        ("convention", coil.get("axes") or coil.get("convention")),
+    ])
+    section.table([["pose (4 × 4)", "x axis", "y axis", "z axis (into the head)", "centre (mm)"],
+                   *[[("row " + "xyzw"[i]), *(f"{v:.4f}" for v in row[:3]), f"{row[3]:.2f}"]
+                     for i, row in enumerate(coil["matrix"])]])
+
+
+def _candidates_section(page, document):
+    section = page.section("Candidates", anchor="candidates")
+    rows = [["rank", f"{document['space']} (mm)", "MNI (mm)", "score", "depth (mm)"]]
+    for c in document["candidates"]:
+        depth = (c.get("coil") or {}).get("scalp_to_cortex_mm")
+        rows.append([c["rank"], _fmt(c["ras_mm"]), _fmt(c.get("mni_mm")),
+                     "—" if c["score"] is None else f"{c['score']:+.3f}", "—" if depth is None else f"{depth:.1f}"])
+    section.table(rows)
+
+
+def _brain_figures(page, sources, document, grid_space, dpi):
+    section = page.section("Map and target", anchor="map")
+    name = sources.map_name()
+    if name is None:
+        section.paragraph("A fixed target has no connectivity map: no brain figure.")
+        return
+    from nilearn import plotting
+
+    plt = _plt()
+    img = sources.image(name)
+    t = document["target"]
+    centre = t["ras_mm"] if grid_space == document["space"] else t.get("mni_mm")
+    values = np.abs(np.asarray(img.dataobj, dtype=float))
+    values = values[np.isfinite(values) & (values > 0)]
+    threshold = float(np.percentile(values, 97.5)) if values.size else 0.0
+    label = name.replace("_", " ")
+    if grid_space.startswith("MNI"):
+        fig = plt.figure(figsize=(8, 2.6))
+        display = plotting.plot_glass_brain(img, figure=fig, threshold=threshold, plot_abs=False, colorbar=True,
+                                            display_mode="lzr", cmap="cold_hot")
+        display.add_markers([centre], marker_color=TARGET_COLOUR, marker_size=110, edgecolors="black")
+        section.figure(fig, caption=f"Glass brain of the {label} map (|value| above {threshold:.2f}, the "
+                       "97.5th percentile); target in green.", dpi=dpi)
+    else:
+        section.paragraph(f"No glass brain: the map lies in this patient's {grid_space} world, not in MNI space "
+                          "(the glass-brain outline is the MNI brain).", css_class="muted")
+    t1 = sources.t1()
+    anatomy_space = (document.get("anatomy") or {}).get("space", document["space"])
+    if t1 is not None and anatomy_space == grid_space:
+        background, what = t1, "this patient's T1"
+    elif grid_space.startswith("MNI"):
+        from nilearn.datasets import load_mni152_template
+
+        background, what = load_mni152_template(resolution=2), "nilearn's MNI152 template"
+    else:
+        background, what = None, "no background"
+    fig = plt.figure(figsize=(8, 2.8))
+    display = plotting.plot_stat_map(img, bg_img=background, figure=fig, threshold=threshold, cut_coords=centre,
+                                     black_bg=False, cmap="cold_hot", draw_cross=True, dim=-0.3)
+    display.add_markers([centre], marker_color=TARGET_COLOUR, marker_size=50)
+    section.figure(fig, caption=f"Slices through the target at {_fmt(centre)} mm ({grid_space}) on {what}; "
+                   f"{label} map above {threshold:.2f}.", dpi=dpi)
+
+
+def _scene_section(page, sources, render_3d):
+    """The 3D view of head, coil and target from ``render_3d`` (the viewer's off-screen scene code)."""
+    section = page.section("3D view", anchor="view3d")
+    if render_3d is None:
+        section.paragraph("No 3D view: no scene renderer was given (the command line passes the viewer's off-screen "
+                          "renderer, tmstarget.viewer.scene, when the viewer is installed).", css_class="muted")
+        return
+    try:
+        png = render_3d(sources.folder if sources.folder is not None else sources.plan)
+    except Exception as exc:  # an off-screen GL failure must not cost the rest of the report
+        section.paragraph(f"No 3D view: off-screen rendering failed ({type(exc).__name__}: {exc}).",
+                          css_class="warning")
+        return
+    section.image(png, caption="Head (scalp), coil at its pose (handle along -y) and the target, rendered off-screen "
+                  "by the viewer's scene code.", width_percent=70)
+
+
+def _motion_section(page, document, dpi):
+    section = page.section("Motion", anchor="motion")
+    qc = document.get("qc") or {}
+    runs = qc.get("runs") or []
+    parameters = evidence.protocol_parameters(document)
+    scrub = (parameters.get("clean") or {}).get("fd_threshold_mm")
+    mean_limit = (parameters.get("qc") or {}).get("mean_fd_warning_mm", 0.5)
+    if not runs:
+        section.paragraph("No fMRI runs (fixed target): no motion to report.")
+        return
+    traced = [r for r in runs if r.get("fd_power_trace_mm")]
+    if traced:
+        plt = _plt()
+        fig, axes = plt.subplots(len(traced), 1, figsize=(8, 1.6 * len(traced) + 0.4), squeeze=False)
+        for ax, run in zip(axes[:, 0], traced):
+            fd = np.asarray(run["fd_power_trace_mm"])
+            ax.plot(np.arange(len(fd)) + run.get("dummy_volumes_dropped", 0), fd, color="#1f4e8c", lw=0.9)
+            if scrub is not None:
+                ax.axhline(scrub, color="#b02020", ls="--", lw=0.9, label=f"scrubbing threshold {scrub:g} mm")
+            ax.axhline(mean_limit, color="#c08000", ls=":", lw=0.9, label=f"mean-FD warning {mean_limit:g} mm")
+            ax.set_ylabel("FD (mm)")
+            ax.set_title(run["run"], fontsize=9, loc="left")
+            ax.legend(fontsize=7, loc="upper right")
+        axes[-1, 0].set_xlabel("volume")
+        fig.tight_layout()
+        lines = ("" if scrub is None else f"the scrubbing threshold {scrub:g} mm (red dashed) and ") + \
+            f"the mean-FD warning level {mean_limit:g} mm (orange dotted)"
+        section.figure(fig, caption=f"Framewise displacement (Power) per volume after the dummy volumes, with {lines}.",
+                       dpi=dpi)
+    else:
+        section.paragraph("This plan records no per-volume FD trace (made by an older tmstarget): the table only.",
+                          css_class="muted")
+    rows = [["run", "volumes", "scrubbed", "kept", "mean FD (mm)", "max FD (mm)", "mean FD Jenkinson (mm)",
+             "max translation (mm)", "max rotation (°)"]]
+    for r in runs:
+        rows.append([r["run"], r.get("volumes"), r.get("frames_scrubbed"), r.get("frames_kept"),
+                     *(f"{r[k]:.3f}" if r.get(k) is not None else "—" for k in
+                       ("mean_fd_power_mm", "max_fd_power_mm", "mean_fd_jenkinson_mm", "max_translation_mm",
+                        "max_rotation_deg"))])
+    section.table(rows)
+
+
+def _subsystem_section(page, document):
+    section = page.section("DMN subsystems", anchor="subsystems")
+    table = (document.get("qc") or {}).get("subsystem_fc")
+    if not table:
+        section.paragraph("No subsystem table for this protocol.")
+        return
+    columns = list(table)
+    pairs = list(next(iter(table.values())))
+    rows = [["Fisher z", *columns]]
+    rows += [[pair, *(f"{table[c][pair]:+.3f}" if table[c].get(pair) is not None else "—" for c in columns)]
+             for pair in pairs]
+    section.table(rows)
+
+
+def _stability_section(page, sources, document, dpi):
+    section = page.section("Target stability", anchor="stability")
+    inference = (document.get("qc") or {}).get("inference")
+    split = ((document.get("qc") or {}).get("stability") or {}).get("split_half_distance_mm")
+    if inference is None:
+        section.paragraph("Fixed target: no resampling.")
+    else:
+        boot = [p for p in inference.get("bootstrap_offsets_mm") or [] if p is not None]
+        halves = [p for p in inference.get("split_half_offsets_mm") or [] if p is not None]
+        if boot or halves:
+            plt = _plt()
+            fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
+            boot, halves = np.array(boot).reshape(-1, 3), np.array(halves).reshape(-1, 3)
+            for ax, (a, b) in zip(axes, ((0, 1), (1, 2))):
+                ax.scatter(boot[:, a], boot[:, b], s=9, alpha=0.35, color="#1f4e8c", label="bootstrap re-picks")
+                ax.scatter(halves[:, a], halves[:, b], s=40, marker="s", color="#c08000", label="split halves")
+                ax.scatter([0], [0], s=80, marker="*", color=TARGET_COLOUR, label="target")
+                ax.add_patch(plt.Circle((0, 0), 5.0, fill=False, ls="--", color="#555", lw=0.8))
+                ax.set_aspect("equal", adjustable="datalim")
+                ax.set_xlabel(f"{'xyz'[a]} offset (mm)")
+                ax.set_ylabel(f"{'xyz'[b]} offset (mm)")
+            axes[0].legend(fontsize=7, loc="best")
+            fig.tight_layout()
+            section.figure(fig, caption="Targets re-picked on bootstrap resamples of the blocks and on the two "
+                           "split halves, as offsets from the target (dashed circle: 5 mm).", dpi=dpi)
+        elif inference.get("n_bootstrap"):
+            section.paragraph("This plan records no re-picked targets (made by an older tmstarget).",
+                              css_class="muted")
+        spread = inference.get("bootstrap_spread_mm")
+        section.key_values([
+            ("split-half distance", "a half found no target" if split is None else f"{split:.1f} mm"),
+            ("bootstrap: 95% within", "unbounded (resamples without a target)" if spread is None
+             else f"{spread:.1f} mm"),
+            ("bootstrap: share within 5 mm", "—" if inference.get("bootstrap_within_5mm_share") is None
+             else f"{inference['bootstrap_within_5mm_share']:.0%}"),
+            ("resamples", inference.get("n_bootstrap")),
+        ])
+    _watch_history(section, sources, document)
+
+
+def _watch_history(section, sources, document):
+    """For the final plan of ``tmstarget watch``: the live target's drift from ``live.json`` beside the plan."""
+    if "realtime" not in (document.get("qc") or {}) or sources.folder is None:
+        return
+    # OUTPUT/plan (or OUTPUT/.plan.*.partial while it is written) beside OUTPUT/live.json
+    live_path = sources.folder.resolve().parent / "live.json"
+    section.subsection("During the scan (tmstarget watch)")
+    try:
+        live = json.loads(live_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        section.paragraph("live.json was not found beside the plan: no record of the target during the scan.",
+                          css_class="muted")
+        return
+    stability = live.get("stability") or {}
+    drift = stability.get("drift_mm") or {}
+    section.key_values([("live stability verdict", stability.get("verdict")),
+                        *[(f"live target moved over the last {k}", "—" if v is None else f"{v:.1f} mm")
+                          for k, v in drift.items()],
+                        ("volumes processed", (live.get("volumes") or {}).get("processed"))])
+    section.paragraph("live.json keeps the live target's drift over the last 1, 2 and 5 minutes, not its whole "
+                      "path, so the target over scan time is summarized by these drifts.", css_class="muted")
+
+
+def _classic_section(page, document):
+    section = page.section("Distances to the classic targets", anchor="classic")
+    rows = [["site", "MNI (mm)", "distance from the target (mm)"]]
+    for row in evidence.classic_distances(document):
+        rows.append([f"{row['name']}: {row['description']}", _fmt(row["mni_mm"], 0),
+                     "—" if row["distance_mm"] is None else f"{row['distance_mm']:.1f}"])
+    section.table(rows)
+    section.paragraph("Straight-line distances between MNI coordinates (the target's MNI point"
+                      + (" comes from this patient's registration" if document["space"] == "T1w" else "")
+                      + "); the sites are group averages (Fox 2012 Table 1 via ConTarg).", css_class="muted")
+
+
+def _prescription_section(page, document, rmt, m1_depth_mm):
+    section = page.section("Stimulation prescription", anchor="prescription")
+    rx = document.get("prescription")
+    if not rx:
+        section.paragraph("The protocol gives no stimulation prescription.")
+        return
+    rule = "—"
+    if rx.get("intensity_percent_rmt") is not None:
+        rule = f"{rx['intensity_percent_rmt']:g} % of the resting motor threshold (rMT)"
+        if rx.get("depth_adjusted") is not None:
+            rule += ", depth-adjusted" if rx["depth_adjusted"] else ", not depth-adjusted"
+    pulses = rx.get("pulses_per_session")
+    sessions = rx.get("sessions")
+    section.key_values([
+        ("pattern", rx.get("pattern") or "—"),
+        ("frequency", "—" if rx.get("frequency_hz") is None else f"{rx['frequency_hz']:g} Hz"),
+        ("pulses per session", pulses or "—"),
+        ("sessions", "—" if sessions is None else f"{sessions}" + (f" ({rx['sessions_per_day']} a day)"
+                                                                     if rx.get("sessions_per_day") else "")),
+        ("total pulses", f"{pulses * sessions:,}" if pulses and sessions else "—"),
+        ("intensity rule", rule),
+        ("notes", rx.get("notes") or "—"),
+    ])
+    if rx.get("intensity_percent_rmt") is None:
+        return
+    if rmt is None:
+        section.paragraph("Give the patient's resting motor threshold (tmstarget report PLAN_DIR --rmt PERCENT "
+                          "[--m1-depth MM]) for the intensity in % of stimulator output.", css_class="muted")
+        return
+    depth = (document.get("coil") or {}).get("scalp_to_cortex_mm")
+    dose = evidence.prescribed_intensity(rx["intensity_percent_rmt"], rmt, depth, m1_depth_mm)
+    section.subsection("Intensity for this patient")
+    rows = [("resting motor threshold", f"{rmt:g} % MSO"),
+            ("plain", f"{dose['percent_rmt']:g} % × {rmt:g} = {dose['plain_percent_mso']:.1f} % MSO")]
+    if dose["adjusted_percent_mso"] is not None:
+        rows += [("target depth / motor-hotspot depth", f"{depth:.1f} mm / {m1_depth_mm:.1f} mm"),
+                 ("depth-adjusted rMT", f"{rmt:g} + {dose['percent_per_mm']:g} × ({depth:.1f} − {m1_depth_mm:.1f})"
+                  f" = {dose['adjusted_rmt_percent_mso']:.1f} % MSO"),
+                 ("depth-adjusted", f"{dose['percent_rmt']:g} % × {dose['adjusted_rmt_percent_mso']:.1f} = "
+                  f"{dose['adjusted_percent_mso']:.1f} % MSO")]
+    section.key_values(rows)
+    prescribed = dose["adjusted_percent_mso"] if rx.get("depth_adjusted") else dose["plain_percent_mso"]
+    if rx.get("depth_adjusted") and prescribed is None:
+        why = ("the plan has no target depth (no coil)" if depth is None
+               else "the motor hotspot's depth is not given (--m1-depth MM, measured the same way on this T1)")
+        section.paragraph(f"The protocol adjusts for depth, but {why}: the depth-adjusted intensity cannot be "
+                          f"computed. Per mm the target lies deeper than the motor hotspot, add "
+                          f"{dose['percent_per_mm']:g} % MSO to the rMT.", css_class="warning")
+    elif prescribed is not None:
+        section.paragraph(f"Prescribed intensity: {prescribed:.1f} % of maximum stimulator output "
+                          f"({'depth-adjusted' if rx.get('depth_adjusted') else 'as the protocol: not depth-adjusted'})"
+                          ".", css_class="verdict")
+    if dose["above_maximum"]:
+        section.paragraph("An intensity above 100 % of stimulator output cannot be delivered: check the motor "
+                          "threshold, the depths and the coil.", css_class="warning")
+    section.paragraph(f"Assumption: {dose['assumption']}.", css_class="muted")
+
+
+def _warnings_section(page, document):
+    section = page.section("QC warnings", anchor="warnings")
+    warnings = list((document.get("qc") or {}).get("warnings", []))
+    if warnings:
+        section.items(warnings, css_class="warning")
+    else:
+        section.paragraph("No warnings.")
+
+
+def _efield_section(page, sources):
+    data = sources.file_bytes("efield.json")
+    if data is None:
+        return
+    section = page.section("E-field", anchor="efield")
+    try:
+        efield = json.loads(data.decode("utf-8"))
+    except ValueError as exc:
+        section.paragraph(f"efield.json is not readable JSON ({exc}).", css_class="warning")
+        return
+    pairs = []
+
+    def flatten(prefix, value):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                flatten(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, list) and len(value) > 16:
+            pairs.append((prefix, f"[{len(value)} values]"))
+        else:
+            pairs.append((prefix, value if not isinstance(value, float) else f"{value:.4g}"))
+
+    for key in ("coil", "didt_a_per_us", "planned", "best", "dose"):
+        if key in efield:
+            flatten(key, efield[key])
+    for key, value in efield.items():
+        if key not in ("coil", "didt_a_per_us", "planned", "best", "dose"):
+            flatten(key, value)
+    section.key_values(pairs)
+
+
+def _provenance_section(page, document, built):
+    section = page.section("Provenance", anchor="provenance")
+    prov = document["provenance"]
+    protocol = prov.get("protocol") or {}
+    libraries = ", ".join(f"{k} {v}" for k, v in (prov.get("libraries") or {}).items())
+    section.key_values([
+        ("tmstarget", (prov.get("generated_by") or {}).get("version", document.get("tmstarget_version"))),
+        ("plan computed (UTC)", prov.get("date_utc")),
+        ("report written (UTC)", built),
+        ("command", " ".join(prov.get("command") or []) or "— (Python API)"),
+        ("protocol", f"{protocol.get('name', document['protocol'])} ({protocol.get('source', '—')})"),
+        ("overrides", ", ".join(f"{k} = {v}" for k, v in (protocol.get("overrides") or {}).items()) or "none"),
+        ("libraries", libraries),
+    ])
+    rows = [["input", "path", "sha256"]]
+    rows += [[role, item.get("path"), item.get("sha256")] for role, item in (prov.get("inputs") or {}).items()]
+    anatomy = document.get("anatomy")
+    if anatomy:
+        rows.append(["T1 of the coordinates", anatomy.get("t1"), anatomy.get("t1_sha256")])
+    section.table(rows)
+    section.paragraph(prov.get("inputs_note") or "", css_class="muted")
+
+
+# ---------------------------------------------------------------------------------------------- the page
+
+
+def build_report(plan_or_dir, rmt: float | None = None, m1_depth_mm: float | None = None,
+                 dpi: int = FIGURE_DPI, render_3d=None) -> str:
+    """The report of a plan as one HTML string (see :func:`write_report`)."""
+    sources = _Sources(plan_or_dir)
+    document = sources.document
+    grid_space = sources.grid_space()
+    built = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    who = f"participant {document['participant']}" if document.get("participant") else "participant not labelled"
+    page = HtmlDocument(f"TMS target plan — {who}",
+                        subtitle=f"protocol {document['protocol']} · coordinates in {document['space']} · "
+                                 f"tmstarget {document.get('tmstarget_version', '')} · plan of "
+                                 f"{document['provenance'].get('date_utc', '—')}")
+    _verdict_section(page, document)
+    _target_section(page, document, grid_space)
+    _brain_figures(page, sources, document, grid_space, dpi)
+    _scene_section(page, sources, render_3d)
+    _stability_section(page, sources, document, dpi)
+    _motion_section(page, document, dpi)
+    _subsystem_section(page, document)
+    _classic_section(page, document)
+    _candidates_section(page, document)
+    _prescription_section(page, document, rmt, m1_depth_mm)
+    _warnings_section(page, document)
+    _efield_section(page, sources)
+    _provenance_section(page, document, built)
+    return page.render()
+
+
+def write_report(plan_or_dir, path: str | Path | None = None, rmt: float | None = None,
+                 m1_depth_mm: float | None = None, dpi: int = FIGURE_DPI, render_3d=None) -> Path:
+    """Write the self-contained HTML report of a plan.
+
+    Parameters
+    ----------
+    plan_or_dir : Plan or str or Path
+        A :class:`~tmstarget.outputs.plan.Plan`, or a plan folder (``target.json``).
+    path : str or Path, optional
+        The HTML file; default ``<plan folder>/report.html`` (required for a
+        Plan object). Written atomically.
+    rmt : float, optional
+        The patient's resting motor threshold (% of maximum stimulator output):
+        the prescription section then gives the intensity in % MSO.
+    m1_depth_mm : float, optional
+        Scalp-to-cortex depth at the motor hotspot where ``rmt`` was measured
+        (mm): with the plan's target depth, the depth-adjusted intensity
+        (:func:`tmstarget.outputs.evidence.prescribed_intensity`).
+    dpi : int, default=80
+        Resolution of the figures.
+    render_3d : callable, optional
+        ``render_3d(plan_or_dir) -> bytes``: a PNG of head, coil and target
+        rendered off-screen (the viewer's scene code; the library does not
+        import the viewer, a front end: the command line passes it). None: the
+        3D section says why there is no view.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    if rmt is not None and not 0 < rmt <= 100:
+        raise InputError(f"--rmt must be a percentage of stimulator output in (0, 100]; got {rmt:g}")
+    if m1_depth_mm is not None and not 0 <= m1_depth_mm <= 80:
+        raise InputError(f"--m1-depth must be a scalp-to-cortex distance in mm (0-80); got {m1_depth_mm:g}")
+    if path is None:
+        if isinstance(plan_or_dir, (str, Path)):
+            path = Path(plan_or_dir) / REPORT_NAME
+        else:
+            raise InputError("write_report of a Plan object needs a path (or save the plan and give its folder)")
+    text = build_report(plan_or_dir, rmt=rmt, m1_depth_mm=m1_depth_mm, dpi=dpi, render_3d=render_3d)
+    return write_text_atomic(Path(path), text)
+
+
+class ReportWriter:
+    """Writes ``report.html`` into a plan folder being saved (``Plan.save(writers=[ReportWriter()])``).
+
+    Runs after ``target.json`` is first written (``after_target_json``), reads
+    the folder being built, so ``target.json``'s ``outputs`` lists the report
+    and the folder still appears all at once. ``progress(message)`` is told
+    when it starts.
+    """
+
+    after_target_json = True
+
+    def __init__(self, rmt=None, m1_depth_mm=None, progress=None, render_3d=None):
+        self.rmt, self.m1_depth_mm, self.progress, self.render_3d = rmt, m1_depth_mm, progress, render_3d
+
+    def __call__(self, plan_dir):
+        if self.progress is not None:
+            self.progress("writing the report")
+        write_report(plan_dir, Path(plan_dir) / REPORT_NAME, rmt=self.rmt, m1_depth_mm=self.m1_depth_mm,
+                     render_3d=self.render_3d)
