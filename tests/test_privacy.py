@@ -10,7 +10,7 @@ logging on:
 
 * ``tmstarget convert`` (both series),
 * ``tmstarget plan --rest-dicom ... --t1-dicom ...`` (native plan, with
-  ``--work-dir`` kept and every navigation format),
+  ``--work-dir`` kept, every navigation format and the HTML report),
 * ``tmstarget replay --fast`` into an incoming folder, then ``tmstarget watch``
   with the T1 as a DICOM folder, ``--expected-volumes`` and ``--stop-after``.
 
@@ -230,7 +230,7 @@ def test_native_plan_writes_no_identifier(inputs, forms, tmp_path):
     out, work = tmp_path / "plan", tmp_path / "work"
     result = _run("plan", "--rest-dicom", inputs["rest"], "--t1-dicom", inputs["t1"], "--participant", PARTICIPANT,
                   "--protocol", "sgacc-dlpfc", "--output", out, "--work-dir", work, *CLEAN)
-    assert (out / "target.json").is_file() and (out / "anat").is_dir()
+    assert (out / "target.json").is_file() and (out / "anat").is_dir() and (out / "report.html").is_file()
     assert {".json", ".tsv", ".nii.gz", ".toml", ".mat", ".csv", ".txt", ".xml"} <= _suffixes(out) | _suffixes(work)
     _assert_clean(forms, [out, work], _texts("plan", result))
 
@@ -244,6 +244,7 @@ def test_watch_writes_no_identifier(inputs, forms, tmp_path):
                   "--output", out, "--expected-volumes", N_VOLUMES, "--stop-after", 5, *CLEAN,
                   "--set", "clean.low_pass_hz=0")
     assert (out / "live.json").is_file() and (out / "watch.log").is_file() and (out / "plan" / "target.json").is_file()
+    assert (out / "plan" / "report.html").is_file()  # scanned with the rest
     assert {".json", ".tsv", ".nii", ".nii.gz", ".log", ".mat", ".csv", ".txt", ".xml"} <= _suffixes(out)
     _assert_clean(forms, [out], {**_texts("replay", replayed), **_texts("watch", result)})
 

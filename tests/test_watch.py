@@ -206,12 +206,21 @@ def test_no_patient_identifier_in_any_output(real_watch, shared_data):
                           str(ds.get("PatientBirthDate", ""))) if len(t) >= 4]
     assert tokens, "the shared DICOMs hold a patient name or birth date"
     for path in real_watch["out"].rglob("*"):
-        if path.is_file() and path.suffix in (".json", ".tsv", ".log", ".toml", ".txt", ".csv", ".xml"):
+        if path.is_file() and path.suffix in (".json", ".tsv", ".log", ".toml", ".txt", ".csv", ".xml", ".html"):
             text = path.read_text(encoding="utf-8", errors="replace")
             for token in tokens:
                 assert token not in text, f"{token!r} in {path}"
         for token in tokens:
             assert token not in path.name
+
+
+def test_final_plan_has_its_report_with_the_live_drift(real_watch):
+    plan_dir = real_watch["out"] / "plan"
+    document = json.loads((plan_dir / "target.json").read_text())
+    assert "report.html" in document["outputs"]
+    page = (plan_dir / "report.html").read_text(encoding="utf-8")
+    assert "During the scan (tmstarget watch)" in page and real_watch["live"]["stability"]["verdict"] in page
+    assert f"participant {document['participant']}" in page
 
 
 def test_restart_after_kill_loses_and_repeats_nothing(real_watch, shared_data, tmp_path):

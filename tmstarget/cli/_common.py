@@ -78,9 +78,26 @@ def navigation_skipped(message):
 
 
 def scene_renderer():
-    """The viewer's off-screen 3D renderer for the report (``render_3d``), or None without the viewer."""
+    """The report's 3D view (``render_3d``): the viewer's off-screen scene as PNG bytes, or None without the viewer.
+
+    The library report does not import the viewer (a front end); the command
+    line hands it this function.
+    """
     try:
         from tmstarget.viewer.scene import render_png
     except ImportError:
         return None
-    return render_png
+
+    def render(plan_or_dir):
+        import io
+
+        from PIL import Image
+
+        from tmstarget.outputs.plan import Plan, load_plan
+
+        plan = plan_or_dir if isinstance(plan_or_dir, Plan) else load_plan(plan_or_dir)
+        buffer = io.BytesIO()
+        Image.fromarray(render_png(plan, size=(800, 600))).save(buffer, format="PNG", optimize=True)
+        return buffer.getvalue()
+
+    return render

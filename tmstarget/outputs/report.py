@@ -34,8 +34,8 @@ from tmstarget.outputs.plan import REPORT_NAME, Plan
 
 #: Resolution of the embedded figures (dots per inch): small files, fast to draw, sharp enough on A4.
 FIGURE_DPI = 80
-#: Marker colour of the target in every figure.
-TARGET_COLOUR = "#00c000"
+#: Marker colour of the target in every figure (the viewer's target colour, as in the 3D view).
+TARGET_COLOUR = "#ff00ff"
 
 
 class _Sources:
@@ -193,7 +193,7 @@ def _brain_figures(page, sources, document, grid_space, dpi):
                                             display_mode="lzr", cmap="cold_hot")
         display.add_markers([centre], marker_color=TARGET_COLOUR, marker_size=110, edgecolors="black")
         section.figure(fig, caption=f"Glass brain of the {label} map (|value| above {threshold:.2f}, the "
-                       "97.5th percentile); target in green.", dpi=dpi)
+                       "97.5th percentile); target in magenta.", dpi=dpi)
     else:
         section.paragraph(f"No glass brain: the map lies in this patient's {grid_space} world, not in MNI space "
                           "(the glass-brain outline is the MNI brain).", css_class="muted")
