@@ -7,6 +7,7 @@ run), the realigned volumes against the batch motion path on the whole series
 patient, and the DICOM headers' patient fields (privacy).
 """
 
+import html
 import json
 import math
 import signal
@@ -23,6 +24,7 @@ import pydicom
 import pytest
 
 from tmstarget.errors import InputError
+from tmstarget.outputs.report import ReportWriter
 from tmstarget.protocol import load_protocol
 from tmstarget.realtime.replay import replay
 from tmstarget.realtime.watch import Watcher, WatchOptions
@@ -67,7 +69,8 @@ def _watch(incoming, out, t1, protocol, expected, events=None, replay_kwargs=Non
     reader = LiveReader(out / "live.json")
     reader.start()
     opts = WatchOptions(incoming=incoming, output=out, protocol=protocol, t1=t1, events=events,
-                        expected_volumes=expected, gap_timeout_s=2.0, participant="rt01", stop_after_s=120)
+                        expected_volumes=expected, gap_timeout_s=2.0, participant="rt01", stop_after_s=120,
+                        extra_writers=[ReportWriter()])  # as 'tmstarget watch' does
     try:
         document = Watcher(opts).run()
     finally:
@@ -219,7 +222,8 @@ def test_final_plan_has_its_report_with_the_live_drift(real_watch):
     document = json.loads((plan_dir / "target.json").read_text())
     assert "report.html" in document["outputs"]
     page = (plan_dir / "report.html").read_text(encoding="utf-8")
-    assert "During the scan (tmstarget watch)" in page and real_watch["live"]["stability"]["verdict"] in page
+    verdict = html.escape(real_watch["live"]["stability"]["verdict"], quote=True)
+    assert "During the scan (tmstarget watch)" in page and verdict in page
     assert f"participant {document['participant']}" in page
 
 
