@@ -281,3 +281,28 @@ def test_cortex_normal_objective_makes_the_angle_matter(computed, tmp_path):
     e = result.search.best_e_ras_v_per_m if best["pose"] == result.search.best_pose_ras.tolist() else None
     if e is not None:
         assert best["e_target_v_per_m"] == pytest.approx(abs(e @ n), rel=1e-12)
+
+
+@pytest.mark.slow
+def test_dose_from_a_localite_hotspot_file(computed, tmp_path):
+    """The hotspot as a navigator recorded it: its pose is used as is, its depth measured along its axis."""
+    from tmstarget.navigation import NavTarget, write_localite
+
+    plan_dir, head, magnitude, _ = computed
+    hotspot = magnitude.document["dose"]["motor_hotspot"]
+    pose = np.array(hotspot["pose"])  # the --m1 run's hotspot pose, turned 30 degrees about its axis
+    a = np.radians(30.0)
+    turn = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    pose[:3, :3] = pose[:3, :3] @ turn
+    path = tmp_path / "InstrumentMarker20260101120000000.xml"
+    write_localite(path, [NavTarget("M1 hotspot", pose)], t1=head.t1_path)
+    result = tmstarget.plan_efield(plan_dir, rmt=RMT, hotspot_file=path, head=head)
+    recorded = result.document["dose"]["motor_hotspot"]
+    np.testing.assert_allclose(recorded["pose"], pose, atol=1e-4)  # the file's precision
+    assert recorded["orientation"] == "as recorded" and path.name in recorded["source"]
+    assert recorded["scalp_to_cortex_mm"] == pytest.approx(hotspot["scalp_to_cortex_mm"], abs=0.5)
+    # on the coil axis |E| barely depends on the handle angle: the same field as the --m1 run, up to the
+    # slightly different scalp point under the recorded centre
+    assert recorded["e_v_per_m"] == pytest.approx(hotspot["e_v_per_m"], rel=0.03)
+    matched = RMT * recorded["e_v_per_m"] / result.document["best"]["e_magnitude_v_per_m"]
+    assert result.document["dose"]["efield_matched"]["best"]["output_percent"] == pytest.approx(min(matched, 100))

@@ -278,3 +278,32 @@ def test_t1_dicom_copy_travels_with_the_plan(t1_dicom_plans):
     original, copy = nib.as_closest_canonical(nib.load(SAMPLE_T1)), nib.as_closest_canonical(nib.load(copy_path))
     np.testing.assert_allclose(copy.affine, original.affine, atol=1e-3)
     np.testing.assert_array_equal(np.asarray(copy.dataobj), np.asarray(original.dataobj))
+
+
+@pytest.mark.slow
+def test_native_plan_revised_in_its_own_head_frame(native_plan, tmp_path):
+    """revise_plan on a T1w plan: head frame and tissue priors through the plan's own xfm/ registration."""
+    import tmstarget
+    from tmstarget.coil.adjust import PlanHead
+
+    out, document, _ = native_plan
+    head = PlanHead(out)
+    assert "xfm" in head.frame.source
+    # the head frame is the MNI axes mapped into this T1: a rotation, close to the scanner axes here
+    axes = head.frame.axes_ras
+    np.testing.assert_allclose(axes.T @ axes, np.eye(3), atol=1e-9)
+    assert np.degrees(np.arccos(np.clip(np.diag(axes), -1, 1))).max() < 30.0
+    # MNI (0, 0, 0) mapped into the T1 with antspyx directly, our frame's midline point
+    stem = next(out.glob("xfm/*_from-T1w_to-MNI*_xfm.json")).name[:-len("_xfm.json")]
+    np.testing.assert_allclose(head.frame.midline_ras_mm, _ants_points_ras([0.0, 0.0, 0.0], out / "xfm", stem,
+                                                                           which="fwd")[0], atol=0.5)
+    old = np.asarray(document["coil"]["matrix"])
+    start = head.frame.angle_of(old, head.target_ras_mm)
+    new = tmstarget.revise_plan(out, tmp_path / "v2", handle_angle_deg=start - 20.0, reason="native", head=head,
+                                navigation=None)
+    pose = np.asarray(new.coil["matrix"])
+    # left-DLPFC target: -20 deg toward lateral is a left-handed turn about z
+    k, a = old[:3, 2], np.radians(-20.0)
+    expected = old[:3, 1] * np.cos(a) + np.cross(k, old[:3, 1]) * np.sin(a) + k * (k @ old[:3, 1]) * (1 - np.cos(a))
+    np.testing.assert_allclose(pose[:3, 1], expected, atol=1e-9)
+    assert new.coil["scalp_to_cortex_mm"] == pytest.approx(document["coil"]["scalp_to_cortex_mm"], abs=1e-6)
