@@ -206,6 +206,9 @@ def test_rest_protocols_with_the_same_cleaning_share_it(small_dataset, tmp_path,
     assert [row.x_mni, row.y_mni, row.z_mni] == pytest.approx(alone.target.mni_mm, abs=1e-4)
     assert row.split_half_mm == pytest.approx(alone.qc["stability"]["split_half_distance_mm"])
     assert row.p_fwe == pytest.approx(alone.qc["inference"]["p_fwe"])
+    shared = tmstarget.load_plan(tmp_path / "out" / "participants" / "sub-01" / "dmn-dlpfc")
+    assert shared.qc["runs"] == alone.qc["runs"]  # tSNR of its own region and seed, motion, frames
+    assert shared.maps["z_rest"].get_fdata() == pytest.approx(alone.maps["z_rest"].get_fdata())
 
 
 def test_unknown_participant_is_one_line_error(tmp_path, capsys):
@@ -224,11 +227,13 @@ def test_planted_targets_found_and_split_half_shrinks_with_minutes(tmp_path):
     for i, label in enumerate(("01", "02", "03")):
         truth = make_patient(root, SyntheticConfig(n_rest=450, n_task=0, participant=label, seed=20 + i,
                                                    noise_percent=4.0))
-    tables = tmstarget.compare(root, ["sgacc-dlpfc", "dmn-dlpfc"], tmp_path / "out", n_jobs=1,
+    # two worker processes; the two protocols share their cleaning (at full length and at 5 minutes)
+    tables = tmstarget.compare(root, ["rest-dmpfc", "dmn-dlpfc"], tmp_path / "out", n_jobs=2,
                                minutes=(5, 15), report=False)
     targets = tables["targets"]
     assert (targets["status"] == "ok").all()
-    for protocol, spot in (("sgacc-dlpfc", "dlpfc_target"), ("dmn-dlpfc", "dlpfc_core")):
+    for protocol in ("rest-dmpfc", "dmn-dlpfc"):
+        spot = truth["expected_targets"][protocol]
         planted = np.array(truth["spots"][spot]["mni_mm"])
         rows = targets[targets["protocol"] == protocol]
         found = np.linalg.norm(rows[["x_mni", "y_mni", "z_mni"]].to_numpy() - planted, axis=1)
