@@ -466,10 +466,14 @@ def load_plan(folder: str | Path) -> Plan:
         document = json.loads((folder / "target.json").read_text(encoding="utf-8"))
     except ValueError as exc:
         raise InputError(f"target.json is not readable JSON: {exc}", path=folder / "target.json") from exc
-    images = document["images"]
-    maps = {name: _load_image(folder / file) for name, file in images["maps"].items()}
-    masks = {name: _load_image(folder / file) for name, file in images["masks"].items()}
-    protocol = _load_saved_protocol(folder / "protocol.toml", document["provenance"]["protocol"])
+    try:
+        images = document["images"]
+        maps = {name: _load_image(folder / file) for name, file in images["maps"].items()}
+        masks = {name: _load_image(folder / file) for name, file in images["masks"].items()}
+        protocol = _load_saved_protocol(folder / "protocol.toml", document["provenance"]["protocol"])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"target.json is not a tmstarget plan ({type(exc).__name__}: {exc})",
+                         path=folder / "target.json") from exc
     own = {*_FIXED_FILES, *images["maps"].values(), *images["masks"].values(), REPORT_NAME}
     files = {relative: (folder / relative).read_bytes() for relative in document["outputs"]
              if relative not in own and not relative.startswith("navigation/")}
