@@ -179,10 +179,17 @@ def test_fake_simnibs_round_trip(planned, tmp_path):
     m2m.mkdir()
     (m2m / "ernie.msh").write_bytes(b"")
     (m2m / "T1.nii.gz").write_bytes(head.t1_path.read_bytes())
-    result = tmstarget.plan_efield(plan_dir, "mc-b70", didt_a_per_us=100.0, simnibs=program.parent, m2m=m2m,
-                                   head=head)
+    record = tmp_path / "recorded_session.json"
+    os.environ["FAKE_SIMNIBS_RECORD"] = str(record)
+    try:
+        result = tmstarget.plan_efield(plan_dir, "mc-b70", didt_a_per_us=100.0, simnibs=program.parent, m2m=m2m,
+                                       head=head)
+    finally:
+        del os.environ["FAKE_SIMNIBS_RECORD"]
     block = result.document["simnibs"]
-    recorded = json.loads((plan_dir / "efield_simnibs" / "simulation" / "recorded_session.json").read_text())
+    recorded = json.loads(record.read_text())
+    assert not Path(recorded["pathfem"]).exists()  # SimNIBS's outputs (named by the head model's id) are not kept
+    assert "ernie" not in json.dumps(result.document)
     assert recorded["matsimnibs"] == result.document["best"]["pose"]  # exactly the pose
     assert recorded["didt"] == 100e6
     assert recorded["fnamecoil"] == "Drakaki_BrainStim_2022/MagVenture_MC-B70.ccd"

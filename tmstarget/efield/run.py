@@ -208,7 +208,7 @@ def plan_efield(plan_dir, coil=DEFAULT_COIL, *, didt_a_per_us=None, rmt=None, m1
                                                prescription=head.plan.protocol.prescription.intensity_percent_rmt)
         messages.extend(document["dose"]["warnings"])
     document["simnibs"] = simnibs_block(simnibs, m2m, best_pose, coil, coil_model, target,
-                                        document["best"]["e_magnitude_v_per_m"], plan_dir)
+                                        document["best"]["e_magnitude_v_per_m"])
     if document["simnibs"].get("note"):
         messages.append(document["simnibs"]["note"])
     document["timing_s"] = {"head": round(head_s, 3), "search": round(search_s, 3), "map": round(map_s, 3),

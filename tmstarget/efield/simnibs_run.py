@@ -6,7 +6,7 @@ and its NIfTI output is read back with nibabel.
 
 The session (SimNIBS docs, "Scripting Simulations" and the SESSION / TMSLIST / POSITION
 structures): ``fnamehead`` = ``<m2m>/<id>.msh`` of the patient's ``charm`` head model
-(``m2m_<id>``), ``subpath`` = the m2m folder, ``pathfem`` = ``PLAN_DIR/efield_simnibs/``, one
+(``m2m_<id>``), ``subpath`` = the m2m folder, ``pathfem`` = a temporary folder, one
 TMSLIST with ``fnamecoil`` (a ``.ccd`` file given by the user, else SimNIBS's own measured model of
 the built-in coil: ``Drakaki_BrainStim_2022/MagStim_D70.ccd``, ``.../MagVenture_MC-B70.ccd`` or
 ``.../MagVenture_Cool-B65.ccd``) and one POSITION whose ``matsimnibs`` is the pose exactly (the
@@ -16,7 +16,9 @@ on, ``open_in_gmsh`` off.
 Read back: ``map_to_vol`` writes ``subject_volumes/<simulation id>_magnE.nii.gz`` (``normE`` in
 SimNIBS 3) in the space of the m2m folder's T1, which ``charm`` keeps in the input T1's world;
 grey matter only by default (``tissues_in_niftis`` = 2). The value reported is the median of the
-non-zero voxels within 2 mm of the target.
+non-zero voxels within 2 mm of the target. SimNIBS's own outputs and the session script are then
+deleted: their names and paths carry the head model's id, which may be a patient's name, and only
+numbers go into ``efield.json`` (re-run SimNIBS on the recorded pose to view its field).
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ SIMNIBS_NOTE = ("SimNIBS not found: with SimNIBS (installer at simnibs.org, not 
 SIMNIBS_COILS = {"Magstim_D70": "Drakaki_BrainStim_2022/MagStim_D70.ccd",
                  "MagVenture_MC-B70": "Drakaki_BrainStim_2022/MagVenture_MC-B70.ccd",
                  "MagVenture_Cool-B65": "Drakaki_BrainStim_2022/MagVenture_Cool-B65.ccd"}
-RUN_FOLDER = "efield_simnibs"
 TIMEOUT_S = 4 * 3600
 
 
@@ -136,33 +137,32 @@ def field_at(out_dir, target_ras_mm, radius_mm=2.0):
     return float(np.median(values)), files[0].name
 
 
-def run_session(program, m2m, pose, didt_a_per_s, fnamecoil, out_dir, target_ras_mm):
-    """Write and run the session in a subprocess; return the field at the target and what was run."""
+def run_session(program, m2m, pose, didt_a_per_s, fnamecoil, target_ras_mm):
+    """Write and run the session in a subprocess, in a temporary folder; return the field at the target."""
+    import tempfile
+
     m2m, mesh = head_mesh(m2m)
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    script = out_dir / "tmstarget_session.py"
-    script.write_text(session_script(mesh, m2m, out_dir / "simulation", pose, didt_a_per_s, fnamecoil),
-                      encoding="utf-8")
     start = time.perf_counter()
-    try:
-        done = subprocess.run([str(program), str(script)], cwd=out_dir, capture_output=True, text=True,
-                              timeout=TIMEOUT_S, check=False)
-    except OSError as exc:
-        raise InputError(f"cannot run SimNIBS: {exc}", path=Path(program)) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise OutputError(f"SimNIBS did not finish within {TIMEOUT_S} s", path=script) from exc
-    (out_dir / "simnibs.log").write_text(done.stdout + done.stderr, encoding="utf-8")
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise OutputError(f"SimNIBS failed (exit {done.returncode}): {last} (log: simnibs.log)", path=out_dir)
-    value, name = field_at(out_dir / "simulation", target_ras_mm)
+    with tempfile.TemporaryDirectory(prefix="tmstarget-simnibs-") as scratch:
+        out_dir = Path(scratch)
+        script = out_dir / "tmstarget_session.py"
+        script.write_text(session_script(mesh, m2m, out_dir / "simulation", pose, didt_a_per_s, fnamecoil),
+                          encoding="utf-8")
+        try:
+            done = subprocess.run([str(program), str(script)], cwd=out_dir, capture_output=True, text=True,
+                                  timeout=TIMEOUT_S, check=False)
+        except OSError as exc:
+            raise InputError(f"cannot run SimNIBS: {exc}", path=Path(program)) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise OutputError(f"SimNIBS did not finish within {TIMEOUT_S} s") from exc
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise OutputError(f"SimNIBS failed (exit {done.returncode}): {last}")
+        value, name = field_at(out_dir / "simulation", target_ras_mm)
     return {"e_target_v_per_m": value, "file": name, "seconds": round(time.perf_counter() - start, 2)}
 
 
-def simnibs_block(simnibs, m2m, pose, coil_spec, coil_model, target_ras_mm, e_builtin, plan_dir):
+def simnibs_block(simnibs, m2m, pose, coil_spec, coil_model, target_ras_mm, e_builtin):
     """The ``simnibs`` block of ``efield.json``: SimNIBS's field at the target beside the built-in model's,
     or ``available``/``note`` saying why it did not run."""
     program = find_simnibs(simnibs)
@@ -172,13 +172,12 @@ def simnibs_block(simnibs, m2m, pose, coil_spec, coil_model, target_ras_mm, e_bu
         return {"available": True, "program": program.name,
                 "note": "SimNIBS found: give the patient's head model (charm's m2m folder) with --m2m to run it"}
     run = run_session(program, m2m, pose, coil_model.didt_a_per_s, coil_file(coil_spec, coil_model),
-                      Path(plan_dir) / RUN_FOLDER, np.asarray(target_ras_mm))
+                      np.asarray(target_ras_mm))
     return {
         "available": True,
         "program": program.name,
-        "m2m": Path(m2m).name,
-        "session_script": f"{RUN_FOLDER}/tmstarget_session.py",
-        "output_file": f"{RUN_FOLDER}/simulation/subject_volumes/{run['file']}",
+        "read_from": "subject_volumes/*_magnE.nii.gz (map_to_vol)" if run["file"].endswith("_magnE.nii.gz") else
+                     "subject_volumes/*_normE.nii.gz (map_to_vol)",
         "pose": "best",
         "fnamecoil": Path(coil_file(coil_spec, coil_model)).name,
         "didt_a_per_s": coil_model.didt_a_per_s,
