@@ -1,117 +1,30 @@
 """The execution back ends of research mode (tmstarget.research.executors): serial, a local process pool and
-a real Dask cluster (a ``dask scheduler`` and ``dask worker`` processes started here on localhost) give the
-same results; a job's error comes back as that job's failure; a worker killed mid-run loses nothing; pool
-workers run with limited BLAS threads.
+a real Dask cluster (``dask scheduler`` and ``dask worker`` processes on localhost, started by
+tmstarget.testing.dask_cluster) give the same results; a job's error comes back as that job's failure; a
+worker killed mid-run loses nothing; pool workers run with limited BLAS threads.
 
 No mocks: the pool spawns real processes and the cluster is the installed ``distributed`` command line.
-Every process started here is killed (its whole process group) when the fixture ends, whatever happened.
+Every process started is killed (its whole process group) when its ``with`` block ends, whatever happened.
 """
 
-import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from executor_jobs import numpy_job, thread_report
-from tmstarget.anatomy.ants_process import _die_with_parent
 from tmstarget.errors import InputError
 from tmstarget.research.executors import JobFailure, map_jobs, threads_per_worker, usable_cores
+from tmstarget.testing.dask_cluster import LocalDaskCluster
 
-REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-
-
-class LocalDaskCluster:
-    """A Dask scheduler and single-thread workers as separate processes of the installed command line.
-
-    Each process leads its own process group (a worker's nanny and its worker process die together) and dies
-    with this test process (PR_SET_PDEATHSIG). The workers import this checkout's tmstarget and tests/.
-    """
-
-    def __init__(self, folder, n_workers):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.scheduler_file = self.folder / "scheduler.json"
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(TESTS)]))
-        self.processes = []
-        self.workers = []
-        self._start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                     "--scheduler-file", str(self.scheduler_file)], "scheduler")
-        deadline = time.monotonic() + 120
-        while not self._address_written():
-            if time.monotonic() > deadline or self.processes[0].poll() is not None:
-                raise RuntimeError(f"the Dask scheduler did not start: {self._log('scheduler')}")
-            time.sleep(0.2)
-        self.address = json.loads(self.scheduler_file.read_text())["address"]
-        for number in range(n_workers):
-            self.add_worker(f"worker-{number}")
-        self.wait_for_workers(n_workers)
-
-    def _address_written(self):
-        try:
-            return bool(json.loads(self.scheduler_file.read_text()).get("address"))
-        except (OSError, ValueError):
-            return False
-
-    def _start(self, arguments, name):
-        log = open(self.folder / f"{name}.log", "wb")
-        process = subprocess.Popen([sys.executable, "-m", *arguments], stdout=log, stderr=subprocess.STDOUT,
-                                   env=self.env, cwd=self.folder, start_new_session=True,
-                                   preexec_fn=_die_with_parent)
-        log.close()
-        self.processes.append(process)
-        return process
-
-    def _log(self, name):
-        return (self.folder / f"{name}.log").read_text(errors="replace")[-2000:]
-
-    def add_worker(self, name):
-        worker = self._start(["distributed.cli.dask_worker", "--scheduler-file", str(self.scheduler_file),
-                              "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--name", name,
-                              "--local-directory", str(self.folder / name), "--death-timeout", "60"], name)
-        self.workers.append(worker)
-        return worker
-
-    def wait_for_workers(self, count, timeout=120):
-        from distributed import Client
-
-        with Client(self.address, timeout="30s", set_as_default=False) as client:
-            client.wait_for_workers(count, timeout=timeout)
-
-    def kill(self, process):
-        """SIGKILL a process and its children (a worker's nanny and worker: the machine is gone)."""
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=30)
-
-    def close(self):
-        for process in reversed(self.processes):
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for process in reversed(self.processes):
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            self.kill(process)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    started = LocalDaskCluster(tmp_path_factory.mktemp("dask"), n_workers=2)
-    try:
+    with LocalDaskCluster(tmp_path_factory.mktemp("dask"), n_workers=2, pythonpath=[TESTS]) as started:
         yield started
-    finally:
-        started.close()
 
 
 def _jobs(count, size=60, sleep_s=0.0, marker_dir=None):
@@ -191,15 +104,12 @@ def test_killed_dask_worker_loses_no_job(tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
     jobs = _jobs(10, sleep_s=1.0, marker_dir=str(markers))
-    cluster = LocalDaskCluster(tmp_path / "cluster", n_workers=2)
-    try:
+    with LocalDaskCluster(tmp_path / "cluster", n_workers=2, pythonpath=[TESTS]) as cluster:
         victim = cluster.workers[0]
         # the nanny's worker process runs the jobs; killing the group takes the nanny with it (no restart)
         on_result, killed = _killer(markers, lambda: [child.pid for child in psutil.Process(victim.pid).children()],
                                     lambda pid: cluster.kill(victim))
         results = map_jobs(numpy_job, jobs, dask_scheduler=cluster.address, on_result=on_result)
-    finally:
-        cluster.close()
     assert killed, "no worker was killed"
     _assert_equal(results, [numpy_job((seed, size, 0.0, None)) for seed, size, _, _ in jobs])
     assert len(list(markers.iterdir())) > len(jobs)  # the killed worker's job was started again elsewhere
