@@ -4,23 +4,32 @@
 job order, for a deterministic function; a job that raises gives a :class:`JobFailure` in its
 place in every back end (same one-line reason), and the other jobs go on.
 
-* **serial** (``n_jobs=1``): ``func(job)`` in a loop, here.
+Every job runs with **one BLAS/OpenMP thread**, in every back end: a multi-threaded BLAS sums
+in an order that depends on its thread count, so a score computed with 2 threads differs from the
+1-thread one in the 7th digit (measured on a compare job), and the tables of a serial run would not
+equal those of a pool or a cluster, nor those of a machine with another core count. (The same reason
+registrations run with one ITK thread, :mod:`tmstarget.anatomy.ants_process`.) Parallelism comes
+from processes: the default is one process per core, so workers × threads ≤ cores.
+
+* **serial** (``n_jobs=1``): ``func(job)`` in a loop, here, the BLAS/OpenMP pools limited to one
+  thread for each call (threadpoolctl; restored afterwards) and the ``*_NUM_THREADS`` variables set
+  to 1 for the run (restored afterwards; a library first loaded during the run keeps one thread).
 * **local pool** (``n_jobs=N``, default the usable core count): ``N`` worker processes started
   with ``spawn`` (a fresh interpreter: no state inherited from a parent that may hold threads or
-  open files). Each worker's BLAS/OpenMP thread pools are limited to ``cores // N`` threads (at
-  least 1) so that workers × threads ≤ cores: the ``*_NUM_THREADS`` variables are set in the
-  worker before it imports the job's module (they rule the libraries loaded later), and
-  threadpoolctl limits the ones already loaded, again before every job. A worker that dies
-  (killed, out of memory) breaks a ``ProcessPoolExecutor``; the unfinished jobs are then run
-  again in a fresh pool, at most ``retries`` times, after which they are failures.
+  open files; the calling script needs the usual ``if __name__ == "__main__":`` guard). Each worker
+  sets the ``*_NUM_THREADS`` variables to 1 before it imports the job's module (they rule the
+  libraries loaded later) and threadpoolctl limits the ones already loaded, again around every job.
+  A worker that dies (killed, out of memory) breaks a ``ProcessPoolExecutor``; the unfinished jobs
+  are then run again in a fresh pool, at most ``retries`` times, after which they are failures.
 * **Dask** (``dask_scheduler="tcp://host:port"``): ``distributed.Client.map`` with explicit
   unique keys (``pure=False``: nothing is shared with an earlier run on the same scheduler) and
   ``retries`` automatic reruns of a job that raised (a flaky network share, a transient memory
   error). A job whose worker is lost (machine down, worker killed) is rerun on another worker by
   the scheduler itself, up to its ``distributed.scheduler.allowed-failures`` (default 3) lost
   workers, after which it is a failure (``KilledWorker``). ``dask``/``distributed`` are imported
-  only here, on that path. Dask's nanny already starts each worker with one BLAS/OpenMP thread
-  (``distributed.nanny.pre-spawn-environ``); give workers ``--nthreads 1`` for one job each.
+  only here, on that path. Each task limits its worker's BLAS pools to one thread (Dask's nanny
+  also starts workers with ``OMP_NUM_THREADS=1`` etc.); start workers with ``--nthreads 1`` and as
+  many ``--nworkers`` as cores, one job per process.
 
 ``on_result(index, result)`` is called in the calling process as each job finishes (in
 completion order), so a caller can show progress and write finished results at once (resumable
@@ -35,7 +44,9 @@ import logging
 import os
 import pickle
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from tmstarget.errors import InputError
 
@@ -46,6 +57,8 @@ THREAD_VARIABLES = (
     "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
 )
+#: BLAS/OpenMP threads of every job (see the module notes: results independent of the back end).
+JOB_THREADS = 1
 #: Default number of automatic reruns (a job that raised, on Dask; a broken local pool).
 RETRIES = 2
 #: Longest failure reason kept, in characters.
@@ -72,12 +85,6 @@ def usable_cores():
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
-
-
-def threads_per_worker(n_workers, cores=None):
-    """BLAS/OpenMP threads for each of ``n_workers`` processes so that workers × threads ≤ cores (≥ 1)."""
-    cores = usable_cores() if cores is None else cores
-    return max(1, cores // max(1, n_workers))
 
 
 def map_jobs(func, jobs, *, n_jobs=None, dask_scheduler=None, on_result=None, retries=RETRIES):
@@ -135,10 +142,11 @@ def map_jobs(func, jobs, *, n_jobs=None, dask_scheduler=None, on_result=None, re
         raise InputError(f"n_jobs must be at least 1, got {n_jobs}", key="n_jobs")
     n_workers = min(n_jobs, len(jobs))
     if n_workers <= 1:
-        for index, job in enumerate(jobs):
-            deliver(index, _call_caught(func, job))
+        with _thread_variables():
+            for index, job in enumerate(jobs):
+                deliver(index, _call_caught(func, job))
     else:
-        _run_pool(func, jobs, n_workers, threads_per_worker(n_workers), retries, deliver)
+        _run_pool(func, jobs, n_workers, retries, deliver)
     return results
 
 
@@ -151,35 +159,46 @@ def _reason(exc):
 
 def _call_caught(func, job):
     try:
-        return func(job)
+        return call_single_threaded(func, job)
     except Exception as exc:  # any job's unexpected error becomes its failure, as in the other back ends
         logger.debug("job raised", exc_info=True)
         return JobFailure(_reason(exc))
 
 
-def limit_worker_threads(threads):
-    """Limit this process's BLAS/OpenMP thread pools to ``threads`` (pool worker initializer).
+@contextmanager
+def _thread_variables():
+    """:data:`THREAD_VARIABLES` set to :data:`JOB_THREADS` inside the block, restored after it."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    os.environ.update({name: str(JOB_THREADS) for name in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
-    Sets :data:`THREAD_VARIABLES` (read by the libraries loaded from now on) and limits, with
-    threadpoolctl, those already loaded.
-    """
-    for name in THREAD_VARIABLES:
-        os.environ[name] = str(threads)
+
+def limit_worker_threads():
+    """Pool worker initializer: :data:`THREAD_VARIABLES` set to :data:`JOB_THREADS` for good (read by the
+    libraries loaded from now on) and the thread pools already loaded limited (threadpoolctl)."""
+    os.environ.update({name: str(JOB_THREADS) for name in THREAD_VARIABLES})
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=threads)
+    threadpool_limits(limits=JOB_THREADS)
 
 
-def _call_limited(func, job, threads):
-    """Run one job in a pool worker; the thread limit is applied again to the libraries that
-    unpickling ``func`` (importing its module) just loaded."""
+def call_single_threaded(func, job):
+    """``func(job)`` with every loaded BLAS/OpenMP pool limited to :data:`JOB_THREADS` (restored after),
+    including those loaded by unpickling ``func`` (importing its module) in a worker."""
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=threads)
-    return func(job)
+    with threadpool_limits(limits=JOB_THREADS):
+        return func(job)
 
 
-def _run_pool(func, jobs, n_workers, threads, retries, deliver):
+def _run_pool(func, jobs, n_workers, retries, deliver):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
@@ -194,8 +213,8 @@ def _run_pool(func, jobs, n_workers, threads, retries, deliver):
     for attempt in range(retries + 1):
         lost = []
         with ProcessPoolExecutor(min(n_workers, len(pending)), mp_context=context,
-                                 initializer=limit_worker_threads, initargs=(threads,)) as pool:
-            futures = {pool.submit(_call_limited, func, jobs[index], threads): index for index in pending}
+                                 initializer=limit_worker_threads) as pool:
+            futures = {pool.submit(call_single_threaded, func, jobs[index]): index for index in pending}
             try:
                 for future in as_completed(futures):
                     index = futures[future]
@@ -217,7 +236,7 @@ def _run_pool(func, jobs, n_workers, threads, retries, deliver):
                        "run again in a fresh pool" if attempt < retries else "given up")
     for index in pending:
         deliver(index, JobFailure(f"worker process died {retries + 1} times while this job was unfinished "
-                                  "(killed, or out of memory)"))
+                                  "(killed, out of memory, or a script without an if __name__ == '__main__' guard)"))
 
 
 def _run_dask(func, jobs, address, retries, deliver):
@@ -229,19 +248,17 @@ def _run_dask(func, jobs, address, retries, deliver):
         raise InputError(f"cannot reach the Dask scheduler: {_reason(exc)}", key=address) from None
     with client:
         prefix = f"{getattr(func, '__name__', 'job')}-{uuid.uuid4().hex[:12]}"
-        futures = client.map(func, jobs, key=[f"{prefix}-{index}" for index in range(len(jobs))],
-                             pure=False, retries=retries)
+        keys = [f"{prefix}-{index}" for index in range(len(jobs))]
+        futures = client.map(partial(call_single_threaded, func), jobs, key=keys, pure=False, retries=retries)
         order = {future.key: index for index, future in enumerate(futures)}
         try:
             for future in as_completed(futures, loop=client.loop):  # this client's loop, not a default one
                 index = order[future.key]
-                if future.status == "finished":
+                try:  # a result lost with its worker after it finished is computed again: result() waits for it
                     result = future.result()
-                else:  # "error" (raised after its retries, or KilledWorker) or "cancelled"
-                    exc = future.exception() if future.status == "error" else None
-                    if exc is not None:
-                        logger.debug("job %d raised", index, exc_info=exc)
-                    result = JobFailure(_reason(exc) if exc is not None else f"Dask task {future.status}")
+                except Exception as exc:  # raised after its retries, KilledWorker, cancelled
+                    logger.debug("job %d raised", index, exc_info=exc)
+                    result = JobFailure(_reason(exc))
                 future.release()
                 deliver(index, result)
         except BaseException:
