@@ -16,7 +16,8 @@ and its ratio to serial, wall time per participant, the peak resident memory (``
 process that ran jobs (sampled from ``/proc`` every 0.2 s; the high-water mark is exact), and whether the
 tables equal the serial ones cell by cell (timing columns aside). From the serial rows: the share of
 job time spent reading and cleaning the runs (``prepare_s``, once per group of protocols) versus
-computing targets, inference and the data-length curve, and writing plan folders.
+computing targets and their inference (``analysis_s``), the data-length curve (``data_length_s``: each length
+cleaned and analysed again) and writing plan folders (``write_s``).
 """
 
 import argparse
@@ -163,17 +164,19 @@ def _tables_equal(first, second):
 
 
 def time_shares(output):
-    """Seconds of job time by step, summed over participants, from a comparison's targets.tsv."""
+    """Seconds of job time by step, summed over participants, from a comparison's targets.tsv.
+
+    ``prepare_s`` (read + clean) and ``data_length_s`` (the data-length curve) are measured once per
+    group of protocols sharing their runs and copied to each protocol's row: a group is the rows of a
+    participant with the very same ``prepare_s``, counted once (``data_length_s``: its largest value).
+    """
     import pandas as pd
 
     targets = pd.read_csv(Path(output) / "targets.tsv", sep="\t")
-    timing = [column for column in targets.columns if column.endswith("_s")]
-    shares = {}
-    for column in timing:
-        values = targets[["participant", column]].dropna()
-        if column == "prepare_s":  # one reading+cleaning per participant and group, copied to its protocols' rows
-            values = values.drop_duplicates()
-        shares[column] = float(values[column].sum())
+    shares = {column: float(targets[column].sum()) for column in ("analysis_s", "write_s") if column in targets}
+    groups = targets.dropna(subset=["prepare_s"]).groupby(["participant", "prepare_s"])
+    shares["prepare_s"] = float(sum(prepare for (_, prepare) in groups.groups))
+    shares["data_length_s"] = float(groups["data_length_s"].max().sum())
     return shares
 
 
