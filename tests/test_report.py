@@ -138,13 +138,31 @@ def test_plan_without_coil_says_so(tmp_path):
 def test_cli_report_leaves_the_plan_untouched_and_efield_is_shown(planned, tmp_path):
     copy = tmp_path / "plan"
     shutil.copytree(planned["out"], copy)
+    document = json.loads((copy / "target.json").read_text())
+    document["prescription"] = tmstarget.load_protocol("sgacc-dlpfc").prescription.to_dict()  # 90 % rMT, adjusted
+    (copy / "target.json").write_text(json.dumps(document))
     before, report_before = (copy / "target.json").read_bytes(), (copy / "report.html").read_bytes()
-    (copy / "efield.json").write_text(json.dumps({"coil": "MagVenture Cool-B65", "didt_a_per_us": 100.0,
-                                                  "planned": {"e_max_v_per_m": 123.456}, "dose": {"percent": 61.0}}))
+    # efield.json as README's 'tmstarget efield' section specifies it (hand-written: the real run takes ~40 s)
+    curve = [{"handle_angle_deg": float(a), "e_target_v_per_m": 100.0 + 5 * np.cos(np.radians(a))}
+             for a in range(-180, 180, 5)]
+    (copy / "efield.json").write_text(json.dumps({
+        "coil": "Magstim_D70", "didt_a_per_us": 114.73, "objective": {"name": "magnitude", "e_target_v_per_m": "|E|"},
+        "planned": {"handle_angle_deg": 0.0, "e_target_v_per_m": 104.7},
+        "best": {"handle_angle_deg": 35.0, "centre_ras_mm": [-12.0, 75.0, 38.0], "e_target_v_per_m": 108.3},
+        "angle_curve": curve,
+        "dose": {"rmt_percent": 55.0, "prescription_percent_rmt": 90.0, "motor_hotspot": {"scalp_to_cortex_mm": 12.5},
+                 "stokes": {"planned": {"prescribed_output_percent": 51.2},
+                            "best": {"prescribed_output_percent": 50.8}},
+                 "efield_matched": {"planned": {"prescribed_output_percent": 47.3}}, "warnings": []}}))
     assert main(["report", str(copy), "--rmt", "55", "--output", str(tmp_path / "out.html"), "-q"]) == 0
     page = (tmp_path / "out.html").read_text(encoding="utf-8")
     assert (copy / "target.json").read_bytes() == before
-    assert '<section id="efield">' in page and "MagVenture Cool-B65" in page and "123.5" in page
+    assert '<section id="efield">' in page and "Magstim_D70" in page and "104.7 V/m" in page and "108.3 V/m" in page
+    assert "51.2" in page and "47.3" in page and len(_images(page)) > len(_images(report_before.decode()))
+    # the motor hotspot's depth measured by tmstarget efield completes the depth-adjusted intensity
+    expected = 0.9 * (55 + 3.0 * (document["coil"]["scalp_to_cortex_mm"] - 12.5))
+    found = re.search(r"Prescribed intensity: ([0-9.]+) % of maximum stimulator output \(depth-adjusted\)", page)
+    assert found and float(found.group(1)) == pytest.approx(expected, abs=0.05)
     assert main(["report", str(copy), "--rmt", "150", "-q"]) == 1  # impossible rMT: one line, nothing written
     assert (copy / "report.html").read_bytes() == report_before
 

@@ -102,6 +102,14 @@ def hotspot_field(coil, head, hotspot, gap_mm):
     return float(np.linalg.norm(result.best_e_ras_v_per_m)), result.best_pose_ras
 
 
+def stokes_adjusted_rmt(rmt, target_depth_mm, m1_depth_mm, percent_per_mm=STOKES_PERCENT_PER_MM):
+    """The motor threshold moved to the target's depth (Stokes 2005): ``RMT + slope × (depth_target − depth_M1)``.
+
+    Also the plan report's rule (:func:`tmstarget.outputs.evidence.prescribed_intensity`).
+    """
+    return rmt + percent_per_mm * (target_depth_mm - m1_depth_mm)
+
+
 def _output(value, prescription, what, warnings):
     entry = {"output_percent": min(value, 100.0)}
     if value > 100.0:
@@ -147,7 +155,7 @@ def dose_block(coil, head, hotspot, document, rmt, *, gap_mm, prescription=None)
               "best": head.depth_mm(best_scalp, best_pose[:3, 2])}
     stokes, matched = {}, {}
     for pose in ("planned", "best"):
-        value = rmt + STOKES_PERCENT_PER_MM * (depths[pose] - hotspot["scalp_to_cortex_mm"])
+        value = stokes_adjusted_rmt(rmt, depths[pose], hotspot["scalp_to_cortex_mm"])
         stokes[pose] = {"scalp_to_cortex_mm": depths[pose],
                         **_output(value, prescription, f"(a) scalp-to-cortex, {pose} pose", warnings)}
         e_target = float(document[pose]["e_magnitude_v_per_m"])

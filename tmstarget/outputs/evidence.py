@@ -11,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-#: Stokes et al. 2005 J Neurophysiol: about 3 % of stimulator output more per mm of scalp-to-cortex distance
-#: (2.8 % in Stokes et al. 2007 Clin Neurophysiol), the depth adjustment of the motor threshold.
-STOKES_PERCENT_PER_MM = 3.0
+from tmstarget.efield.dose import STOKES_PERCENT_PER_MM, stokes_adjusted_rmt
 
 #: The classic fixed targets the report measures against (keys of ``data/atlas.toml`` ``[fixed]``).
 CLASSIC_TARGETS = ("5cm-rule", "beam-f3", "ba46", "ba9")
@@ -189,7 +187,7 @@ def prescribed_intensity(percent_rmt, rmt_percent_mso, target_depth_mm=None, m1_
     plain = percent_rmt / 100.0 * rmt_percent_mso
     adjusted_rmt = adjusted = None
     if target_depth_mm is not None and m1_depth_mm is not None:
-        adjusted_rmt = rmt_percent_mso + percent_per_mm * (target_depth_mm - m1_depth_mm)
+        adjusted_rmt = stokes_adjusted_rmt(rmt_percent_mso, target_depth_mm, m1_depth_mm, percent_per_mm)
         adjusted = percent_rmt / 100.0 * adjusted_rmt
     assumption = (f"linear depth rule of Stokes et al. (2005, 2007): {percent_per_mm:g} % of stimulator output per mm "
                   "of scalp-to-cortex distance, for a figure-8 coil; the motor threshold was measured over the motor "

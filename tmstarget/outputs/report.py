@@ -24,18 +24,20 @@ import re
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 
 from tmstarget._fileio import write_text_atomic
 from tmstarget.errors import InputError
 from tmstarget.outputs import evidence
 from tmstarget.outputs.html import HtmlDocument
 from tmstarget.outputs.plan import REPORT_NAME, Plan
-
-#: Resolution of the embedded figures (dots per inch): small files, fast to draw, sharp enough on A4.
-FIGURE_DPI = 80
-#: Marker colour of the target in every figure (the viewer's target colour, as in the 3D view).
-TARGET_COLOUR = "#ff00ff"
+from tmstarget.outputs.report_figures import (
+    FIGURE_DPI,
+    brain_section,
+    efield_section,
+    fmt_point,
+    motion_section,
+    stability_section,
+)
 
 
 class _Sources:
@@ -97,19 +99,6 @@ class _Sources:
         return self.document["space"]
 
 
-def _fmt(point, digits=1):
-    return "—" if point is None else "(" + ", ".join(f"{v:.{digits}f}" for v in point) + ")"
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 # ---------------------------------------------------------------------------------------------- sections
 
 
@@ -128,12 +117,13 @@ def _target_section(page, document, grid_space):
     t = document["target"]
     space = document["space"]
     rows = [["point", f"{space} (mm)", f"{document.get('mni_space') or 'MNI'} (mm)"],
-            ["target (fMRI voxel)", _fmt(t["ras_mm"]), _fmt(t.get("mni_mm"))]]
+            ["target (fMRI voxel)", fmt_point(t["ras_mm"]), fmt_point(t.get("mni_mm"))]]
     coil = document.get("coil")
     if coil is not None:
         if coil.get("cortical_target_ras_mm") is not None:
-            rows.append(["cortical target (grey matter on the coil axis)", _fmt(coil["cortical_target_ras_mm"]), "—"])
-        rows.append(["scalp point (coil centre)", _fmt(coil["centre_ras_mm"]), "—"])
+            rows.append(["cortical target (grey matter on the coil axis)", fmt_point(coil["cortical_target_ras_mm"]),
+                         "—"])
+        rows.append(["scalp point (coil centre)", fmt_point(coil["centre_ras_mm"]), "—"])
     section.table(rows)
     pairs = [("protocol", f"{document['protocol']}: {document.get('protocol_description') or ''}"),
              ("voxel (i, j, k) of the analysis grid", f"{tuple(t['voxel_ijk'])} ({grid_space} world)"),
@@ -153,7 +143,7 @@ def _target_section(page, document, grid_space):
          "limit)"),
         ("scalp to fMRI voxel", f"{coil['scalp_to_target_mm']:.1f} mm"),
         ("tissue at the fMRI voxel", coil.get("target_tissue") or "—"),
-        ("handle", f"{coil['handle_rule']}; handle direction {_fmt(coil['handle_direction'], 3)}"),
+        ("handle", f"{coil['handle_rule']}; handle direction {fmt_point(coil['handle_direction'], 3)}"),
         ("convention", coil.get("axes") or coil.get("convention")),
     ])
     section.table([["pose (4 × 4)", "x axis", "y axis", "z axis (into the head)", "centre (mm)"],
@@ -166,53 +156,9 @@ def _candidates_section(page, document):
     rows = [["rank", f"{document['space']} (mm)", "MNI (mm)", "score", "depth (mm)"]]
     for c in document["candidates"]:
         depth = (c.get("coil") or {}).get("scalp_to_cortex_mm")
-        rows.append([c["rank"], _fmt(c["ras_mm"]), _fmt(c.get("mni_mm")),
+        rows.append([c["rank"], fmt_point(c["ras_mm"]), fmt_point(c.get("mni_mm")),
                      "—" if c["score"] is None else f"{c['score']:+.3f}", "—" if depth is None else f"{depth:.1f}"])
     section.table(rows)
-
-
-def _brain_figures(page, sources, document, grid_space, dpi):
-    section = page.section("Map and target", anchor="map")
-    name = sources.map_name()
-    if name is None:
-        section.paragraph("A fixed target has no connectivity map: no brain figure.")
-        return
-    from nilearn import plotting
-
-    plt = _plt()
-    img = sources.image(name)
-    t = document["target"]
-    centre = t["ras_mm"] if grid_space == document["space"] else t.get("mni_mm")
-    values = np.abs(np.asarray(img.dataobj, dtype=float))
-    values = values[np.isfinite(values) & (values > 0)]
-    threshold = float(np.percentile(values, 97.5)) if values.size else 0.0
-    label = name.replace("_", " ")
-    if grid_space.startswith("MNI"):
-        fig = plt.figure(figsize=(8, 2.6))
-        display = plotting.plot_glass_brain(img, figure=fig, threshold=threshold, plot_abs=False, colorbar=True,
-                                            display_mode="lzr", cmap="cold_hot")
-        display.add_markers([centre], marker_color=TARGET_COLOUR, marker_size=110, edgecolors="black")
-        section.figure(fig, caption=f"Glass brain of the {label} map (|value| above {threshold:.2f}, the "
-                       "97.5th percentile); target in magenta.", dpi=dpi)
-    else:
-        section.paragraph(f"No glass brain: the map lies in this patient's {grid_space} world, not in MNI space "
-                          "(the glass-brain outline is the MNI brain).", css_class="muted")
-    t1 = sources.t1()
-    anatomy_space = (document.get("anatomy") or {}).get("space", document["space"])
-    if t1 is not None and anatomy_space == grid_space:
-        background, what = t1, "this patient's T1"
-    elif grid_space.startswith("MNI"):
-        from nilearn.datasets import load_mni152_template
-
-        background, what = load_mni152_template(resolution=2), "nilearn's MNI152 template"
-    else:
-        background, what = None, "no background"
-    fig = plt.figure(figsize=(8, 2.8))
-    display = plotting.plot_stat_map(img, bg_img=background, figure=fig, threshold=threshold, cut_coords=centre,
-                                     black_bg=False, cmap="cold_hot", draw_cross=True, dim=-0.3)
-    display.add_markers([centre], marker_color=TARGET_COLOUR, marker_size=50)
-    section.figure(fig, caption=f"Slices through the target at {_fmt(centre)} mm ({grid_space}) on {what}; "
-                   f"{label} map above {threshold:.2f}.", dpi=dpi)
 
 
 def _scene_section(page, sources, render_3d):
@@ -232,48 +178,6 @@ def _scene_section(page, sources, render_3d):
                   "by the viewer's scene code.", width_percent=70)
 
 
-def _motion_section(page, document, dpi):
-    section = page.section("Motion", anchor="motion")
-    qc = document.get("qc") or {}
-    runs = qc.get("runs") or []
-    parameters = evidence.protocol_parameters(document)
-    scrub = (parameters.get("clean") or {}).get("fd_threshold_mm")
-    mean_limit = (parameters.get("qc") or {}).get("mean_fd_warning_mm", 0.5)
-    if not runs:
-        section.paragraph("No fMRI runs (fixed target): no motion to report.")
-        return
-    traced = [r for r in runs if r.get("fd_power_trace_mm")]
-    if traced:
-        plt = _plt()
-        fig, axes = plt.subplots(len(traced), 1, figsize=(8, 1.6 * len(traced) + 0.4), squeeze=False)
-        for ax, run in zip(axes[:, 0], traced):
-            fd = np.asarray(run["fd_power_trace_mm"])
-            ax.plot(np.arange(len(fd)) + run.get("dummy_volumes_dropped", 0), fd, color="#1f4e8c", lw=0.9)
-            if scrub is not None:
-                ax.axhline(scrub, color="#b02020", ls="--", lw=0.9, label=f"scrubbing threshold {scrub:g} mm")
-            ax.axhline(mean_limit, color="#c08000", ls=":", lw=0.9, label=f"mean-FD warning {mean_limit:g} mm")
-            ax.set_ylabel("FD (mm)")
-            ax.set_title(run["run"], fontsize=9, loc="left")
-            ax.legend(fontsize=7, loc="upper right")
-        axes[-1, 0].set_xlabel("volume")
-        fig.tight_layout()
-        lines = ("" if scrub is None else f"the scrubbing threshold {scrub:g} mm (red dashed) and ") + \
-            f"the mean-FD warning level {mean_limit:g} mm (orange dotted)"
-        section.figure(fig, caption=f"Framewise displacement (Power) per volume after the dummy volumes, with {lines}.",
-                       dpi=dpi)
-    else:
-        section.paragraph("This plan records no per-volume FD trace (made by an older tmstarget): the table only.",
-                          css_class="muted")
-    rows = [["run", "volumes", "scrubbed", "kept", "mean FD (mm)", "max FD (mm)", "mean FD Jenkinson (mm)",
-             "max translation (mm)", "max rotation (°)"]]
-    for r in runs:
-        rows.append([r["run"], r.get("volumes"), r.get("frames_scrubbed"), r.get("frames_kept"),
-                     *(f"{r[k]:.3f}" if r.get(k) is not None else "—" for k in
-                       ("mean_fd_power_mm", "max_fd_power_mm", "mean_fd_jenkinson_mm", "max_translation_mm",
-                        "max_rotation_deg"))])
-    section.table(rows)
-
-
 def _subsystem_section(page, document):
     section = page.section("DMN subsystems", anchor="subsystems")
     table = (document.get("qc") or {}).get("subsystem_fc")
@@ -288,74 +192,11 @@ def _subsystem_section(page, document):
     section.table(rows)
 
 
-def _stability_section(page, sources, document, dpi):
-    section = page.section("Target stability", anchor="stability")
-    inference = (document.get("qc") or {}).get("inference")
-    split = ((document.get("qc") or {}).get("stability") or {}).get("split_half_distance_mm")
-    if inference is None:
-        section.paragraph("Fixed target: no resampling.")
-    else:
-        boot = [p for p in inference.get("bootstrap_offsets_mm") or [] if p is not None]
-        halves = [p for p in inference.get("split_half_offsets_mm") or [] if p is not None]
-        if boot or halves:
-            plt = _plt()
-            fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
-            boot, halves = np.array(boot).reshape(-1, 3), np.array(halves).reshape(-1, 3)
-            for ax, (a, b) in zip(axes, ((0, 1), (1, 2))):
-                ax.scatter(boot[:, a], boot[:, b], s=9, alpha=0.35, color="#1f4e8c", label="bootstrap re-picks")
-                ax.scatter(halves[:, a], halves[:, b], s=40, marker="s", color="#c08000", label="split halves")
-                ax.scatter([0], [0], s=80, marker="*", color=TARGET_COLOUR, label="target")
-                ax.add_patch(plt.Circle((0, 0), 5.0, fill=False, ls="--", color="#555", lw=0.8))
-                ax.set_aspect("equal", adjustable="datalim")
-                ax.set_xlabel(f"{'xyz'[a]} offset (mm)")
-                ax.set_ylabel(f"{'xyz'[b]} offset (mm)")
-            axes[0].legend(fontsize=7, loc="best")
-            fig.tight_layout()
-            section.figure(fig, caption="Targets re-picked on bootstrap resamples of the blocks and on the two "
-                           "split halves, as offsets from the target (dashed circle: 5 mm).", dpi=dpi)
-        elif inference.get("n_bootstrap"):
-            section.paragraph("This plan records no re-picked targets (made by an older tmstarget).",
-                              css_class="muted")
-        spread = inference.get("bootstrap_spread_mm")
-        section.key_values([
-            ("split-half distance", "a half found no target" if split is None else f"{split:.1f} mm"),
-            ("bootstrap: 95% within", "unbounded (resamples without a target)" if spread is None
-             else f"{spread:.1f} mm"),
-            ("bootstrap: share within 5 mm", "—" if inference.get("bootstrap_within_5mm_share") is None
-             else f"{inference['bootstrap_within_5mm_share']:.0%}"),
-            ("resamples", inference.get("n_bootstrap")),
-        ])
-    _watch_history(section, sources, document)
-
-
-def _watch_history(section, sources, document):
-    """For the final plan of ``tmstarget watch``: the live target's drift from ``live.json`` beside the plan."""
-    if "realtime" not in (document.get("qc") or {}) or sources.folder is None:
-        return
-    # OUTPUT/plan (or OUTPUT/.plan.*.partial while it is written) beside OUTPUT/live.json
-    live_path = sources.folder.resolve().parent / "live.json"
-    section.subsection("During the scan (tmstarget watch)")
-    try:
-        live = json.loads(live_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        section.paragraph("live.json was not found beside the plan: no record of the target during the scan.",
-                          css_class="muted")
-        return
-    stability = live.get("stability") or {}
-    drift = stability.get("drift_mm") or {}
-    section.key_values([("live stability verdict", stability.get("verdict")),
-                        *[(f"live target moved over the last {k}", "—" if v is None else f"{v:.1f} mm")
-                          for k, v in drift.items()],
-                        ("volumes processed", (live.get("volumes") or {}).get("processed"))])
-    section.paragraph("live.json keeps the live target's drift over the last 1, 2 and 5 minutes, not its whole "
-                      "path, so the target over scan time is summarized by these drifts.", css_class="muted")
-
-
 def _classic_section(page, document):
     section = page.section("Distances to the classic targets", anchor="classic")
     rows = [["site", "MNI (mm)", "distance from the target (mm)"]]
     for row in evidence.classic_distances(document):
-        rows.append([f"{row['name']}: {row['description']}", _fmt(row["mni_mm"], 0),
+        rows.append([f"{row['name']}: {row['description']}", fmt_point(row["mni_mm"], 0),
                      "—" if row["distance_mm"] is None else f"{row['distance_mm']:.1f}"])
     section.table(rows)
     section.paragraph("Straight-line distances between MNI coordinates (the target's MNI point"
@@ -363,7 +204,7 @@ def _classic_section(page, document):
                       + "); the sites are group averages (Fox 2012 Table 1 via ConTarg).", css_class="muted")
 
 
-def _prescription_section(page, document, rmt, m1_depth_mm):
+def _prescription_section(page, document, rmt, m1_depth_mm, efield=None):
     section = page.section("Stimulation prescription", anchor="prescription")
     rx = document.get("prescription")
     if not rx:
@@ -393,6 +234,9 @@ def _prescription_section(page, document, rmt, m1_depth_mm):
                           "[--m1-depth MM]) for the intensity in % of stimulator output.", css_class="muted")
         return
     depth = (document.get("coil") or {}).get("scalp_to_cortex_mm")
+    hotspot = (((efield or {}).get("dose") or {}).get("motor_hotspot") or {}).get("scalp_to_cortex_mm")
+    m1_from_efield = m1_depth_mm is None and hotspot is not None
+    m1_depth_mm = hotspot if m1_from_efield else m1_depth_mm
     dose = evidence.prescribed_intensity(rx["intensity_percent_rmt"], rmt, depth, m1_depth_mm)
     section.subsection("Intensity for this patient")
     rows = [("resting motor threshold", f"{rmt:g} % MSO"),
@@ -404,6 +248,9 @@ def _prescription_section(page, document, rmt, m1_depth_mm):
                  ("depth-adjusted", f"{dose['percent_rmt']:g} % × {dose['adjusted_rmt_percent_mso']:.1f} = "
                   f"{dose['adjusted_percent_mso']:.1f} % MSO")]
     section.key_values(rows)
+    if m1_from_efield and dose["adjusted_percent_mso"] is not None:
+        section.paragraph("The motor hotspot's depth is the one tmstarget efield measured on this T1 (efield.json "
+                          "dose.motor_hotspot).", css_class="muted")
     prescribed = dose["adjusted_percent_mso"] if rx.get("depth_adjusted") else dose["plain_percent_mso"]
     if rx.get("depth_adjusted") and prescribed is None:
         why = ("the plan has no target depth (no coil)" if depth is None
@@ -430,34 +277,15 @@ def _warnings_section(page, document):
         section.paragraph("No warnings.")
 
 
-def _efield_section(page, sources):
+def _efield(sources):
+    """``efield.json`` of the plan folder (written by ``tmstarget efield``), parsed; None when absent or unreadable."""
     data = sources.file_bytes("efield.json")
     if data is None:
-        return
-    section = page.section("E-field", anchor="efield")
+        return None
     try:
-        efield = json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except ValueError as exc:
-        section.paragraph(f"efield.json is not readable JSON ({exc}).", css_class="warning")
-        return
-    pairs = []
-
-    def flatten(prefix, value):
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                flatten(f"{prefix}.{key}" if prefix else str(key), inner)
-        elif isinstance(value, list) and len(value) > 16:
-            pairs.append((prefix, f"[{len(value)} values]"))
-        else:
-            pairs.append((prefix, value if not isinstance(value, float) else f"{value:.4g}"))
-
-    for key in ("coil", "didt_a_per_us", "planned", "best", "dose"):
-        if key in efield:
-            flatten(key, efield[key])
-    for key, value in efield.items():
-        if key not in ("coil", "didt_a_per_us", "planned", "best", "dose"):
-            flatten(key, value)
-    section.key_values(pairs)
+        return {"error": f"efield.json is not readable JSON ({exc})"}
 
 
 def _provenance_section(page, document, built):
@@ -500,16 +328,17 @@ def build_report(plan_or_dir, rmt: float | None = None, m1_depth_mm: float | Non
                                  f"{document['provenance'].get('date_utc', '—')}")
     _verdict_section(page, document)
     _target_section(page, document, grid_space)
-    _brain_figures(page, sources, document, grid_space, dpi)
+    brain_section(page, sources, document, grid_space, dpi)
     _scene_section(page, sources, render_3d)
-    _stability_section(page, sources, document, dpi)
-    _motion_section(page, document, dpi)
+    stability_section(page, sources, document, dpi)
+    motion_section(page, document, dpi)
     _subsystem_section(page, document)
     _classic_section(page, document)
     _candidates_section(page, document)
-    _prescription_section(page, document, rmt, m1_depth_mm)
+    efield = _efield(sources)
+    _prescription_section(page, document, rmt, m1_depth_mm, efield)
     _warnings_section(page, document)
-    _efield_section(page, sources)
+    efield_section(page, efield, dpi)
     _provenance_section(page, document, built)
     return page.render()
 
