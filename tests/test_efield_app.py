@@ -314,3 +314,33 @@ def test_dose_from_a_localite_hotspot_file(computed, tmp_path):
     assert recorded["e_v_per_m"] == pytest.approx(hotspot["e_v_per_m"], rel=0.03)
     matched = RMT * recorded["e_v_per_m"] / result.document["best"]["e_magnitude_v_per_m"]
     assert result.document["dose"]["efield_matched"]["best"]["output_percent"] == pytest.approx(min(matched, 100))
+
+
+@pytest.mark.slow
+def test_curve_angles_for_a_right_hemisphere_frame(computed):
+    """Mirrored head frame (the target counts as right-hemisphere): curve angles turn the other way."""
+    import copy
+
+    from tmstarget.coil.adjust import HeadFrame
+    from tmstarget.efield.coils import load_coil
+    from tmstarget.efield.sphere import Sphere, efield_at_points
+
+    plan_dir, head, _, _ = computed
+    mirrored = copy.copy(head)
+    mirrored.frame = HeadFrame(head.frame.axes_ras @ np.diag([-1.0, 1.0, -1.0]), head.frame.midline_ras_mm, "mirror")
+    assert mirrored.frame.side(head.target_ras_mm) == -1.0
+    result = tmstarget.plan_efield(plan_dir, head=mirrored, map_radius_mm=5.0)
+    doc, search = result.document, result.search
+    planned = np.array(doc["planned"]["pose"])
+    sphere = Sphere(np.array(doc["sphere"]["centre_ras_mm"]), doc["sphere"]["radius_mm"])
+    target = np.array(doc["target_ras_mm"])
+    coil = load_coil("Magstim_D70")
+    by_angle = {round(c["handle_angle_deg"], 6): c["e_target_v_per_m"] for c in doc["angle_curve"]}
+    for angle, e_search in list(zip(search.curve_angles_deg, search.curve_e_ras_v_per_m))[::7]:
+        ours = (float(angle) + 180.0) % 360.0 - 180.0  # right target: both turn about -z
+        pose = planned.copy()
+        y = -mirrored.frame.handle(planned[:3, 2], ours, head.target_ras_mm)
+        pose[:3, 1], pose[:3, 0] = y, np.cross(y, planned[:3, 2])
+        e = efield_at_points(coil, pose, target[None], sphere)[0]
+        np.testing.assert_allclose(e, e_search, rtol=1e-6, atol=1e-6 * np.linalg.norm(e_search))
+        assert by_angle[round(ours, 6)] == pytest.approx(np.linalg.norm(e_search), rel=1e-12)
