@@ -122,6 +122,21 @@ def test_truncate_run_cuts_frames_confounds_and_events_together():
     assert len(run.events) == 3 and run.n_volumes == 10  # the full run is untouched
 
 
+def test_progress_bar_counts_participant_protocols_and_estimates_from_this_run():
+    import io
+
+    from tmstarget.cli.compare import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(stream, width=10)
+    bar(2, 8)  # 2 already finished by an earlier run: no estimate yet
+    bar.start -= 30.0  # 30 s later, 2 more done: 4 left at 15 s each
+    bar(4, 8)
+    first, second = stream.getvalue().splitlines()
+    assert first.startswith("[##........] 2/8 participant x protocol") and first.endswith("remaining ~?")
+    assert second.startswith("[#####.....] 4/8") and "elapsed 0:30" in second and second.endswith("remaining ~1:00")
+
+
 # --- end to end on synthetic participants -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

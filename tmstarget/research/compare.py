@@ -130,8 +130,9 @@ def compare(dataset: str | PathLike, protocols, output: str | PathLike, particip
             else:
                 records.append(record)
         if todo:
-            jobs.append(ParticipantJob(str(dataset), label, tuple(todo), str(out), minutes,
-                                       None if bids_dir is None else str(bids_dir)))
+            # absolute paths: a worker (another process, a Dask worker) may run in another folder
+            jobs.append(ParticipantJob(str(Path(dataset).resolve()), label, tuple(todo), str(out.resolve()), minutes,
+                                       None if bids_dir is None else str(Path(bids_dir).resolve())))
     total = len(labels) * len(names)
     counter = {"done": len(records)}
     if progress is not None:
