@@ -85,7 +85,8 @@ def compare(dataset: str | PathLike, protocols, output: str | PathLike, particip
     participants : sequence of str, optional
         Labels (``sub-`` optional); default: every ``sub-*`` folder of the derivatives.
     n_jobs : int, optional
-        Local worker processes (default: the core count; 1: serial in this process).
+        Local worker processes (default: the core count; 1: serial in this process). The workers
+        are started with ``spawn``: in a script, call ``compare`` under ``if __name__ == "__main__":``.
     dask_scheduler : str, optional
         Address of a Dask distributed scheduler (``tcp://host:8786``) to run the jobs on
         instead; the dataset and ``output`` must be reachable at the same paths on every worker.
