@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,5 +226,101 @@ def test_live_mode_follows_live_json_within_a_second(sample_plan_dir, qapp, tmp_
                           and f"volumes {10 * step}/120" in viewer.evidence.status.text(), 5)
         assert took < 1.0, f"live.json rewrite shown after {took:.2f} s"
     assert marker.GetVisibility()
+    window.close()
+    qapp.processEvents()
+
+
+def test_crosshair_readout_and_distance(sample_plan_dir, qapp):
+    """Two picked points: both slices and readout follow; map value and distance checked with nibabel/numpy."""
+    from tmstarget.viewer.app import PlanViewer
+
+    viewer = PlanViewer(sample_plan_dir, adjustable=False)
+    img = viewer.plan.maps["delta"]
+    data = np.asarray(img.dataobj, dtype=float)
+    ijk = np.array(viewer.plan.target.voxel_ijk)
+    first = img.affine[:3, :3] @ ijk + img.affine[:3, 3]  # a voxel centre: the trilinear value is the voxel's
+    second = first + [3.0, -4.0, 12.0]
+    viewer.set_crosshair(first)
+    assert f"delta: {data[tuple(ijk)]:+.3f}" in viewer.readout.text()
+    assert "MNI: " + " ".join(f"{v:.1f}" for v in first) + " mm" in viewer.readout.text()  # an MNI plan
+    viewer.set_crosshair(second)
+    assert "distance to the previous point: 13.0 mm" in viewer.readout.text()
+    np.testing.assert_allclose(viewer.slices.crosshair, second)
+    # a click at (x, z) in the coronal panel keeps the crosshair's y
+    np.testing.assert_allclose(viewer.slices.panel_point("coronal", 10.0, 20.0), [10.0, second[1], 20.0])
+    viewer.close()
+    viewer.plotter.close()
+    qapp.processEvents()
+
+
+@pytest.fixture(scope="module")
+def native_plan_dir(shared_data, tmp_path_factory):
+    """The real run of ``pydecnef-sub1`` planned in its T1 (scanner DICOM + T1, registrations here)."""
+    sub = shared_data / "pydecnef-sub1"
+    out = tmp_path_factory.mktemp("viewer-native") / "plan"
+    tmstarget.plan(rest_dicom=sub / "dicom" / "func-run1", t1=sub / "anat" / "T1w.nii.gz", participant="01",
+                   protocol="sgacc-dlpfc").save(out)
+    return out
+
+
+def ants_mni_to_t1(plan_dir, points_mni):
+    """MNI points into the plan's T1 with the saved ANTs files applied by antspyx directly (RAS<->LPS by hand)."""
+    import ants
+    import pandas as pd
+
+    spec_file = next((plan_dir / "xfm").glob("*_from-T1w_to-MNI*_xfm.json"))
+    spec = json.loads(spec_file.read_text())
+    lps = np.asarray(points_mni, dtype=float) * [-1.0, -1.0, 1.0]
+    frame = pd.DataFrame({"x": lps[:, 0], "y": lps[:, 1], "z": lps[:, 2]})
+    mapped = ants.apply_transforms_to_points(3, frame, [str(plan_dir / "xfm" / e["file"]) for e in spec["fwd"]],
+                                             whichtoinvert=[e["invert"] for e in spec["fwd"]])
+    return mapped[["x", "y", "z"]].to_numpy() * [-1.0, -1.0, 1.0]
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_native_plan_opens_on_its_own_t1(native_plan_dir, qapp, tmp_path):
+    """A T1w plan: head from its T1, map in its world, classic targets through its registration, target on screen."""
+    import tomllib
+
+    from tmstarget.cli.main import main
+    from tmstarget.viewer.content import scene_data
+
+    plan = tmstarget.load_plan(native_plan_dir)
+    assert plan.space == "T1w"
+    data = scene_data(plan)
+    assert data.head_source.startswith("plan T1") and data.map_img is not None and data.brain is not None
+    atlas = tomllib.loads((Path(__file__).resolve().parents[1] / "tmstarget" / "data" / "atlas.toml").read_text())
+    classic = [m for m in data.markers if m.kind == "classic"]
+    expected = ants_mni_to_t1(native_plan_dir, [atlas["fixed"][m.name]["mni_mm"] for m in classic])
+    np.testing.assert_allclose(np.array([m.ras_mm for m in classic]), expected, atol=1e-3)
+    png = tmp_path / "native.png"
+    assert main(["view", str(native_plan_dir), "--screenshot", str(png), "--size", "1000x700"]) == 0
+    image, info = png_with_info(png)
+    x, y, width, height = info["view_rect"]
+    col, row = pinhole(info["camera"], info["view_angle_deg"], (width, height), data.target_ras_mm)
+    assert colour_near(image, (x + col, y + row), (255, 0, 255))
+
+
+def test_live_mode_without_a_plan_shows_the_watchers_head(qapp, tmp_path):
+    """--live alone: the window opens before the watch; once its set-up names the T1, the head and the live
+    target appear."""
+    from tmstarget._fileio import write_json_atomic
+    from tmstarget.viewer.app import ViewerWindow
+
+    t1 = (Path(__file__).resolve().parents[1] / "sample_data" / "derivatives" / "fmriprep" / "sub-01" / "anat"
+          / "sub-01_space-MNI152NLin2009cAsym_desc-preproc_T1w.nii.gz")
+    watch = tmp_path / "watch"
+    window = ViewerWindow(live_dir=watch)
+    window.show()
+    qapp.processEvents()
+    assert window.viewer.scene is None and "waiting for the watch" in window.viewer.evidence.status.text()
+    (watch / "state").mkdir(parents=True)
+    write_json_atomic(watch / "state" / "setup.json", {"t1": str(t1)})
+    write_live(watch, [-10.0, 58.0, 28.0], 5)
+    wait_until(qapp, lambda: window.viewer.scene is not None, 30)
+    marker = window.viewer.scene.marker_actors["live target"]
+    wait_until(qapp, lambda: np.allclose(marker.GetCenter(), [-10.0, 58.0, 28.0], atol=1e-3), 5)
+    assert window.viewer.slices is not None
     window.close()
     qapp.processEvents()

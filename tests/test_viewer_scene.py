@@ -100,3 +100,45 @@ def test_render_png_writes_the_image(sample_scene, tmp_path):
     assert written.shape == (240, 320, 3)
     np.testing.assert_array_equal(written, image[..., :3])
     assert (np.abs(written.astype(int) - scene_mod.TARGET_RGB).max(axis=-1) <= 8).any()
+
+
+def test_compared_plan_marked_at_its_target(sample_plan_dir, sample_scene, tmp_path):
+    """--compare: another protocol's plan on the same T1 is marked at its (cortical) target, in green."""
+    plan, _ = sample_scene
+    other = tmstarget.plan(Path(__file__).resolve().parents[1] / "sample_data", participant="01", protocol="beam-f3")
+    data = scene_mod.scene_data(plan, compare=[other])
+    marker = next(m for m in data.markers if m.kind == "compare")
+    assert marker.name.startswith("beam-f3")
+    expected = other.coil["cortical_target_ras_mm"] or other.target.ras_mm
+    np.testing.assert_allclose(marker.ras_mm, expected, atol=1e-9)
+    focal = marker.ras_mm
+    camera = (tuple(focal + [-400.0, 100.0, 100.0]), tuple(focal), (0.0, 0.0, 1.0))
+    plotter = pv.Plotter(off_screen=True, window_size=[480, 360])
+    try:
+        scene_mod.build_scene(data, plotter, camera=camera, labels=False)
+        image = plotter.screenshot(return_img=True)
+        where = pinhole(plotter.camera_position.to_list(), plotter.camera.view_angle, (480, 360), marker.ras_mm)
+    finally:
+        plotter.close()
+    assert colour_near(image, where, scene_mod.COMPARE_RGB)
+
+
+def test_peel_samples_the_map_under_the_surface(sample_scene):
+    """The peeled brain lies ``peel_mm`` inside along the normals, and its colours are the map's values there."""
+    _, data = sample_scene
+    plotter = pv.Plotter(off_screen=True, window_size=[200, 150])
+    try:
+        scene = scene_mod.build_scene(data, plotter, labels=False)
+        scene.set_peel(6.0, render=False)
+        points = np.asarray(scene.brain_mesh.points)
+        values = np.asarray(scene.brain_mesh["map"])
+    finally:
+        plotter.close()
+    np.testing.assert_allclose(np.linalg.norm(points - data.brain.vertices_ras_mm, axis=1), 6.0, atol=1e-6)
+    # independent trilinear value at a few of those points (nibabel affine + scipy), unthresholded
+    from scipy.ndimage import map_coordinates
+
+    img = data.map_img
+    ijk = np.linalg.solve(img.affine, np.c_[points[:50], np.ones(50)].T)[:3]
+    expected = map_coordinates(np.asarray(img.dataobj, dtype=float), ijk, order=1, cval=np.nan)
+    np.testing.assert_allclose(values[:50], expected, atol=1e-9)
