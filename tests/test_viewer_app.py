@@ -246,6 +246,7 @@ def test_crosshair_readout_and_distance(sample_plan_dir, qapp):
     viewer.set_crosshair(second)
     assert "distance to the previous point: 13.0 mm" in viewer.readout.text()
     np.testing.assert_allclose(viewer.slices.crosshair, second)
+    np.testing.assert_allclose(viewer.scene.crosshair_actor.GetCenter(), second, atol=1e-6)  # and in 3D
     # a click at (x, z) in the coronal panel keeps the crosshair's y
     np.testing.assert_allclose(viewer.slices.panel_point("coronal", 10.0, 20.0), [10.0, second[1], 20.0])
     viewer.close()

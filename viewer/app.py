@@ -187,6 +187,7 @@ class PlanViewer(QWidget):
         self.picks = (self.picks + [point])[-2:]
         if self.slices is not None:
             self.slices.set_crosshair(point)
+        self.scene.set_crosshair(point)
         lines = [f"point ({self.scene.data.plan.space if self.plan else 'T1w'}): "
                  + " ".join(f"{v:.1f}" for v in point) + " mm"]
         if self.plan is not None:
