@@ -224,13 +224,14 @@ def test_simnibs_program_and_head_model_errors(tmp_path):
     (["--didt", "-3"], "didt_a_per_us must be a positive number"),
     (["--output", "x"], "add --apply"),
     (["--apply"], "give its output folder"),
+    (["--apply", "--output", "{plan}/v2"], "inside"),
     ([], "target.json is not a tmstarget plan"),
 ])
 def test_bad_inputs_one_line(tmp_path, capsys, args, message):
     plan_dir = tmp_path / "not-a-plan"
     plan_dir.mkdir()
     (plan_dir / "target.json").write_text("{}")
-    code = main(["efield", str(plan_dir), "-q", *args])
+    code = main(["efield", str(plan_dir), "-q", *[a.format(plan=plan_dir) for a in args]])
     err = capsys.readouterr().err.strip()
     assert code == 1 and message in err and "\n" not in err, err
     assert not (plan_dir / "efield.json").exists()

@@ -177,6 +177,10 @@ def plan_efield(plan_dir, coil=DEFAULT_COIL, *, didt_a_per_us=None, rmt=None, m1
         raise InputError(f"rmt is a percentage of stimulator output (0-100]; got {rmt!r}", key="rmt")
     if apply and output is None:
         raise InputError("apply writes a new plan version: give its output folder", key="output")
+    if apply:  # refused before anything is computed or written
+        from tmstarget.outputs.plan_folder import check_output_dir
+
+        check_output_dir(output, force, (plan_dir,))
     if objective not in OBJECTIVES:
         raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}", key="objective")
     gap_mm = float(gap_mm)
