@@ -97,6 +97,12 @@ def test_moved_point_stays_on_the_scalp_and_depth_is_measured_again(parent, tmp_
     entry = np.array(coil["cortex_entry_ras_mm"])
     np.testing.assert_allclose(entry, point + coil["scalp_to_cortex_mm"] * z, atol=1e-6)
     assert coil["scalp_to_target_mm"] == pytest.approx(np.linalg.norm(np.array(doc["target"]["ras_mm"]) - point))
+    # the target's tissue warning describes the revised coil's axis, once
+    warnings = json.loads((tmp_path / "v2" / "target.json").read_text())["qc"]["warnings"]
+    tissue = [w for w in warnings if w.startswith("the target: the fMRI voxel lies in")]
+    assert len(tissue) == (0 if coil["target_in_grey_matter"] else 1)
+    if tissue and coil["cortical_shift_mm"] is not None:
+        assert f"{coil['cortical_shift_mm']:+.1f} mm" in tissue[0]
 
 
 def test_new_folder_navigation_files_hold_the_new_pose(parent, tmp_path):

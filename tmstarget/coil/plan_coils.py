@@ -65,15 +65,9 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_
                                brain_mask_img=cortex, cortex_radius_mm=CORTEX_RADIUS_MM, head_axes_ras=head_axes_ras,
                                midline_ras_mm=midline_ras_mm)
         block = coil_block(placement, candidate.ras_mm, tissue, params)
-        name = "the target" if candidate is result.candidates[0] else f"candidate {candidate.rank}"
-        if not block["within_max_depth"]:
-            warnings.append(f"{name}: cortex {placement.scalp_to_cortex_mm:.1f} mm below the scalp, deeper than "
-                            f"[coil] max_depth_mm = {params.max_depth_mm:g} mm: a figure-8 coil may not reach it")
-        if not block["target_in_grey_matter"] and candidate is result.candidates[0]:
-            where = ("no grey matter within "
-                     f"{params.max_cortical_shift_mm:g} mm on the coil axis" if block["cortical_target_ras_mm"] is None
-                     else f"nearest grey matter on the coil axis {block['cortical_shift_mm']:+.1f} mm")
-            warnings.append(f"{name}: the fMRI voxel lies in {block['target_tissue']} of this T1 ({where})")
+        is_target = candidate is result.candidates[0]
+        warnings.extend(coil_warnings(block, "the target" if is_target else f"candidate {candidate.rank}", params,
+                                      is_target))
         blocks.append(block)
     anatomy = anatomy_block(t1_path, t1_img, result.space)
     # durations are logged, not stored: two identical runs write the same target.json (issue 14 item 2)
@@ -115,6 +109,21 @@ def coil_block(placement, target_ras_mm, tissue, params):
     block.update(cortical_point(target_ras_mm, placement.scalp_ras_mm, axis, tissue,
                                 max_shift_mm=params.max_cortical_shift_mm))
     return block
+
+
+def coil_warnings(block, name, params, is_target):
+    """QC warnings (plain lines) for one ``coil`` block: cortex deeper than ``[coil] max_depth_mm``; for the
+    target also an fMRI voxel off this T1's grey matter."""
+    warnings = []
+    if not block["within_max_depth"]:
+        warnings.append(f"{name}: cortex {block['scalp_to_cortex_mm']:.1f} mm below the scalp, deeper than "
+                        f"[coil] max_depth_mm = {params.max_depth_mm:g} mm: a figure-8 coil may not reach it")
+    if is_target and not block["target_in_grey_matter"]:
+        where = ("no grey matter within "
+                 f"{params.max_cortical_shift_mm:g} mm on the coil axis" if block["cortical_target_ras_mm"] is None
+                 else f"nearest grey matter on the coil axis {block['cortical_shift_mm']:+.1f} mm")
+        warnings.append(f"{name}: the fMRI voxel lies in {block['target_tissue']} of this T1 ({where})")
+    return warnings
 
 
 def anatomy_block(t1_path, t1_img, space):

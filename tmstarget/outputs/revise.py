@@ -114,6 +114,14 @@ def revise_plan(plan_dir, output, *, handle_angle_deg=None, scalp_point_ras_mm=N
     document["coil"] = block
     if document["candidates"] and "coil" in document["candidates"][0]:
         document["candidates"][0]["coil"] = block
+    from tmstarget.coil.plan_coils import coil_warnings
+
+    # the target's coil warnings now describe the revised coil (the candidates' are unchanged)
+    old_warnings = coil_warnings(plan.coil, "the target", plan.protocol.coil, True) if "within_max_depth" in plan.coil \
+        else []
+    warnings = document["qc"].setdefault("warnings", [])
+    document["qc"]["warnings"] = [w for w in warnings if w not in old_warnings] + coil_warnings(
+        block, "the target", plan.protocol.coil, True)
     document["provenance"]["revision"] = {
         "version": version,
         "parent_target_json_sha256": parent_sha,
