@@ -237,13 +237,12 @@ def test_bad_inputs_one_line(tmp_path, capsys, args, message):
     assert not (plan_dir / "efield.json").exists()
 
 
-@pytest.mark.slow  # shares a 40-s fixture (plan, tissue segmentation, search)
-def test_handle_angles_of_the_curve_are_the_adjust_convention(computed):
-    """Each curve angle, turned into a pose with the adjust convention, gives the search's field vector."""
+def _check_curve(result, frame, fmri_target, sign, every=1):
+    """Each curve angle of efield.json, turned into a pose with the adjust convention, gives the search's field
+    vector at that pose, and the curve's value there. ``sign``: our angle = sign x the search's (wrapped)."""
     from tmstarget.efield.coils import load_coil
     from tmstarget.efield.sphere import Sphere, efield_at_points
 
-    _, head, result, _ = computed
     doc, search = result.document, result.search
     planned = np.array(doc["planned"]["pose"])
     sphere = Sphere(np.array(doc["sphere"]["centre_ras_mm"]), doc["sphere"]["radius_mm"])
@@ -251,19 +250,26 @@ def test_handle_angles_of_the_curve_are_the_adjust_convention(computed):
     target = np.array(doc["target_ras_mm"])
     by_angle = {round(c["handle_angle_deg"], 6): c["e_target_v_per_m"] for c in doc["angle_curve"]}
     checked = 0
-    for angle, e_search in zip(search.curve_angles_deg, search.curve_e_ras_v_per_m):
-        ours = (float(angle) + 180.0) % 360.0 - 180.0  # left target: the search turns about -z, we about +z
-        ours = -ours if ours != -180.0 else 180.0
+    for angle, e_search in list(zip(search.curve_angles_deg, search.curve_e_ras_v_per_m))[::every]:
+        ours = (sign * float(angle) + 180.0) % 360.0 - 180.0
+        ours = 180.0 if ours == -180.0 else ours
         pose = planned.copy()
-        y = -head.frame.handle(planned[:3, 2], ours, head.target_ras_mm)
+        y = -frame.handle(planned[:3, 2], ours, fmri_target)
         pose[:3, 1], pose[:3, 0] = y, np.cross(y, planned[:3, 2])
         e = efield_at_points(coil, pose, target[None], sphere)[0]
         np.testing.assert_allclose(e, e_search, rtol=1e-6, atol=1e-6 * np.linalg.norm(e_search))
         assert by_angle[round(ours, 6)] == pytest.approx(np.linalg.norm(e_search), rel=1e-12)
         checked += 1
-    assert checked == 72
+    return checked
+
+
+@pytest.mark.slow  # shares a 40-s fixture (plan, tissue segmentation, search)
+def test_handle_angles_of_the_curve_are_the_adjust_convention(computed):
+    _, head, result, _ = computed
+    # left target: the search turns about -z (seen from outside, counter-clockwise), we about +z
+    assert _check_curve(result, head.frame, head.target_ras_mm, -1.0) == 72
     # the field vector turns with the handle: 90 degrees apart, nearly perpendicular fields on the axis
-    e0, e90 = search.curve_e_ras_v_per_m[0], search.curve_e_ras_v_per_m[18]
+    e0, e90 = result.search.curve_e_ras_v_per_m[0], result.search.curve_e_ras_v_per_m[18]
     assert abs(e0 @ e90) < 0.2 * np.linalg.norm(e0) * np.linalg.norm(e90)
 
 
@@ -323,25 +329,10 @@ def test_curve_angles_for_a_right_hemisphere_frame(computed):
     import copy
 
     from tmstarget.coil.adjust import HeadFrame
-    from tmstarget.efield.coils import load_coil
-    from tmstarget.efield.sphere import Sphere, efield_at_points
 
     plan_dir, head, _, _ = computed
     mirrored = copy.copy(head)
     mirrored.frame = HeadFrame(head.frame.axes_ras @ np.diag([-1.0, 1.0, -1.0]), head.frame.midline_ras_mm, "mirror")
     assert mirrored.frame.side(head.target_ras_mm) == -1.0
     result = tmstarget.plan_efield(plan_dir, head=mirrored, map_radius_mm=5.0)
-    doc, search = result.document, result.search
-    planned = np.array(doc["planned"]["pose"])
-    sphere = Sphere(np.array(doc["sphere"]["centre_ras_mm"]), doc["sphere"]["radius_mm"])
-    target = np.array(doc["target_ras_mm"])
-    coil = load_coil("Magstim_D70")
-    by_angle = {round(c["handle_angle_deg"], 6): c["e_target_v_per_m"] for c in doc["angle_curve"]}
-    for angle, e_search in list(zip(search.curve_angles_deg, search.curve_e_ras_v_per_m))[::7]:
-        ours = (float(angle) + 180.0) % 360.0 - 180.0  # right target: both turn about -z
-        pose = planned.copy()
-        y = -mirrored.frame.handle(planned[:3, 2], ours, head.target_ras_mm)
-        pose[:3, 1], pose[:3, 0] = y, np.cross(y, planned[:3, 2])
-        e = efield_at_points(coil, pose, target[None], sphere)[0]
-        np.testing.assert_allclose(e, e_search, rtol=1e-6, atol=1e-6 * np.linalg.norm(e_search))
-        assert by_angle[round(ours, 6)] == pytest.approx(np.linalg.norm(e_search), rel=1e-12)
+    assert _check_curve(result, mirrored.frame, head.target_ras_mm, 1.0, every=7) == 11  # both turn about -z
