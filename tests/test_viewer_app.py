@@ -325,3 +325,28 @@ def test_live_mode_without_a_plan_shows_the_watchers_head(qapp, tmp_path):
     assert window.viewer.slices is not None
     window.close()
     qapp.processEvents()
+
+
+def test_evidence_panel_shows_verdict_subsystems_and_fd(sample_plan_dir, qapp):
+    """The sample plan warns (unstable halves), so the verdict is CAUTION; the table and the FD trace are the
+    plan's numbers, the FD threshold the protocol's (read here from the plan's protocol.toml)."""
+    import tomllib
+
+    from tmstarget.viewer.panels import EvidencePanel
+
+    document = json.loads((sample_plan_dir / "target.json").read_text())
+    panel = EvidencePanel(document)
+    assert panel.verdict.text().startswith("CAUTION")
+    assert "usable minutes" in panel.reasons.text()
+    table = document["qc"]["subsystem_fc"]
+    states = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())]
+    assert states == list(table)
+    pairs = [panel.table.verticalHeaderItem(r).text() for r in range(panel.table.rowCount())]
+    row, col = pairs.index("core-dmpfc"), states.index("rumination")
+    assert panel.table.item(row, col).text() == f"{table['rumination']['core-dmpfc']:+.3f}"
+    lines = panel.fd.ax.get_lines()
+    trace = document["qc"]["runs"][0]["fd_power_trace_mm"]
+    np.testing.assert_allclose(lines[0].get_ydata(), trace)
+    threshold = tomllib.loads((sample_plan_dir / "protocol.toml").read_text())["clean"]["fd_threshold_mm"]
+    assert any(np.allclose(line.get_ydata(), threshold) for line in lines[1:])
+    panel.close()

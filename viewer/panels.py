@@ -1,6 +1,7 @@
 """The evidence panel: the plan's verdict with its reasons, the DMN subsystem table, the FD trace.
 
-Everything shown is read from the plan's ``target.json`` (``qc``), or from
+Everything shown is read from the plan's ``target.json`` (``qc``; the verdict
+is :func:`tmstarget.outputs.evidence.trust_verdict`, as in the report), or from
 ``live.json`` in live mode; nothing is computed again here.
 """
 
@@ -11,45 +12,27 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from PySide6.QtWidgets import QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+#: Verdict level -> colour of the verdict line.
+LEVEL_COLOURS = {"go": "#1a7f37", "caution": "#b35900", "no-go": "#c62828", "fixed": "#555555"}
+_MARKS = {True: "✓", False: "✗", None: "•"}
+
 
 def evidence_lines(document):
-    """The verdict line and the reasons (plain text) of a ``target.json`` document.
+    """The verdict line, its level and the reasons (marked ✓ good, ✗ concern, • neutral) of a ``target.json``
+    document: :func:`tmstarget.outputs.evidence.trust_verdict` (the report says the same), then every QC warning."""
+    from tmstarget.outputs.evidence import trust_verdict
 
-    Returns
-    -------
-    verdict : str
-        ``qc.inference.verdict`` (significance, bootstrap spread), or the fixed-target note.
-    reasons : list of str
-        Split-half distance, per-run motion, usable minutes and seed tSNR,
-        scalp-to-cortex depth, then every QC warning.
-    """
-    qc = document.get("qc") or {}
-    inference = qc.get("inference")
-    verdict = inference["verdict"] if inference else "fixed target: no individual evidence (group-average site)"
-    reasons = []
-    split = (qc.get("stability") or {}).get("split_half_distance_mm")
-    if split is not None:
-        reasons.append(f"split halves {split:.1f} mm apart")
-    for run in qc.get("runs", []):
-        usable = run["frames_kept"] * run["t_r_s"] / 60 if run.get("frames_kept") and run.get("t_r_s") else None
-        text = f"{run['run']}: mean FD {run.get('mean_fd_power_mm', float('nan')):.2f} mm, " \
-               f"{run.get('frames_scrubbed', 0)} frames scrubbed"
-        if usable is not None:
-            text += f", {usable:.1f} usable min"
-        if run.get("tsnr_seed_median") is not None:
-            text += f", seed tSNR {run['tsnr_seed_median']:.0f} (brain {run.get('tsnr_brain_median', 0):.0f})"
-        reasons.append(text)
-    coil = document.get("coil")
-    if coil and coil.get("scalp_to_cortex_mm") is not None:
-        reasons.append(f"scalp-to-cortex depth {coil['scalp_to_cortex_mm']:.1f} mm")
-    reasons += [f"warning: {w}" for w in qc.get("warnings", []) if not inference or w != inference.get("verdict")]
-    return verdict, reasons
+    verdict = trust_verdict(document)
+    reasons = [f"{_MARKS[good]} {text}" for good, text in verdict.reasons]
+    reasons += [f"⚠ {warning}" for warning in (document.get("qc") or {}).get("warnings", [])]
+    return verdict.line, verdict.level, reasons
 
 
 def fd_traces(document):
     """(run name, FD trace in mm or None, mean FD) per run, and the scrubbing threshold (mm) of a plan."""
-    protocol = (document.get("provenance") or {}).get("protocol") or {}
-    threshold = (protocol.get("clean") or {}).get("fd_threshold_mm")
+    from tmstarget.outputs.evidence import protocol_parameters
+
+    threshold = (protocol_parameters(document).get("clean") or {}).get("fd_threshold_mm")
     runs = [(run["run"], run.get("fd_power_trace_mm"), run.get("mean_fd_power_mm"))
             for run in (document.get("qc") or {}).get("runs", [])]
     return runs, threshold
@@ -108,9 +91,10 @@ class EvidencePanel(QWidget):
 
     def show_plan(self, document):
         """Fill the panel from a ``target.json`` document."""
-        verdict, reasons = evidence_lines(document)
-        self.verdict.setText(verdict)
-        self.reasons.setText("\n".join(f"• {r}" for r in reasons))
+        line, level, reasons = evidence_lines(document)
+        self.verdict.setText(line)
+        self.verdict.setStyleSheet(f"font-weight: bold; color: {LEVEL_COLOURS.get(level, 'black')};")
+        self.reasons.setText("\n".join(reasons))
         self.show_subsystems((document.get("qc") or {}).get("subsystem_fc"))
         self.fd.show_traces(*fd_traces(document))
 
