@@ -158,6 +158,7 @@ def test_apply_writes_a_new_version_with_the_best_pose(computed, tmp_path, capsy
         "plan_target_json_sha256"]
     assert "E-field best pose" in revised["provenance"]["revision"]["reason"]
     assert (new / "navigation" / "sub-01_simnibs_positions.csv").is_file()
+    assert "report.html" in revised["outputs"] and (new / "report.html").stat().st_size > 10_000  # this version's
     after = file_hashes(plan_dir)
     assert {k: after[k] for k in before if k not in ("efield.json", "efield_map.nii.gz")} == {
         k: v for k, v in before.items() if k not in ("efield.json", "efield_map.nii.gz")}

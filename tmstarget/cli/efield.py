@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from tmstarget.cli._common import Progress, add_common
+from tmstarget.cli._common import Progress, add_common, scene_renderer
 from tmstarget.errors import InputError
 
 
@@ -39,6 +39,8 @@ def add_subcommand(subparsers):
     parser.add_argument("--apply", action="store_true", help="write the best pose as a new plan version (--output)")
     parser.add_argument("--output", "-o", type=Path, help="the new plan folder for --apply")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --output")
+    parser.add_argument("--no-report", dest="report", action="store_false",
+                        help="with --apply, do not write the new version's report.html")
     parser.add_argument("--simnibs", type=Path, metavar="PATH",
                         help="simnibs_python (or the SimNIBS folder); default: found on PATH")
     parser.add_argument("--m2m", type=Path, metavar="DIR",
@@ -54,9 +56,16 @@ def run_efield(args):
 
     if args.output is not None and not args.apply:
         raise InputError("--output names the new plan version of --apply; add --apply")
+    progress = Progress(args.quiet)
+    writers = []
+    if args.apply and args.report:
+        from tmstarget.outputs.report import ReportWriter
+
+        writers.append(ReportWriter(progress=progress, render_3d=scene_renderer()))
     result = plan_efield(args.plan_dir, args.coil, didt_a_per_us=args.didt, rmt=args.rmt, m1_ras_mm=args.m1,
                          hotspot_file=args.hotspot, objective=args.objective, apply=args.apply, output=args.output,
-                         simnibs=args.simnibs, m2m=args.m2m, force=args.force, progress=Progress(args.quiet))
+                         simnibs=args.simnibs, m2m=args.m2m, force=args.force, writers=writers,
+                         progress=progress)
     doc = result.document
     planned, best = doc["planned"], doc["best"]
     print(f"coil {doc['coil']} at {doc['didt_a_per_us']:.1f} A/us (100% output); sphere radius "

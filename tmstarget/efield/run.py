@@ -102,7 +102,8 @@ def _positive(value, name):
 
 def plan_efield(plan_dir, coil=DEFAULT_COIL, *, didt_a_per_us=None, rmt=None, m1_ras_mm=None, hotspot_file=None,
                 objective="magnitude", apply=False, output=None, simnibs=None, m2m=None, gap_mm=4.0, radius_mm=10.0,
-                angle_step_deg=5.0, map_radius_mm=25.0, map_step_mm=4.0, force=False, head=None, progress=None):
+                angle_step_deg=5.0, map_radius_mm=25.0, map_step_mm=4.0, force=False, head=None, writers=(),
+                progress=None):
     """E-field of a plan's coil in a spherical head: best pose, angle curve, dose and map; optionally SimNIBS.
 
     Parameters
@@ -143,6 +144,8 @@ def plan_efield(plan_dir, coil=DEFAULT_COIL, *, didt_a_per_us=None, rmt=None, m1
         Replace a non-empty ``output`` (with ``apply``).
     head : tmstarget.coil.adjust.PlanHead, optional
         The plan's head, already loaded.
+    writers : iterable of callable
+        With ``apply``: more files for the new plan version (``revise_plan(writers=...)``, e.g. its report).
     progress : callable, optional
         Called with a message before each step.
 
@@ -239,7 +242,7 @@ def plan_efield(plan_dir, coil=DEFAULT_COIL, *, didt_a_per_us=None, rmt=None, m1
         from tmstarget.outputs.revise import revise_plan
 
         say("writing the best pose as a new plan version")
-        revised = revise_plan(plan_dir, output, pose=best_pose, force=force, head=head, reason=(
+        revised = revise_plan(plan_dir, output, pose=best_pose, force=force, head=head, writers=writers, reason=(
             f"E-field best pose ({objective}): {document['best']['e_target_v_per_m']:.1f} V/m at the cortical target "
             f"against {document['planned']['e_target_v_per_m']:.1f} V/m planned ({coil_model.name}, spherical head; "
             f"efield.json sha256 {sha256_file(files[0])})"))

@@ -20,7 +20,7 @@ from tmstarget.errors import InputError
 
 
 def revise_plan(plan_dir, output, *, handle_angle_deg=None, scalp_point_ras_mm=None, pose=None, reason,
-                navigation="all", gap_mm=None, force=False, head=None):
+                navigation="all", gap_mm=None, force=False, head=None, writers=()):
     """Write a new version of a plan with the target's coil moved, rotated or set to a pose.
 
     Parameters
@@ -49,6 +49,10 @@ def revise_plan(plan_dir, output, *, handle_angle_deg=None, scalp_point_ras_mm=N
         Replace a non-empty ``output``.
     head : tmstarget.coil.adjust.PlanHead, optional
         The plan's head already loaded (saves the tissue segmentation when revising repeatedly).
+    writers : iterable of callable
+        More files for the new folder, as ``Plan.save(writers=...)``: e.g.
+        :class:`tmstarget.outputs.report.ReportWriter` for its ``report.html`` (the parent's report is
+        never copied: it shows the parent's coil).
 
     Returns
     -------
@@ -137,7 +141,7 @@ def revise_plan(plan_dir, output, *, handle_angle_deg=None, scalp_point_ras_mm=N
     # a new Plan (the head's stays the parent); the parent folder is an input: never written into or held
     revised = dataclasses.replace(plan, document=json.loads(json.dumps(document, allow_nan=False)),
                                   inputs=(plan_dir,))
-    revised.save(output, force=force, navigation=navigation)
+    revised.save(output, force=force, navigation=navigation, writers=writers)
     return revised
 
 
