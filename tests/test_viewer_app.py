@@ -350,3 +350,15 @@ def test_evidence_panel_shows_verdict_subsystems_and_fd(sample_plan_dir, qapp):
     threshold = tomllib.loads((sample_plan_dir / "protocol.toml").read_text())["clean"]["fd_threshold_mm"]
     assert any(np.allclose(line.get_ydata(), threshold) for line in lines[1:])
     panel.close()
+
+
+def test_the_command_line_loads_no_gui_library():
+    """Registering ``tmstarget view`` (building the parser, --help) imports neither Qt nor pyvista nor VTK."""
+    import sys
+
+    code = ("import sys; from tmstarget.cli.main import build_parser; build_parser().parse_args(['view', 'x']); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'PySide6', 'pyvista', 'vtk', 'vtkmodules', "
+            "'pyvistaqt', 'matplotlib'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.stdout.strip() == "[]"

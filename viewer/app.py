@@ -299,11 +299,13 @@ class PlanViewer(QWidget):
         self.evidence.show_live(summary, doc)
         if self.scene is None and doc.get("target") is not None:
             self._show_live_head()
-        if self.scene is not None and summary["target_ras_mm"] is not None:
-            actor = self.scene.marker_actors.get("live target")
-            if actor is not None:
-                actor.SetVisibility(True)
-                self.scene.move_marker("live target", summary["target_ras_mm"])
+        # the watcher works in its T1's world: over an MNI plan its target is drawn at its MNI coordinates
+        mni_plan = self.plan is not None and self.plan.space.startswith("MNI")
+        point = summary["target_mni_mm" if mni_plan else "target_ras_mm"]
+        actor = None if self.scene is None else self.scene.marker_actors.get("live target")
+        if actor is not None and point is not None:
+            actor.SetVisibility(True)
+            self.scene.move_marker("live target", point)
 
     def _show_live_head(self):
         """Without a plan: the head of the watcher's T1 (``state/setup.json``), once the set-up exists."""

@@ -39,11 +39,11 @@ def read_live(watch_dir):
 
 
 def live_summary(doc):
-    """Status line, live target (T1w RAS mm or None), FD trace (mm), FD threshold (mm) and stability line of a
-    ``live.json`` document, as a dict."""
+    """Status line, live target (``target_ras_mm`` in the watcher's T1w world and ``target_mni_mm``, or None),
+    FD trace (mm), FD threshold (mm) and stability line of a ``live.json`` document, as a dict."""
     if doc is None:
-        return {"status": "waiting for the watch to start (no live.json yet)", "target_ras_mm": None, "fd_mm": [],
-                "fd_threshold_mm": None, "stability": ""}
+        return {"status": "waiting for the watch to start (no live.json yet)", "target_ras_mm": None,
+                "target_mni_mm": None, "fd_mm": [], "fd_threshold_mm": None, "stability": ""}
     qc = doc.get("qc") or {}
     target = doc.get("target")
     stability = doc.get("stability") or {}
@@ -52,6 +52,7 @@ def live_summary(doc):
     if target is None and doc.get("waiting_for"):
         status += f" | no target yet: {doc['waiting_for']}"
     return {"status": status, "target_ras_mm": None if target is None else list(target["ras_mm"]),
+            "target_mni_mm": None if target is None or target.get("mni_mm") is None else list(target["mni_mm"]),
             "fd_mm": list(qc.get("fd_power_mm") or []), "fd_threshold_mm": qc.get("fd_threshold_mm"),
             "stability": stability.get("verdict", "")}
 
