@@ -142,3 +142,33 @@ def test_peel_samples_the_map_under_the_surface(sample_scene):
     ijk = np.linalg.solve(img.affine, np.c_[points[:50], np.ones(50)].T)[:3]
     expected = map_coordinates(np.asarray(img.dataobj, dtype=float), ijk, order=1, cval=np.nan)
     np.testing.assert_allclose(values[:50], expected, atol=1e-9)
+
+
+def test_mni_plan_without_t1_gets_the_template_head(tmp_path):
+    """Explicit files and no T1: no coil; the head is nilearn's MNI152 template (checked against nilearn's own
+    image extent), and the target is still drawn where the camera puts it."""
+    from nilearn.datasets import load_mni152_template
+
+    func = Path(__file__).resolve().parents[1] / "sample_data" / "derivatives" / "fmriprep" / "sub-01" / "func"
+    stem = "sub-01_task-rest_space-MNI152NLin2009cAsym"
+    plan = tmstarget.plan(rest_bold=func / f"{stem}_desc-preproc_bold.nii.gz",
+                          rest_confounds=func / "sub-01_task-rest_desc-confounds_timeseries.tsv",
+                          mask=func / f"{stem}_desc-brain_mask.nii.gz", protocol="rest-dmpfc")
+    assert plan.coil is None and plan.anatomy is None
+    data = scene_mod.scene_data(plan)
+    assert data.head_source == "MNI152 template (nilearn)" and data.pose_ras is None
+    template = load_mni152_template(resolution=2)
+    corners = np.array([[i, j, k] for i in (0, template.shape[0]) for j in (0, template.shape[1])
+                        for k in (0, template.shape[2])], dtype=float)
+    world = corners @ template.affine[:3, :3].T + template.affine[:3, 3]
+    head = data.head.vertices_ras_mm
+    assert (head.min(axis=0) >= world.min(axis=0) - 3).all() and (head.max(axis=0) <= world.max(axis=0) + 3).all()
+    np.testing.assert_allclose(data.target_ras_mm, plan.target.ras_mm)
+    plotter = pv.Plotter(off_screen=True, window_size=[400, 300])
+    try:
+        scene_mod.build_scene(data, plotter, labels=False)
+        image = plotter.screenshot(return_img=True)
+        where = pinhole(plotter.camera_position.to_list(), plotter.camera.view_angle, (400, 300), data.target_ras_mm)
+    finally:
+        plotter.close()
+    assert colour_near(image, where, scene_mod.TARGET_RGB)
