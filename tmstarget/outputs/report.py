@@ -83,7 +83,12 @@ class _Sources:
 
     def t1(self):
         anatomy = self.document.get("anatomy")
-        data = None if not anatomy else self.file_bytes(anatomy["t1"])
+        if not anatomy:
+            return None
+        if self.folder is not None:
+            path = self.folder / anatomy["t1"]
+            return nib.load(path) if path.is_file() else None
+        data = self.file_bytes(anatomy["t1"])
         if data is None:
             return None
         if data[:2] == b"\x1f\x8b":

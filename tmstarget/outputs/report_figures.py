@@ -37,6 +37,7 @@ def pyplot():
 
 
 def brain_section(page, sources, document, grid_space, dpi):
+    """Glass brain (MNI grids only) and orthogonal slices through the target, with the target's map."""
     section = page.section("Map and target", anchor="map")
     name = sources.map_name()
     if name is None:
@@ -62,9 +63,9 @@ def brain_section(page, sources, document, grid_space, dpi):
     else:
         section.paragraph(f"No glass brain: the map lies in this patient's {grid_space} world, not in MNI space "
                           "(the glass-brain outline is the MNI brain).", css_class="muted")
-    t1 = sources.t1()
     anatomy_space = (document.get("anatomy") or {}).get("space", document["space"])
-    if t1 is not None and anatomy_space == grid_space:
+    t1 = sources.t1() if anatomy_space == grid_space else None
+    if t1 is not None:
         background, what = t1, "this patient's T1"
     elif grid_space.startswith("MNI"):
         from nilearn.datasets import load_mni152_template
@@ -81,6 +82,7 @@ def brain_section(page, sources, document, grid_space, dpi):
 
 
 def motion_section(page, document, dpi):
+    """Framewise displacement per volume with the scrubbing threshold and the mean-FD warning; the motion table."""
     section = page.section("Motion", anchor="motion")
     qc = document.get("qc") or {}
     runs = qc.get("runs") or []
@@ -123,6 +125,7 @@ def motion_section(page, document, dpi):
 
 
 def stability_section(page, sources, document, dpi):
+    """Bootstrap and split-half re-picks around the target; for a watch plan, the live drift from live.json."""
     section = page.section("Target stability", anchor="stability")
     inference = (document.get("qc") or {}).get("inference")
     split = ((document.get("qc") or {}).get("stability") or {}).get("split_half_distance_mm")
