@@ -362,3 +362,18 @@ def test_the_command_line_loads_no_gui_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert out.stdout.strip() == "[]"
+
+
+def test_python_m_viewer_needs_a_plan_or_a_watch(tmp_path):
+    """``python -m tmstarget.viewer`` takes the arguments of ``tmstarget view``; nothing to show is one line, exit 1."""
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.run([sys.executable, "-m", "tmstarget.viewer", "--screenshot", str(tmp_path / "x.png")],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 1
+    assert run.stderr.strip() == "tmstarget view: error: give a plan folder (PLAN_DIR) or --live WATCH_DIR"
+    assert not (tmp_path / "x.png").exists()
+    helped = subprocess.run([sys.executable, "-m", "tmstarget.viewer", "--help"], capture_output=True, text=True,
+                            env=env)
+    assert helped.returncode == 0 and "--live WATCH_DIR" in helped.stdout and "--compare" in helped.stdout
