@@ -142,3 +142,88 @@ def test_bad_arguments_are_one_line_errors():
         with pytest.raises(InputError, match="cannot reach the Dask scheduler") as caught:
             map_jobs(numpy_job, _jobs(2), dask_scheduler="tcp://127.0.0.1:1")
     assert "tcp://127.0.0.1:1" in str(caught.value) and "\n" not in str(caught.value)
+
+
+# --- tmstarget.compare end to end: the same tables from every back end ---------------------------------------------
+
+E2E_PROTOCOLS = "sgacc-dlpfc,dmn-dlpfc,5cm-rule"
+
+
+@pytest.fixture(scope="module")
+def three_participants(tmp_path_factory):
+    """Three small synthetic participants (5 min of rest, 4-mm voxels) in one BIDS root."""
+    from tmstarget.testing.patient import SyntheticConfig, make_patient
+
+    root = tmp_path_factory.mktemp("participants") / "ds"
+    for number, label in enumerate(("01", "02", "03")):
+        make_patient(root, SyntheticConfig(n_rest=150, n_task=0, participant=label, seed=60 + number))
+    return root
+
+
+@pytest.fixture(scope="module")
+def serial_tables(three_participants, tmp_path_factory):
+    """The reference: the comparison run serially, in this process."""
+    tables = _compare(three_participants, tmp_path_factory.mktemp("serial") / "out", n_jobs=1)
+    targets = tables["targets"]
+    assert len(targets) == 9 and (targets["status"] == "ok").all(), targets["status"].tolist()
+    assert len(tables["data_length_targets"]) > 0
+    return tables
+
+
+def _compare(dataset, output, **where):
+    import tmstarget
+
+    return tmstarget.compare(dataset, E2E_PROTOCOLS, output, minutes=(3,), report=False, **where)
+
+
+def _assert_same_tables(tables, reference):
+    import pandas as pd
+
+    assert set(tables) == set(reference)
+    for name, table in reference.items():
+        timing = [column for column in table.columns if column.endswith("_s")]
+        pd.testing.assert_frame_equal(tables[name].drop(columns=timing), table.drop(columns=timing),
+                                      check_exact=True, obj=name)
+
+
+@pytest.mark.slow
+def test_compare_tables_are_identical_serial_pool_and_dask(three_participants, serial_tables, tmp_path, cluster):
+    serial = serial_tables
+    _assert_same_tables(_compare(three_participants, tmp_path / "pool", n_jobs=2), serial)
+    _assert_same_tables(_compare(three_participants, tmp_path / "dask", dask_scheduler=cluster.address), serial)
+
+
+def _busy_worker(cluster):
+    """The ``dask worker`` command (nanny) whose worker process is running a task now, else None."""
+    import psutil
+    from distributed import Client
+
+    with Client(cluster.address, set_as_default=False) as client:
+        busy = {address for address, keys in client.processing().items() if keys}
+        pids = set(client.run(os.getpid, workers=list(busy)).values()) if busy else set()
+    for worker in cluster.workers:
+        if worker.poll() is None and pids & {child.pid for child in psutil.Process(worker.pid).children()}:
+            return worker
+    return None
+
+
+@pytest.mark.slow
+def test_compare_completes_when_a_dask_worker_is_killed_mid_run(three_participants, serial_tables, tmp_path,
+                                                                cluster):
+    killed = []
+
+    def progress(done, total):
+        if 0 < done < total and not killed:  # a participant is in: kill a worker still computing one
+            worker = _busy_worker(cluster)
+            if worker is not None:
+                cluster.kill(worker)
+                killed.append(worker)
+
+    import tmstarget
+
+    tables = tmstarget.compare(three_participants, E2E_PROTOCOLS, tmp_path / "dask", minutes=(3,), report=False,
+                               dask_scheduler=cluster.address, progress=progress)
+    cluster.add_worker(f"worker-{len(cluster.workers)}")  # the module's cluster has two workers again
+    cluster.wait_for_workers(2)
+    assert killed, "no worker was busy when the first participant came in"
+    _assert_same_tables(tables, serial_tables)

@@ -47,7 +47,7 @@ class LocalDaskCluster:
     """
 
     def __init__(self, folder, n_workers, *, nthreads=1, pythonpath=(), timeout_s=120.0):
-        self.folder = Path(folder)
+        self.folder = Path(folder).resolve()  # the processes run in it: no relative path may reach them
         self.folder.mkdir(parents=True, exist_ok=True)
         self.nthreads = nthreads
         self.timeout_s = timeout_s
@@ -81,7 +81,8 @@ class LocalDaskCluster:
 
     def _start_scheduler(self):
         scheduler = self._start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-                                 "--no-dashboard", "--scheduler-file", str(self.scheduler_file)], "scheduler")
+                                 "--no-dashboard", "--dashboard-address", "127.0.0.1:0",  # its HTTP server: any port
+                                 "--scheduler-file", str(self.scheduler_file)], "scheduler")
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
