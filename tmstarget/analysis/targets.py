@@ -122,10 +122,15 @@ def pick_cluster_targets(values, voxels, region_columns, direction="negative", f
         )
     threshold = np.quantile(oriented[wanted], fraction)
     keep = region_columns[wanted & (oriented <= threshold)]
-    grid = np.zeros(voxels.shape, dtype=bool)
-    grid[tuple(voxels.ijk[keep].T)] = True
+    # labelled inside the kept voxels' bounding box only (the bootstrap calls this hundreds of times): the
+    # clusters and their numbering (raster order) are those of the whole grid
+    ijk = voxels.ijk[keep]
+    low = ijk.min(axis=0)
+    local = tuple((ijk - low).T)
+    grid = np.zeros(tuple(ijk.max(axis=0) - low + 1), dtype=bool)
+    grid[local] = True
     labels, n_labels = ndimage.label(grid, structure=np.ones((3, 3, 3), dtype=bool))
-    kept_labels = labels[tuple(voxels.ijk[keep].T)]
+    kept_labels = labels[local]
     clusters = []
     for label in range(1, n_labels + 1):
         members = keep[kept_labels == label]
