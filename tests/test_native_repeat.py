@@ -23,7 +23,8 @@ DATE = re.compile(r'"date_utc": "[^"]*"')
 
 
 @pytest.mark.slow
-def test_two_identical_native_runs_give_identical_outputs(tmp_path):
+def test_two_identical_native_runs_give_identical_outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMSTARGET_CACHE_DIR", "off")  # both runs register and segment the T1 (determinism)
     out, first = tmp_path / "plan", tmp_path / "first"
     command = ["plan", "--native", "--rest-bold", str(SAMPLE_REST), "--t1", str(SAMPLE_T1), "--participant", "01",
                "--protocol", "rest-dmpfc", "--output", str(out), "--navigation", "none",

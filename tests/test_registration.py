@@ -207,6 +207,31 @@ def t1_to_mni(shared_data, tmp_path_factory):
     return t1_path, register_t1_to_mni(t1_path, workdir=tmp_path_factory.mktemp("syn"))
 
 
+@pytest.mark.slow
+def test_a_t1_registered_before_comes_from_the_cache_byte_identical(t1_to_mni, tmp_path):
+    """Issue 19: the second registration of the same T1 (same voxels and affine) copies the cached files into its
+    own folder, the same bytes as computed; a damaged entry is computed again (deterministic: the same bytes)."""
+    import time
+
+    import nibabel as nib
+
+    from tmstarget.anatomy import t1_cache
+
+    t1_path, first = t1_to_mni
+    start = time.perf_counter()
+    again = register_t1_to_mni(nib.load(t1_path), workdir=tmp_path / "again")  # an image, not the path
+    assert time.perf_counter() - start < 20.0  # a registration takes about a minute
+    for a, b in zip((*first.fwd_files, *first.inv_files), (*again.fwd_files, *again.inv_files)):
+        assert Path(b).is_relative_to(tmp_path / "again") and Path(a).read_bytes() == Path(b).read_bytes()
+    assert (again.fwd_invert, again.inv_invert) == (first.fwd_invert, first.inv_invert)
+    (entry,) = [p for p in t1_cache.cache_dir().glob("t1_to_mni-*") if p.is_dir()]
+    warp = next(entry.rglob("*1Warp.nii.gz"))
+    warp.write_bytes(warp.read_bytes()[:100])  # damaged: ignored, computed again, stored again
+    third = register_t1_to_mni(t1_path, workdir=tmp_path / "third")
+    for a, b in zip(first.fwd_files, third.fwd_files):
+        assert Path(a).read_bytes() == Path(b).read_bytes()
+
+
 MNI_POINTS = np.array([
     [-38.0, 44.0, 26.0],  # Fox 2012 DLPFC optimum
     [6.0, 16.0, -10.0],  # sgACC seed

@@ -10,6 +10,7 @@ patient, and the DICOM headers' patient fields (privacy).
 import html
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -367,7 +368,9 @@ def test_live_json_keeps_beating_during_registration(tmp_path):
     cmd = [sys.executable, "-m", "tmstarget.cli.main", "watch", str(incoming), "--t1", str(t1), "--protocol",
            "rumination-dmpfc", "--events", str(SAMPLE / "sub-01" / "func" / "sub-01_task-rumination_events.tsv"),
            "--expected-volumes", "200", "--output", str(out), "--navigation", "none", "-q"]
-    watcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # the T1 registration must really run (the T1 cache would hand over a registration made by an earlier test)
+    env = {**os.environ, "TMSTARGET_CACHE_DIR": "off"}
+    watcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     seen = []  # (read time, updated_utc, status) of every read
     busy = None  # read time of the first status saying the main thread is in a registration step
     try:

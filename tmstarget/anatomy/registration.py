@@ -34,6 +34,7 @@ point-versus-image direction rule are applied in this one module.
 
 import logging
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -488,13 +489,24 @@ def register_t1_to_mni(t1_img, resolution_mm=2, workdir=None, brain_only=False):
         ``[Warp, Affine]`` (resamples T1 images into MNI; maps MNI points
         into the T1), ``inv_files`` = ``[Affine (inverted), InverseWarp]``.
         Deterministic: run by :func:`~tmstarget.anatomy.ants_process.run_isolated`
-        (one ITK thread, fixed seed).
+        (one ITK thread, fixed seed), so a T1 registered before takes its
+        files from the cache (:mod:`tmstarget.anatomy.t1_cache`; the same bytes).
     """
     if isinstance(resolution_mm, bool) or not isinstance(resolution_mm, (int, np.integer)) \
             or resolution_mm < 1:
         raise InputError(f"resolution_mm must be a whole number of mm >= 1; got {resolution_mm!r}")
+    from tmstarget.anatomy import t1_cache
+
     start = time.perf_counter()
-    result = run_isolated(_register_t1_to_mni, t1_img, int(resolution_mm), workdir, bool(brain_only))
+    folder = _workdir(workdir)
+    # a T1 registered before (same voxels, affine, parameters and code): its transform files from the cache
+    params = {"resolution_mm": int(resolution_mm), "brain_only": bool(brain_only)}
+    key = t1_cache.entry_key("t1_to_mni", None, params, [sys.modules[__name__]], t1_digest=t1_cache.image_digest(
+        _load(t1_img)))
+    result = t1_cache.load_transform("t1_to_mni", key, folder)
+    if result is None:
+        result = run_isolated(_register_t1_to_mni, t1_img, int(resolution_mm), folder, bool(brain_only))
+        t1_cache.store_transform("t1_to_mni", key, result, folder)
     logger.info("T1 -> MNI %s affine + SyN at %d mm: %.1f s", "brain-to-brain" if brain_only else "whole-head",
                 resolution_mm, time.perf_counter() - start)
     return result

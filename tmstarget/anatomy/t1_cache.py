@@ -1,12 +1,15 @@
-"""On-disk cache of what a T1 gives every plan: its scalp surface and its tissue segmentation (issue 19).
+"""On-disk cache of what a T1 gives every plan: scalp surface, tissue segmentation, T1 -> MNI registration.
 
-Both depend only on the T1's bytes, the algorithm's parameters, the code that
+All three depend only on the T1, the algorithm's parameters, the code that
 computes them and (for the tissues) the T1 -> MNI transform, so a plan of a T1
 already seen loads them instead of computing them again (the scalp takes about
-1 s, the segmentation about 4 s on a 1-mm T1). The cached arrays are exactly the
-computed ones, so a plan is byte-identical with or without the cache.
+1 s, the segmentation about 4 s on a 1-mm T1, the registration about a minute).
+The cached arrays and transform files are exactly the computed ones (the
+registration is deterministic: seeded, one ITK thread), so a plan is
+byte-identical with or without the cache.
 
-* **Key**: sha256 of the T1 file, the parameters, the sha256 of the source
+* **Key**: sha256 of the T1 file (of its voxels and affine for the registration, which also takes images
+  converted from DICOM), the parameters, the sha256 of the source
   files of the computing modules and of every module of ``tmstarget/anatomy/``
   (any code change is a new key), the numpy, scipy, scikit-image, nibabel,
   nilearn and antspyx versions, and for the tissues the bytes of every
@@ -66,12 +69,13 @@ def _code_digest(modules):
     return digest.hexdigest()
 
 
-def entry_key(kind, t1_path, params, modules, extra=()):
+def entry_key(kind, t1_path, params, modules, extra=(), t1_digest=None):
     """The cache key (hex sha256) of ``kind`` computed on ``t1_path`` with ``params`` by the code of ``modules``.
 
-    ``extra`` lists more files whose bytes the result depends on (transforms).
+    ``extra`` lists more files whose bytes the result depends on (transforms);
+    ``t1_digest`` replaces the file's sha256 (a T1 given as an image).
     """
-    parts = {"format": FORMAT, "kind": kind, "t1_sha256": sha256_file(t1_path), "params": params,
+    parts = {"format": FORMAT, "kind": kind, "t1_sha256": t1_digest or sha256_file(t1_path), "params": params,
              "code": _code_digest(modules), "extra": [sha256_file(path) for path in extra]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -145,3 +149,73 @@ def segment_t1(t1_path, t1_img, t1_to_mni=None):
     maps = tissue.segment_t1(t1_img, t1_to_mni)
     store("tissue", key, {"labels": maps.labels, "affine": maps.affine, "qc": np.array(json.dumps(maps.qc))})
     return maps
+
+
+def image_digest(img):
+    """sha256 of an image's voxels (float32, as the registration reads them), shape and affine."""
+    digest = hashlib.sha256()
+    data = np.ascontiguousarray(img.get_fdata(dtype=np.float32))
+    digest.update(f"{data.shape}".encode())
+    digest.update(np.ascontiguousarray(img.affine, dtype=np.float64).tobytes())
+    digest.update(data.tobytes())
+    return digest.hexdigest()
+
+
+def load_transform(kind, key, folder):
+    """A cached :class:`~tmstarget.anatomy.registration.Transform`, its files copied into ``folder``; else None."""
+    import shutil
+
+    from tmstarget.anatomy.registration import Transform
+
+    root = cache_dir()
+    entry = None if root is None else root / f"{kind}-{key}"
+    if entry is None or not (entry / "transform.json").is_file():
+        return None
+    try:
+        meta = json.loads((entry / "transform.json").read_text(encoding="utf-8"))
+        for relative, digest in meta["sha256"].items():
+            if sha256_file(entry / relative) != digest:
+                raise ValueError(f"{relative}: sha256 differs")
+        for relative in meta["sha256"]:
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(entry / relative, folder / relative)
+        transform = Transform(meta["from"], meta["to"], tuple(str(folder / f) for f in meta["fwd"]),
+                              tuple(meta["fwd_invert"]), tuple(str(folder / f) for f in meta["inv"]),
+                              tuple(meta["inv_invert"]))
+    except Exception as exc:  # a damaged or foreign entry: compute again
+        logger.warning("ignoring the cache entry %s (%s); computing again", entry, " ".join(str(exc).split())[:200])
+        return None
+    logger.info("%s loaded from the cache %s", kind, entry)
+    return transform
+
+
+def store_transform(kind, key, transform, folder):
+    """Keep ``transform``'s files (all under ``folder``) under ``key``: a temporary folder renamed into place."""
+    import shutil
+    import tempfile
+
+    root = cache_dir()
+    if root is None:
+        return
+    try:
+        folder = Path(folder).resolve()
+        names = {f: Path(f).resolve().relative_to(folder).as_posix()
+                 for f in (*transform.fwd_files, *transform.inv_files)}
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=root))
+        try:
+            for source, relative in names.items():
+                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, staging / relative)
+            meta = {"from": transform.from_space, "to": transform.to_space,
+                    "fwd": [names[f] for f in transform.fwd_files], "fwd_invert": list(transform.fwd_invert),
+                    "inv": [names[f] for f in transform.inv_files], "inv_invert": list(transform.inv_invert),
+                    "sha256": {relative: sha256_file(staging / relative) for relative in names.values()}}
+            write_bytes_atomic(staging / "transform.json", json.dumps(meta, indent=1).encode())
+            os.rename(staging, root / f"{kind}-{key}")  # atomic; a concurrent run's identical entry wins
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not (root / f"{kind}-{key}" / "transform.json").is_file():
+                raise
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot keep the %s in the cache folder %s (%s)", kind, root, exc)
