@@ -152,7 +152,8 @@ def command(tree, patient, protocol, extra=(), cache=None):
     env = {**os.environ, "PYTHONPATH": str(tree)}
     if cache is not None:
         env["TMSTARGET_CACHE_DIR"] = str(cache)
-    cmd = ["/usr/bin/time", "-f", "peak_kib=%M", sys.executable, "-m", "tmstarget.cli", "plan", str(patient),
+    # -P: the tree on PYTHONPATH is imported, not the current folder (python -m would put it first on sys.path)
+    cmd = ["/usr/bin/time", "-f", "peak_kib=%M", sys.executable, "-P", "-m", "tmstarget.cli", "plan", str(patient),
            "--participant", "01", "--protocol", protocol, "--output", str(out_dir), "--force", *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -2,7 +2,8 @@
 
     python bench/same_plan.py [--base COMMIT] [--keep DIR] [-- PLAN ARGS...]
 
-The other commit is exported with ``git archive`` into a scratch folder; the same
+Files the newer tree adds (a new output) are listed, not compared. The other commit is exported
+with ``git archive`` into a scratch folder; the same
 ``tmstarget plan`` command (default: ``sample_data --participant 01``, every
 navigation format) runs once with that tree and twice with this one (the second
 time with the T1 cache of the first: ``tmstarget.anatomy.t1_cache``), each into
@@ -50,14 +51,19 @@ def differences(a, b):
     """Lines naming every file that is missing from one folder or differs."""
     fa, fb = normalized_files(a), normalized_files(b)
     lines = [f"only in {a}: {n}" for n in sorted(set(fa) - set(fb))]
-    lines += [f"only in {b}: {n}" for n in sorted(set(fb) - set(fa))]
     lines += [f"differs: {n}" for n in sorted(set(fa) & set(fb)) if fa[n] != fb[n]]
     return lines
 
 
+def added_files(a, b):
+    """Files only the newer tree writes (new outputs, such as a report): listed, not differences."""
+    return sorted(set(normalized_files(b)) - set(normalized_files(a)))
+
+
 def run_plan(tree, output, args, cache):
     env = {**os.environ, "PYTHONPATH": str(tree), "TMSTARGET_CACHE_DIR": str(cache)}
-    cmd = [sys.executable, "-m", "tmstarget.cli", "plan", *args, "--output", str(output), "--quiet"]
+    # -P: the tree on PYTHONPATH, not the current folder (python -m would put it first on sys.path)
+    cmd = [sys.executable, "-P", "-m", "tmstarget.cli", "plan", *args, "--output", str(output), "--quiet"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"plan failed with {tree}:\n{done.stderr[-2000:]}")
@@ -83,10 +89,12 @@ def main(argv=None):
         run_plan(ROOT, cached, plan_args, cache)
         problems = differences(base, cold) + differences(base, cached)
         files = len(normalized_files(base))
+        added = added_files(base, cold)
     for line in problems:
         print(line)
-    print(f"{args.base} vs this tree (cold and cached T1): {files} files, "
-          + ("identical apart from dates" if not problems else f"{len(problems)} difference(s)"))
+    print(f"{args.base} vs this tree (cold and cached T1): {files} files of {args.base}, "
+          + ("identical apart from dates" if not problems else f"{len(problems)} difference(s)")
+          + (f"; new files of this tree, not compared: {', '.join(added)}" if added else ""))
     return 1 if problems else 0
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from tmstarget.anatomy import scalp, t1_cache, tissue
+from tmstarget.coil.plan_coils import cached_scalp_surface, cached_segment_t1
 from tmstarget.ingest import read
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,9 +98,9 @@ def cache(tmp_path, monkeypatch):
 def test_cached_scalp_and_tissues_equal_a_fresh_computation(cache):
     img = read.read_image(T1, "T1")
     fresh_mesh, fresh_tissue = scalp.scalp_surface(img), tissue.segment_t1(img)
-    first = t1_cache.scalp_surface(T1, img), t1_cache.segment_t1(T1, img)
+    first = cached_scalp_surface(T1, img), cached_segment_t1(T1, img)
     assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["scalp", "tissue"]
-    again = t1_cache.scalp_surface(T1, None), t1_cache.segment_t1(T1, None)  # no image: it must come from the cache
+    again = cached_scalp_surface(T1, None), cached_segment_t1(T1, None)  # no image: it must come from the cache
     for mesh, maps in (first, again):
         assert _mesh_equal(mesh, fresh_mesh)
         assert np.array_equal(maps.labels, fresh_tissue.labels) and maps.labels.dtype == np.uint8
@@ -110,16 +111,16 @@ def test_cached_scalp_and_tissues_equal_a_fresh_computation(cache):
 
 def test_a_damaged_cache_entry_is_ignored_and_recomputed(cache):
     img = read.read_image(T1, "T1")
-    fresh = t1_cache.scalp_surface(T1, img)
+    fresh = cached_scalp_surface(T1, img)
     (entry,) = cache.glob("scalp-*.npz")
     entry.write_bytes(entry.read_bytes()[:1000])  # cut short
-    assert _mesh_equal(t1_cache.scalp_surface(T1, img), fresh)
-    assert _mesh_equal(t1_cache.scalp_surface(T1, None), fresh)  # rewritten whole
+    assert _mesh_equal(cached_scalp_surface(T1, img), fresh)
+    assert _mesh_equal(cached_scalp_surface(T1, None), fresh)  # rewritten whole
 
 
 def test_another_t1_misses_the_cache_and_off_disables_it(cache, tmp_path, monkeypatch):
     img = read.read_image(T1, "T1")
-    t1_cache.scalp_surface(T1, img)
+    cached_scalp_surface(T1, img)
     other = tmp_path / "other_T1w.nii.gz"
     data = np.asanyarray(img.dataobj).copy()
     data[0, 0, 0] += 1  # one voxel of the background: a different file
@@ -127,18 +128,18 @@ def test_another_t1_misses_the_cache_and_off_disables_it(cache, tmp_path, monkey
     from tmstarget.errors import InputError
 
     with pytest.raises(InputError, match="must be a nibabel image"):  # a miss computes: no image to compute from
-        t1_cache.scalp_surface(other, None)
+        cached_scalp_surface(other, None)
     monkeypatch.setenv(t1_cache.ENV, "off")
-    t1_cache.scalp_surface(other, read.read_image(other, "T1"))
+    cached_scalp_surface(other, read.read_image(other, "T1"))
     assert len(list(cache.glob("scalp-*.npz"))) == 1
 
 
 def test_concurrent_runs_leave_a_valid_cache_entry(cache):
-    code = ("import sys\nfrom tmstarget.anatomy import t1_cache\nfrom tmstarget.ingest.read import read_image\n"
-            f"t1_cache.scalp_surface({str(T1)!r}, read_image({str(T1)!r}, 'T1'))\n")
+    code = ("from tmstarget.coil.plan_coils import cached_scalp_surface\nfrom tmstarget.ingest.read import read_image\n"
+            f"cached_scalp_surface({str(T1)!r}, read_image({str(T1)!r}, 'T1'))\n")
     env = {**__import__("os").environ, t1_cache.ENV: str(cache), "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO) for _ in range(3)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
     assert [p.name for p in cache.iterdir() if p.name.endswith(".tmp")] == []  # no temporary file left
     fresh = scalp.scalp_surface(read.read_image(T1, "T1"))
-    assert _mesh_equal(t1_cache.scalp_surface(T1, None), fresh)
+    assert _mesh_equal(cached_scalp_surface(T1, None), fresh)

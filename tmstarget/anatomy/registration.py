@@ -503,7 +503,8 @@ def register_t1_to_mni(t1_img, resolution_mm=2, workdir=None, brain_only=False):
     params = {"resolution_mm": int(resolution_mm), "brain_only": bool(brain_only)}
     key = t1_cache.entry_key("t1_to_mni", None, params, [sys.modules[__name__]], t1_digest=t1_cache.image_digest(
         _load(t1_img)))
-    result = t1_cache.load_transform("t1_to_mni", key, folder)
+    cached = t1_cache.load_transform("t1_to_mni", key, folder)
+    result = None if cached is None else Transform(**cached)
     if result is None:
         result = run_isolated(_register_t1_to_mni, t1_img, int(resolution_mm), folder, bool(brain_only))
         t1_cache.store_transform("t1_to_mni", key, result, folder)

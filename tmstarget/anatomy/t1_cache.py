@@ -118,39 +118,6 @@ def store(kind, key, arrays):
         logger.warning("cannot write the cache folder %s (%s): the %s is not kept", folder, exc, kind)
 
 
-def scalp_surface(t1_path, t1_img, **params):
-    """:func:`tmstarget.anatomy.scalp.scalp_surface` of the T1 ``t1_path`` (read as ``t1_img``), cached."""
-    from tmstarget.anatomy import scalp
-
-    key = entry_key("scalp", t1_path, params, [scalp])
-    stored = load("scalp", key, {"vertices": (2, "f"), "faces": (2, "i"), "normals": (2, "f")})
-    if stored is not None:
-        return scalp.SurfaceMesh(stored["vertices"], stored["faces"], stored["normals"])
-    mesh = scalp.scalp_surface(t1_img, **params)
-    store("scalp", key, {"vertices": mesh.vertices_ras_mm, "faces": mesh.faces, "normals": mesh.normals_ras})
-    return mesh
-
-
-def segment_t1(t1_path, t1_img, t1_to_mni=None):
-    """:func:`tmstarget.anatomy.tissue.segment_t1` of the T1 ``t1_path`` (read as ``t1_img``), cached.
-
-    The key holds the bytes of every file of ``t1_to_mni`` (its invert flags and spaces too).
-    """
-    from tmstarget.anatomy import registration, scalp, tissue
-
-    transform = None if t1_to_mni is None else {
-        "from": t1_to_mni.from_space, "to": t1_to_mni.to_space, "fwd_invert": t1_to_mni.fwd_invert,
-        "inv_invert": t1_to_mni.inv_invert}
-    files = () if t1_to_mni is None else (*t1_to_mni.fwd_files, *t1_to_mni.inv_files)
-    key = entry_key("tissue", t1_path, {"transform": transform}, [tissue, scalp, registration], extra=files)
-    stored = load("tissue", key, {"labels": (3, "u"), "affine": (2, "f"), "qc": (0, "U")})
-    if stored is not None:
-        return tissue.TissueMaps(stored["labels"], stored["affine"], json.loads(str(stored["qc"])))
-    maps = tissue.segment_t1(t1_img, t1_to_mni)
-    store("tissue", key, {"labels": maps.labels, "affine": maps.affine, "qc": np.array(json.dumps(maps.qc))})
-    return maps
-
-
 def image_digest(img):
     """sha256 of an image's voxels (float32, as the registration reads them), shape and affine."""
     digest = hashlib.sha256()
@@ -162,10 +129,9 @@ def image_digest(img):
 
 
 def load_transform(kind, key, folder):
-    """A cached :class:`~tmstarget.anatomy.registration.Transform`, its files copied into ``folder``; else None."""
+    """The fields of a cached :class:`~tmstarget.anatomy.registration.Transform` (a dict), its files copied into
+    ``folder``; else None."""
     import shutil
-
-    from tmstarget.anatomy.registration import Transform
 
     root = cache_dir()
     entry = None if root is None else root / f"{kind}-{key}"
@@ -179,9 +145,9 @@ def load_transform(kind, key, folder):
         for relative in meta["sha256"]:
             (folder / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(entry / relative, folder / relative)
-        transform = Transform(meta["from"], meta["to"], tuple(str(folder / f) for f in meta["fwd"]),
-                              tuple(meta["fwd_invert"]), tuple(str(folder / f) for f in meta["inv"]),
-                              tuple(meta["inv_invert"]))
+        transform = {"from_space": meta["from"], "to_space": meta["to"],
+                     "fwd_files": tuple(str(folder / f) for f in meta["fwd"]), "fwd_invert": tuple(meta["fwd_invert"]),
+                     "inv_files": tuple(str(folder / f) for f in meta["inv"]), "inv_invert": tuple(meta["inv_invert"])}
     except Exception as exc:  # a damaged or foreign entry: compute again
         logger.warning("ignoring the cache entry %s (%s); computing again", entry, " ".join(str(exc).split())[:200])
         return None

@@ -128,7 +128,7 @@ class PlanHead:
     """
 
     def __init__(self, plan_dir, plan=None):
-        from tmstarget.anatomy import t1_cache
+        from tmstarget.coil.plan_coils import cached_scalp_surface, cached_segment_t1
         from tmstarget.ingest.read import read_image
         from tmstarget.outputs.plan import load_plan
 
@@ -145,8 +145,8 @@ class PlanHead:
         self.t1_img = read_image(t1_path, "T1")
         self.t1_to_mni = plan_transform(self.plan_dir, self.plan.document)
         # the plan's own scalp and tissues, from the T1 cache when this T1 was planned here (the same numbers)
-        self.mesh = t1_cache.scalp_surface(t1_path, self.t1_img)
-        self.tissue = t1_cache.segment_t1(t1_path, self.t1_img, self.t1_to_mni)
+        self.mesh = cached_scalp_surface(t1_path, self.t1_img)
+        self.tissue = cached_segment_t1(t1_path, self.t1_img, self.t1_to_mni)
         self.cortex_img = self.tissue.parenchyma_img()
         if self.t1_to_mni is None:
             self.frame = HeadFrame(np.eye(3), np.asarray(self.mesh.centroid_ras_mm, dtype=float),

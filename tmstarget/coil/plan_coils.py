@@ -8,6 +8,7 @@ tissue segmentation of that T1 (:mod:`tmstarget.anatomy.tissue`), then
 :func:`tmstarget.coil.placement.cortical_point` per candidate.
 """
 
+import json
 import logging
 from pathlib import Path
 
@@ -47,16 +48,15 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_
     """
     import time
 
-    from tmstarget.anatomy import t1_cache
     from tmstarget.coil.placement import place_coil
     from tmstarget.ingest.read import read_image
 
     params = result.protocol.coil
     handle = params.handle_angle_deg if params.handle == "angle" else _HANDLE_RULES[params.handle]
     t1_img = read_image(t1_path, "T1") if t1_img is None else t1_img
-    mesh = t1_cache.scalp_surface(t1_path, t1_img)
+    mesh = cached_scalp_surface(t1_path, t1_img)
     start = time.perf_counter()
-    tissue = t1_cache.segment_t1(t1_path, t1_img, t1_to_mni)
+    tissue = cached_segment_t1(t1_path, t1_img, t1_to_mni)
     cortex = tissue.parenchyma_img()
     warnings = result.qc.setdefault("warnings", [])
     blocks = []
@@ -150,3 +150,40 @@ def xform_used(img):
     if xforms_agree(img):
         return "qform=sform"
     return "sform" if scode > 0 else ("qform" if qcode > 0 else None)
+
+
+def cached_scalp_surface(t1_path, t1_img, **params):
+    """:func:`tmstarget.anatomy.scalp.scalp_surface` of the T1 ``t1_path`` (read as ``t1_img``), through the T1
+    cache (:mod:`tmstarget.anatomy.t1_cache`)."""
+    from tmstarget.anatomy import scalp, t1_cache
+
+    key = t1_cache.entry_key("scalp", t1_path, params, [scalp])
+    stored = t1_cache.load("scalp", key, {"vertices": (2, "f"), "faces": (2, "i"), "normals": (2, "f")})
+    if stored is not None:
+        return scalp.SurfaceMesh(stored["vertices"], stored["faces"], stored["normals"])
+    mesh = scalp.scalp_surface(t1_img, **params)
+    t1_cache.store("scalp", key, {"vertices": mesh.vertices_ras_mm, "faces": mesh.faces, "normals": mesh.normals_ras})
+    return mesh
+
+
+def cached_segment_t1(t1_path, t1_img, t1_to_mni=None):
+    """:func:`tmstarget.anatomy.tissue.segment_t1` of the T1 ``t1_path`` (read as ``t1_img``), through the T1
+    cache (:mod:`tmstarget.anatomy.t1_cache`).
+
+    The key holds the bytes of every file of ``t1_to_mni`` (its invert flags and spaces too).
+    """
+    import numpy as np
+
+    from tmstarget.anatomy import scalp, t1_cache, tissue
+
+    transform = None if t1_to_mni is None else {
+        "from": t1_to_mni.from_space, "to": t1_to_mni.to_space, "fwd_invert": t1_to_mni.fwd_invert,
+        "inv_invert": t1_to_mni.inv_invert}
+    files = () if t1_to_mni is None else (*t1_to_mni.fwd_files, *t1_to_mni.inv_files)
+    key = t1_cache.entry_key("tissue", t1_path, {"transform": transform}, [tissue, scalp], extra=files)
+    stored = t1_cache.load("tissue", key, {"labels": (3, "u"), "affine": (2, "f"), "qc": (0, "U")})
+    if stored is not None:
+        return tissue.TissueMaps(stored["labels"], stored["affine"], json.loads(str(stored["qc"])))
+    maps = tissue.segment_t1(t1_img, t1_to_mni)
+    t1_cache.store("tissue", key, {"labels": maps.labels, "affine": maps.affine, "qc": np.str_(json.dumps(maps.qc))})
+    return maps
