@@ -11,7 +11,8 @@ its own folder, and every file is compared byte for byte after removing what
 holds the time of the run: ``provenance.date_utc`` of ``target.json``, the
 ``created`` stamp of the navigation provenance files, the ``target_json_sha256``
 they quote (the hash of a file holding a date), and the time stamp in the name
-of the Localite file (and where it is quoted). Each plan folder is called ``plan`` (the command line
+of the Localite file (and where it is quoted), and any other UTC time stamp (the report's).
+Each plan folder is called ``plan`` (the command line
 is in the provenance). Exit status 0 when all are identical; else each difference is printed.
 """
 
@@ -30,6 +31,7 @@ _STAMPS = [
     (re.compile(rb'"created": "[^"]*"'), b'"created": "<date>"'),
     (re.compile(rb'"target_json_sha256": "[0-9a-f]{64}"'), b'"target_json_sha256": "<sha256>"'),
     (re.compile(rb"InstrumentMarker\d{17}"), b"InstrumentMarker<time>"),
+    (re.compile(rb"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+00:00"), b"<date>"),  # any other UTC stamp (the report)
 ]
 
 
@@ -72,16 +74,20 @@ def run_plan(tree, output, args, cache):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="main", help="commit to compare with (default: main)")
+    parser.add_argument("--base-tree", type=Path, help="a source tree to compare with instead of --base (e.g. this "
+                        "tree with some commits reverted)")
     parser.add_argument("--keep", type=Path, help="keep the plans in this folder")
     parser.add_argument("plan_args", nargs="*", help="arguments of 'tmstarget plan' (after --)")
     args = parser.parse_args(argv)
     plan_args = args.plan_args or DEFAULT_ARGS
     with tempfile.TemporaryDirectory(prefix="same-plan-") as scratch:
         work = args.keep or Path(scratch)
-        base_tree = Path(scratch) / "base-tree"
-        base_tree.mkdir()
-        archive = subprocess.run(["git", "archive", args.base], cwd=ROOT, capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(base_tree)], input=archive, check=True)
+        base_tree = args.base_tree
+        if base_tree is None:
+            base_tree = Path(scratch) / "base-tree"
+            base_tree.mkdir()
+            archive = subprocess.run(["git", "archive", args.base], cwd=ROOT, capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(base_tree)], input=archive, check=True)
         cache = Path(scratch) / "cache"
         base, cold, cached = (work / name / "plan" for name in ("base", "new-cold", "new-cached"))
         run_plan(base_tree, base, plan_args, Path(scratch) / "base-cache")
@@ -92,7 +98,8 @@ def main(argv=None):
         added = added_files(base, cold)
     for line in problems:
         print(line)
-    print(f"{args.base} vs this tree (cold and cached T1): {files} files of {args.base}, "
+    name = args.base_tree or args.base
+    print(f"{name} vs this tree (cold and cached T1): {files} files of {name}, "
           + ("identical apart from dates" if not problems else f"{len(problems)} difference(s)")
           + (f"; new files of this tree, not compared: {', '.join(added)}" if added else ""))
     return 1 if problems else 0

@@ -473,7 +473,8 @@ def analyse(cleaned, protocol, progress=None):
     input_files = {}
     for run in runs:
         for role, path in run.paths.items():
-            input_files[f"{run.label}_{role}"] = path
+            if role != "source":  # the user's input a run was made from: named in messages, not an input file here
+                input_files[f"{run.label}_{role}"] = path
     if selection.mask is not None:
         input_files["mask"] = selection.mask
     if selection.t1 is not None:
