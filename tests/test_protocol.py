@@ -25,7 +25,10 @@ def test_shipped_protocols_load_with_the_published_parameters():
     assert rum.connectivity.contrast == ("rumination", "distraction")
     sg = load_protocol("sgacc-dlpfc")
     assert sg.seed.to_dict() == {"sphere": "sgacc"} and sg.target.picker == "cluster"
-    assert sg.prescription.pulses_per_session == 1800
+    assert sg.prescription.pulses_per_session == 1800 and sg.prescription.depth_adjusted is True
+    # every shipped protocol says how to stimulate (science.md section 7), even if only the course is known
+    for name in builtin_protocol_names():
+        assert load_protocol(name).prescription.pattern, name
     assert load_protocol("beam-f3").kind == "fixed"
     assert load_protocol("rest-dmpfc").states == ["rest"]
 
@@ -84,6 +87,7 @@ BASE = ('name = "mine"\ndescription = "d"\n[seed]\nsubsystem = "core"\n[search]\
         ("[target]\ncluster_fraction = 0\n", "target.cluster_fraction", "must be > 0.0"),
         ("[coil]\nhandle = \"left\"\n", "coil.handle", "must be one of"),
         ("[prescription]\nsessions = 0\n", "prescription.sessions", "must be >= 1"),
+        ("[prescription]\ndepth_adjusted = \"yes\"\n", "prescription.depth_adjusted", "true/false"),
         ("[qc]\nsplit_half_warning_mm = -1\n", "qc.split_half_warning_mm", "must be >= 0.0"),
         ("[qc]\nmean_fd_warnng_mm = 1\n", "mean_fd_warnng_mm", "did you mean 'mean_fd_warning_mm'"),
         ("[qc]\nrumination_subsystem_check = 1\n", "qc.rumination_subsystem_check", "true/false"),
