@@ -52,6 +52,7 @@ def _images(page):
     return [mpimg.imread(io.BytesIO(base64.b64decode(p)), format="png") for p in payloads]
 
 
+@pytest.mark.slow  # shares a ~20-s fixture (a real plan of the sample, its report with the 3D view)
 def test_plan_writes_the_report_with_every_section(planned):
     page, document = planned["page"], planned["document"]
     assert "report.html" in document["outputs"]
@@ -72,6 +73,7 @@ def test_plan_writes_the_report_with_every_section(planned):
     assert f"{beam:.1f}" in page
 
 
+@pytest.mark.slow  # shares a ~20-s fixture (a real plan of the sample, its report with the 3D view)
 def test_every_image_decodes_and_shows_something(planned):
     images = _images(planned["page"])
     assert len(images) >= 4  # glass brain, slices, stability, motion (+ the 3D view once the viewer is there)
@@ -86,6 +88,7 @@ def test_every_image_decodes_and_shows_something(planned):
         assert len(images) >= 5 and "rendered off-screen by the viewer" in planned["page"]
 
 
+@pytest.mark.slow  # shares a ~20-s fixture (a real plan of the sample, its report with the 3D view)
 def test_no_external_reference(planned):
     page = planned["page"]
     assert not re.search(r'<link|<script|<iframe|<object|@import|src="(?!data:)|href="(?!#)', page)
@@ -93,6 +96,7 @@ def test_no_external_reference(planned):
     assert "http://" not in page and "https://" not in page
 
 
+@pytest.mark.slow  # shares a ~20-s fixture (a real plan of the sample, its report with the 3D view)
 def test_no_patient_identifier(planned):
     forms = identifier_forms(PATIENT)
     assert find_identifiers(forms, [planned["root"] / "Quixworth_Zephyrina"]), "the inputs must hold them"
@@ -101,6 +105,7 @@ def test_no_patient_identifier(planned):
     assert "participant 01" in planned["page"]
 
 
+@pytest.mark.slow  # shares a ~20-s fixture (a real plan of the sample, its report with the 3D view)
 def test_prescribed_intensity_equals_the_hand_computation(planned, tmp_path):
     # the SNT rule (90 % rMT, depth-adjusted) on this plan; rMT 50 % MSO measured where the cortex is 12 mm deep
     copy = tmp_path / "plan"
@@ -135,6 +140,7 @@ def test_plan_without_coil_says_so(tmp_path):
     assert "no coil placement" in page  # among the verdict's reasons
 
 
+@pytest.mark.slow  # shares a ~20-s fixture (a real plan of the sample, its report with the 3D view)
 def test_cli_report_leaves_the_plan_untouched_and_efield_is_shown(planned, tmp_path):
     copy = tmp_path / "plan"
     shutil.copytree(planned["out"], copy)
@@ -167,6 +173,7 @@ def test_cli_report_leaves_the_plan_untouched_and_efield_is_shown(planned, tmp_p
     assert (copy / "report.html").read_bytes() == report_before
 
 
+@pytest.mark.slow  # shares a ~20-s fixture (a real plan of the sample, its report with the 3D view)
 def test_loaded_plan_carries_no_stale_report_and_a_failing_report_writes_nothing(planned, tmp_path):
     plan = tmstarget.load_plan(planned["out"])
     assert "report.html" not in plan.files
