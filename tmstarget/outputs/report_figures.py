@@ -9,6 +9,7 @@ functions, so importing this module stays light.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 
@@ -74,8 +75,10 @@ def brain_section(page, sources, document, grid_space, dpi):
     else:
         background, what = None, "no background"
     fig = plt.figure(figsize=(8, 2.8))
-    display = plotting.plot_stat_map(img, bg_img=background, figure=fig, threshold=threshold, cut_coords=centre,
-                                     black_bg=False, cmap="cold_hot", draw_cross=True, dim=-0.3)
+    with warnings.catch_warnings():  # an integer T1 is cast to float for display: nothing to tell the user
+        warnings.filterwarnings("ignore", message="Casting data from", category=UserWarning)
+        display = plotting.plot_stat_map(img, bg_img=background, figure=fig, threshold=threshold, cut_coords=centre,
+                                         black_bg=False, cmap="cold_hot", draw_cross=True, dim=-0.3)
     display.add_markers([centre], marker_color=TARGET_COLOUR, marker_size=50)
     section.figure(fig, caption=f"Slices through the target at {fmt_point(centre)} mm ({grid_space}) on {what}; "
                    f"{label} map above {threshold:.2f}.", dpi=dpi)
@@ -167,7 +170,8 @@ def stability_section(page, sources, document, dpi):
 
 def _watch_history(section, sources, document):
     """For the final plan of ``tmstarget watch``: the live target's drift from ``live.json`` beside the plan."""
-    if "realtime" not in (document.get("qc") or {}) or sources.folder is None:
+    qc = document.get("qc") or {}
+    if "realtime" not in (qc.get("native") or {}) or sources.folder is None:  # qc.native.realtime: a watch's plan
         return
     # OUTPUT/plan (or OUTPUT/.plan.*.partial while it is written) beside OUTPUT/live.json
     live_path = sources.folder.resolve().parent / "live.json"
