@@ -43,6 +43,7 @@ returned as part of its plain result; :class:`JobFailure` is the net for the une
 import logging
 import os
 import pickle
+import socket
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -239,13 +240,29 @@ def _run_pool(func, jobs, n_workers, retries, deliver):
                                   "(killed, out of memory, or a script without an if __name__ == '__main__' guard)"))
 
 
+def _check_reachable(address):
+    """Raise OSError/ValueError when a ``tcp://`` scheduler address has no listener (before any Client exists:
+    a Client that failed to connect lingers and times out again on its way out)."""
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    protocol, location = parse_address(address)
+    if protocol == "tcp":
+        timeout_s = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
+        socket.create_connection(parse_host_port(location), timeout=timeout_s).close()
+
+
 def _run_dask(func, jobs, address, retries, deliver):
     from distributed import Client, as_completed
 
     try:
+        _check_reachable(address)
         client = Client(address, set_as_default=False)  # waits distributed.comm.timeouts.connect (30 s)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise InputError(f"cannot reach the Dask scheduler: {_reason(exc)}", key=address) from None
+    except Exception as exc:  # refused, unknown host, timed out, not a Dask scheduler answering
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {_reason(exc)}",
+                         key="dask_scheduler") from None
     with client:
         prefix = f"{getattr(func, '__name__', 'job')}-{uuid.uuid4().hex[:12]}"
         keys = [f"{prefix}-{index}" for index in range(len(jobs))]
