@@ -98,6 +98,7 @@ def _killer(markers, pids_of, kill):
     return on_result, killed
 
 
+@pytest.mark.slow
 def test_killed_dask_worker_loses_no_job(tmp_path):
     import psutil
 
