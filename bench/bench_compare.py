@@ -204,7 +204,8 @@ def main(argv=None):
     results = {}
     for mode in arguments.modes.split(","):
         results[mode] = run_mode(mode, dataset, labels, work, arguments.jobs)
-        print(f"  {mode}: {results[mode]['wall_s']:.1f} s", flush=True)
+        results[mode]["load_average_1min_after"] = os.getloadavg()[0]
+        print(f"  {mode}: {results[mode]['wall_s']:.1f} s (load average after: {os.getloadavg()[0]:.1f})", flush=True)
     reference = results.get("serial")
     print(f"\n{len(labels)} participants x 5 protocols, --jobs {arguments.jobs}")
     print(f"{'mode':8} {'wall s':>8} {'vs serial':>9} {'s/participant':>13} {'failed':>6}  "
