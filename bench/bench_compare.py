@@ -13,7 +13,9 @@ generated once and cached in ``bench/results/compare-<N>/``. Then the same compa
 Each comparison runs in a fresh driver process (``report=False``: the group report is the same work in
 every mode), into its own output folder. Reported per mode: wall time (driver start to tables written)
 and its ratio to serial, wall time per participant, the peak resident memory (``VmHWM``) of every
-process that ran jobs (sampled from ``/proc`` every 0.2 s; the high-water mark is exact), and whether the
+process that ran jobs (sampled from ``/proc`` every 0.2 s; the high-water mark is exact), the CPU time of
+the driver and those processes (user + system, as last sampled: a process gone within 0.2 s of its last
+sample loses that much; on a shared machine CPU time says more than wall time), and whether the
 tables equal the serial ones cell by cell (timing columns aside). From the serial rows: the share of
 job time spent reading and cleaning the runs (``prepare_s``, once per group of protocols) versus
 computing targets and their inference (``analysis_s``), the data-length curve (``data_length_s``: each length
@@ -78,6 +80,7 @@ class PeakSampler(threading.Thread):
         super().__init__(daemon=True)
         self.roots = list(roots)
         self.peaks = {}  # pid -> (KiB, command line)
+        self.cpu_s = {}  # pid -> user + system CPU seconds, as last seen
         self.done = threading.Event()
 
     def run(self):
@@ -93,6 +96,11 @@ class PeakSampler(threading.Thread):
                     kib = _peak_kib(process.pid)
                     if kib is None:
                         continue
+                    try:
+                        times = process.cpu_times()
+                        self.cpu_s[process.pid] = times.user + times.system
+                    except psutil.Error:
+                        pass
                     try:
                         command = " ".join(process.cmdline())
                     except psutil.Error:
@@ -143,6 +151,7 @@ def run_mode(mode, dataset, labels, work, n_jobs):
         nannies = {worker.pid for worker in cluster.workers}
         workers = [pid for pid, (_, cmd) in sampler.peaks.items() if pid not in nannies and pid != driver.pid
                    and "spawn_main" in cmd]
+    result["cpu_s"] = sum(sampler.cpu_s.get(pid, 0.0) for pid in set(workers) | {driver.pid})
     result["worker_peak_mib"] = sorted(round(sampler.peaks[pid][0] / 1024) for pid in workers)
     result["driver_peak_mib"] = round(sampler.peaks.get(driver.pid, (0, ""))[0] / 1024)
     result["output"] = str(output)
@@ -208,7 +217,7 @@ def main(argv=None):
         print(f"  {mode}: {results[mode]['wall_s']:.1f} s (load average after: {os.getloadavg()[0]:.1f})", flush=True)
     reference = results.get("serial")
     print(f"\n{len(labels)} participants x 5 protocols, --jobs {arguments.jobs}")
-    print(f"{'mode':8} {'wall s':>8} {'vs serial':>9} {'s/participant':>13} {'failed':>6}  "
+    print(f"{'mode':8} {'wall s':>8} {'vs serial':>9} {'s/participant':>13} {'CPU s':>7} {'failed':>6}  "
           f"{'peak MiB per job process':24} {'same tables':>11}")
     for mode, result in results.items():
         ratio = f"{reference['wall_s'] / result['wall_s']:.2f}x" if reference else "-"
@@ -216,7 +225,7 @@ def main(argv=None):
             "yes" if not _tables_equal(reference["output"], result["output"])
             else "NO: " + ",".join(_tables_equal(reference["output"], result["output"])))
         print(f"{mode:8} {result['wall_s']:8.1f} {ratio:>9} {result['wall_s'] / len(labels):13.1f} "
-              f"{result['failed_rows']:6d}  {str(result['worker_peak_mib']):24} {same:>11}")
+              f"{result['cpu_s']:7.1f} {result['failed_rows']:6d}  {str(result['worker_peak_mib']):24} {same:>11}")
     if reference:
         shares = time_shares(reference["output"])
         total = sum(shares.values()) or 1.0
