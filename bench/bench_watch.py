@@ -15,7 +15,9 @@ recorded run, i.e. what recomputing the target from scratch after a volume
 costs; ratio = batch time / streaming p50.
 
 Set-up (T1 -> MNI, EPI -> T1, masks) happens before the timed volumes: the
-first volume is copied in alone and the replay starts once it is processed.
+first volume is copied in alone and the replay starts once it is processed;
+``first_volume_to_first_live_target_s`` is the time from that first volume to
+the first live.json holding a target (set-up, then enough volumes at the pace).
 
 Usage: python bench/bench_watch.py [--shared ../shared/data] [--out bench/results/watch.json]
 """
@@ -56,12 +58,14 @@ class Controller(threading.Thread):
         self.speed, self.repeat, self.watcher = speed, repeat, watcher
         self.rss = {}
         self.error = None
+        self.first_target_s = None  # first volume copied in -> first live.json holding a target
 
     def run(self):
         try:
             self.incoming.mkdir(parents=True)
             first = sorted(self.source.iterdir())[0]
             shutil.copy(first, self.incoming / "setup_volume_0001.dcm")
+            threading.Thread(target=self._first_target, args=(time.monotonic(),), daemon=True).start()
             while len(self.watcher.perf) < 1:
                 time.sleep(0.05)
             sampler = threading.Thread(target=self._sample, daemon=True)
@@ -69,6 +73,15 @@ class Controller(threading.Thread):
             replay(self.source, self.incoming, tr_s=2.0, speed=self.speed, drop=[1], repeat=self.repeat)
         except Exception as exc:  # reported by the main thread
             self.error = exc
+
+    def _first_target(self, start):
+        while self.first_target_s is None:
+            try:
+                if json.loads(self.live.read_text()).get("target") is not None:
+                    self.first_target_s = round(time.monotonic() - start, 1)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
 
     def _sample(self):
         marks = [100, 500, 1000]
@@ -123,6 +136,7 @@ def run_case(shared, work, name, overrides, speed, repeat):
         "stages_ms_p50_p95": {k: [round(float(np.percentile([p[k] for p in perf], q)), 1) for q in (50, 95)]
                               for k in ("motion_ms", "stream_ms", "record_ms", "target_ms", "live_json_ms")},
         "rss_mib_at_volume": controller.rss,
+        "first_volume_to_first_live_target_s": controller.first_target_s,
         "batch_plan_on_recorded_run_s": round(batch_s, 2),
         "ratio_batch_over_streaming_p50": round(1000 * batch_s / processing["p50"], 1),
         "self_check_max_abs_dz": live["final"]["max_abs_dz_stream_vs_plan"],
