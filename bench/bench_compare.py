@@ -11,7 +11,8 @@ generated once and cached in ``bench/results/compare-<N>/``. Then the same compa
   tmstarget.testing.dask_cluster), the client in its own process.
 
 Each comparison runs in a fresh driver process (``report=False``: the group report is the same work in
-every mode), into its own output folder. Reported per mode: wall time (driver start to tables written)
+every mode), into its own output folder, with the T1 cache off (no mode profits from the one before).
+Reported per mode: wall time (driver start to tables written)
 and its ratio to serial, wall time per participant, the peak resident memory (``VmHWM``) of every
 process that ran jobs (sampled from ``/proc`` every 0.2 s; the high-water mark is exact), the CPU time of
 the driver and those processes (user + system, as last sampled: a process gone within 0.2 s of its last
@@ -34,6 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PROTOCOLS = "rumination-dmpfc,sgacc-dlpfc,dmn-dlpfc,5cm-rule,beam-f3"
 TABLES = ("targets", "distances", "summary", "data_length")
+T1_CACHE_ENV = "TMSTARGET_CACHE_DIR"  # tmstarget.anatomy.t1_cache.ENV
 
 
 def ensure_dataset(root, count):
@@ -210,6 +212,8 @@ def main(argv=None):
     print(f"dataset: {arguments.participants} participants in {dataset}", flush=True)
     labels = ensure_dataset(dataset, arguments.participants)
     print(f"cores: {len(os.sched_getaffinity(0))}; load average before: {os.getloadavg()[0]:.1f}", flush=True)
+    # every mode computes everything: no T1 cache warmed by the mode before (drivers and workers inherit this)
+    os.environ[T1_CACHE_ENV] = "off"
     results = {}
     for mode in arguments.modes.split(","):
         results[mode] = run_mode(mode, dataset, labels, work, arguments.jobs)
