@@ -130,9 +130,9 @@ class OverlayLayer:
     """A second renderer layer sharing the plotter's camera: its actors are drawn over the scene (markers)."""
 
     def __init__(self, plotter):
-        import vtk
+        from vtkmodules.vtkRenderingCore import vtkRenderer  # not ``import vtk``: that loads every VTK module
 
-        self.renderer = vtk.vtkRenderer()
+        self.renderer = vtkRenderer()
         self.renderer.SetLayer(1)
         self.renderer.InteractiveOff()
         self.renderer.SetActiveCamera(plotter.renderer.GetActiveCamera())
@@ -142,12 +142,12 @@ class OverlayLayer:
 
     def add(self, mesh, rgb):
         """Add a flat-shaded mesh (one exact colour whatever the lighting); returns its vtkActor."""
-        import vtk
+        from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper
 
-        mapper = vtk.vtkPolyDataMapper()
+        mapper = vtkPolyDataMapper()
         mapper.SetInputData(mesh)
         mapper.ScalarVisibilityOff()
-        actor = vtk.vtkActor()
+        actor = vtkActor()
         actor.SetMapper(mapper)
         prop = actor.GetProperty()
         prop.SetColor(*(c / 255.0 for c in rgb))
