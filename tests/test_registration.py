@@ -224,8 +224,9 @@ def test_a_t1_registered_before_comes_from_the_cache_byte_identical(t1_to_mni, t
     for a, b in zip((*first.fwd_files, *first.inv_files), (*again.fwd_files, *again.inv_files)):
         assert Path(b).is_relative_to(tmp_path / "again") and Path(a).read_bytes() == Path(b).read_bytes()
     assert (again.fwd_invert, again.inv_invert) == (first.fwd_invert, first.inv_invert)
-    (entry,) = [p for p in t1_cache.cache_dir().glob("t1_to_mni-*") if p.is_dir()]
-    warp = next(entry.rglob("*1Warp.nii.gz"))
+    # the session's cache holds other T1s' entries too: damage this T1's warp (the bytes computed first)
+    first_warp = next(Path(f) for f in first.fwd_files if str(f).endswith("1Warp.nii.gz")).read_bytes()
+    (warp,) = [w for w in t1_cache.cache_dir().glob("t1_to_mni-*/**/*1Warp.nii.gz") if w.read_bytes() == first_warp]
     warp.write_bytes(warp.read_bytes()[:100])  # damaged: ignored, computed again, stored again
     third = register_t1_to_mni(t1_path, workdir=tmp_path / "third")
     for a, b in zip(first.fwd_files, third.fwd_files):
