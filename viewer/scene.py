@@ -21,6 +21,7 @@ pixel (column, row from the top) of world points for the current camera.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -352,6 +353,11 @@ def render_png(plan_or_data, path=None, *, size=(800, 600), camera=None, **optio
     """
     import pyvista as pv
 
+    if not os.environ.get("DISPLAY"):
+        # VTK tries X first and warns "bad X server connection" before its off-screen fallback renders fine
+        from vtkmodules.vtkCommonCore import vtkLogger
+
+        vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)
     plotter = pv.Plotter(off_screen=True, window_size=list(size))
     try:
         build_scene(plan_or_data, plotter, camera=camera, **options)
