@@ -92,3 +92,23 @@ def test_a_whole_plan_loads_no_heavy_library(tmp_path):
     forbidden = FORBIDDEN if no_report else tuple(m for m in FORBIDDEN if m != "matplotlib")
     assert _loaded_after(code, forbidden) == []
     assert (tmp_path / "out" / "navigation").is_dir()  # the run went as far as the navigation files
+
+
+_HUGEPAGE_SETTING = ("\nimport numpy\ncore = getattr(numpy, '_core', None) or numpy.core\n"
+                     "print('hugepage:', core.multiarray._set_madvise_hugepage(True))")
+
+
+@pytest.mark.parametrize("numpy_first", [False, True])
+def test_commands_ask_numpy_for_ordinary_pages(numpy_first, monkeypatch):
+    # numpy's MADV_HUGEPAGE marking costs seconds of compaction stalls per BOLD where huge pages are scarce;
+    # the command turns it off whether numpy was imported before it or after (the setter returns the old value)
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    code = ("import numpy\n" if numpy_first else "") + \
+        "from tmstarget.cli.main import main\nmain(['protocols'])" + _HUGEPAGE_SETTING
+    assert _run(code).stdout.splitlines()[-1] == "hugepage: False"
+
+
+def test_the_users_hugepage_setting_wins(monkeypatch):
+    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
+    code = "import numpy\nfrom tmstarget.cli.main import main\nmain(['protocols'])" + _HUGEPAGE_SETTING
+    assert _run(code).stdout.splitlines()[-1] == "hugepage: True"

@@ -16,7 +16,14 @@ from tmstarget.cli import efield as efield_cli
 from tmstarget.cli import navigation as navigation_cli
 from tmstarget.cli import realtime as realtime_cli
 from tmstarget.cli import view as view_cli
-from tmstarget.cli._common import Progress, add_common, navigation_formats, navigation_skipped, scene_renderer
+from tmstarget.cli._common import (
+    Progress,
+    add_common,
+    avoid_hugepage_stalls,
+    navigation_formats,
+    navigation_skipped,
+    scene_renderer,
+)
 from tmstarget.errors import TmsTargetError
 
 log = logging.getLogger("tmstarget")
@@ -319,6 +326,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = ["tmstarget", *map(str, sys.argv[1:] if argv is None else argv)]  # for provenance
+    avoid_hugepage_stalls()
     verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
     logging.basicConfig(
         level=logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING),
