@@ -105,6 +105,25 @@ def load_runs(selection, t_r=None):
     return runs
 
 
+def _import_in_background(name):
+    """Start importing module ``name`` on a thread; returns the thread (join it before importing related modules).
+
+    An import that fails there is left to fail again, with its message, where the module is used.
+    """
+    import importlib
+    import threading
+
+    def load():
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - reported by the import where the module is used
+            pass
+
+    thread = threading.Thread(target=load, name=f"import {name}", daemon=True)
+    thread.start()
+    return thread
+
+
 def _brain_mask(runs, explicit_mask, warnings):
     first = runs[0]
     mask = None
@@ -297,7 +316,12 @@ def prepare(selection, protocols, t_r=None, progress=None, runs=None):
         raise ValueError("prepare: connectivity protocols with one [clean] section only")
     warnings = []
     _progress(progress, "checking inputs")
-    runs = load_runs(selection, t_r) if runs is None else runs
+    # nilearn's cleaning module (0.5-1 s of imports) loads while the runs decode (which releases the GIL)
+    importing = _import_in_background("nilearn.signal")
+    try:
+        runs = load_runs(selection, t_r) if runs is None else runs
+    finally:
+        importing.join()  # before this thread imports anything of nilearn's itself
     affine, shape = runs[0].img.affine, runs[0].img.shape[:3]
     brain = _brain_mask(runs, selection.mask, warnings)
     grid = selection.grid or roi_defs.MniGrid(shape, affine)

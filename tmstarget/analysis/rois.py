@@ -98,9 +98,27 @@ def ball_mask(shape, affine, centres_mm, radius_mm):
 
 @functools.lru_cache(maxsize=8)
 def _gm_probability(shape, affine_bytes):
-    from nilearn import datasets, image
+    """The resampled GM probability of a grid: from the on-disk cache when this grid was seen before."""
+    import sys
+
+    from tmstarget.anatomy import t1_cache
 
     affine = np.frombuffer(affine_bytes).reshape(4, 4)
+    params = {"shape": list(shape), "affine": affine.tolist(), "template": "MNI152 GM, resolution 1"}
+    key = t1_cache.entry_key("gm_probability", None, params, [sys.modules[__name__]])
+    stored = t1_cache.load("gm_probability", key, {"probability": (3, "f")})
+    if stored is not None and stored["probability"].shape == tuple(shape) \
+            and stored["probability"].dtype == np.float32:
+        return stored["probability"]
+    probability = _resampled_gm_probability(shape, affine)
+    t1_cache.store("gm_probability", key, {"probability": probability})
+    return probability
+
+
+def _resampled_gm_probability(shape, affine):
+    """nilearn's 1-mm MNI152 GM probability map resampled (linear) to a grid, float32."""
+    from nilearn import datasets, image
+
     gm = datasets.load_mni152_gm_template(resolution=1)
     resampled = image.resample_img(
         gm,
@@ -117,7 +135,8 @@ def grey_matter_mask(shape, affine, threshold=0.2):
     """Grey matter on the analysis grid: nilearn's MNI152 GM probability > ``threshold``.
 
     The map is resampled (linear) to the grid given by ``shape``/``affine``,
-    which must be in MNI152 space.
+    which must be in MNI152 space; the resampled map of a grid is kept in the
+    cache folder (:mod:`tmstarget.anatomy.t1_cache`; the same numbers).
     """
     affine = np.ascontiguousarray(affine, dtype=float)
     prob = _gm_probability(tuple(int(s) for s in shape[:3]), affine.tobytes())

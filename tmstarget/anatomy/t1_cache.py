@@ -1,5 +1,9 @@
 """On-disk cache of what a T1 gives every plan: scalp surface, tissue segmentation, T1 -> MNI registration.
 
+The same folder and machinery keep the MNI152 grey-matter probability resampled to an
+analysis grid (:func:`tmstarget.analysis.rois.grey_matter_mask`: 1-2 s with nilearn's
+imports, per grid, on every MNI plan otherwise), keyed by the grid and the code.
+
 All three depend only on the T1, the algorithm's parameters, the code that
 computes them and (for the tissues) the T1 -> MNI transform, so a plan of a T1
 already seen loads them instead of computing them again (the scalp takes about
@@ -73,9 +77,12 @@ def entry_key(kind, t1_path, params, modules, extra=(), t1_digest=None):
     """The cache key (hex sha256) of ``kind`` computed on ``t1_path`` with ``params`` by the code of ``modules``.
 
     ``extra`` lists more files whose bytes the result depends on (transforms);
-    ``t1_digest`` replaces the file's sha256 (a T1 given as an image).
+    ``t1_digest`` replaces the file's sha256 (a T1 given as an image). With neither
+    a T1 nor its digest the entry depends on ``params`` and the code only (a template
+    resampled to a grid).
     """
-    parts = {"format": FORMAT, "kind": kind, "t1_sha256": t1_digest or sha256_file(t1_path), "params": params,
+    t1 = t1_digest or (sha256_file(t1_path) if t1_path is not None else None)
+    parts = {"format": FORMAT, "kind": kind, "t1_sha256": t1, "params": params,
              "code": _code_digest(modules), "extra": [sha256_file(path) for path in extra]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
