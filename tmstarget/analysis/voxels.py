@@ -96,8 +96,9 @@ def read_voxel_timeseries(img, voxels, first_frame=0, fwhm_mm=0.0, raw_columns=N
     box = smoothing_box(voxels, fwhm_mm)
     n_frames = max(int(img.shape[3]) - first_frame, 0)
     crop = tuple(s.stop - s.start for s in box)[::-1]  # (k, j, i) of the box
-    smoothed = np.empty((n_frames, len(voxels)), dtype=np.float32)
-    raw = None if raw_columns is None else np.empty((n_frames, len(raw_columns)), dtype=np.float32)
+    # column-major, as fancy indexing the whole block gave them: reductions over frames add in the same order
+    smoothed = np.empty((n_frames, len(voxels)), dtype=np.float32, order="F")
+    raw = None if raw_columns is None else np.empty((n_frames, len(raw_columns)), dtype=np.float32, order="F")
 
     def one_chunk(frames):
         part = img.dataobj[box + (slice(first_frame + frames.start, first_frame + frames.stop),)]
