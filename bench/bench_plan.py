@@ -21,8 +21,23 @@ The load average is printed before and after. Paths:
   inference step (family-wise null, bootstrap, split halves) is reported as ``inference``;
 * ``nilearn``      - smooth_img + apply_mask + signal.clean + seed mean + correlation
   (``tests/nilearn_reference.py``), the same maps, in-process;
-* ``load``         - reading the gzipped BOLD into float32 with nibabel (the floor both paths pay);
-* ``load-ours``    - the same through tmstarget's reader (python-isal when installed).
+* ``load``         - what a plain script pays to read the BOLD: nibabel's load and the whole
+  image cast to float32 (the ``nilearn`` path does this inside smooth_img);
+* ``load-ours``    - what the command pays: tmstarget's reader (the file read once, its sha256,
+  python-isal's decoding when installed, the header checked), without a whole-image cast (the
+  engine casts only the brain's box, volume chunk by chunk, while smoothing).
+
+Memory setting: numpy marks large arrays ``MADV_HUGEPAGE``. With transparent huge pages in
+``defrag = madvise`` mode (the THP mode is printed) and few free huge pages, every first touch of
+a fresh large array may stall in memory compaction: on the 2-core test machine nibabel's load of
+this BOLD into float32 took 1.0-2.0 s with numpy's default and 0.54-0.63 s without the mark
+(alternating runs; the noisy, contradictory load lines of earlier runs). The command asks for
+ordinary pages itself (``NUMPY_MADVISE_HUGEPAGE=0`` unless set: ``tmstarget.cli._common``; this
+script removes the variable from the command's environment so the command decides), so the
+in-process paths run twice per round: ``[default]`` (the variable unset: numpy's default, as a
+plain script runs) and ``[hp0]`` (``NUMPY_MADVISE_HUGEPAGE=0``, the command's setting). The
+speed-up against ``nilearn [hp0]`` is the fair headline (the same memory setting); the one
+against ``nilearn [default]`` is what a plain nilearn script gets on this machine.
 """
 
 import argparse
@@ -114,12 +129,10 @@ def run_path(path, patient, protocol):
         start = time.perf_counter()
         np.asarray(nib.load(bold).dataobj, dtype=np.float32)
     elif path == "load-ours":
-        import numpy as np
-
         from tmstarget.ingest.read import read_image
 
         start = time.perf_counter()
-        np.asarray(read_image(bold, "BOLD").dataobj, dtype=np.float32)
+        read_image(bold, "BOLD")
     print(json.dumps({"seconds": time.perf_counter() - start, "peak_mib": _peak_rss_mib(), **extra}))
 
 
@@ -131,9 +144,21 @@ def _peak_rss_mib():
     return float("nan")
 
 
-def child(args):
+#: The in-process paths' memory settings: name -> NUMPY_MADVISE_HUGEPAGE (None: unset, numpy's default).
+MEMORY = {"default": None, "hp0": "0"}
+
+
+def memory_env(setting):
+    """This process's environment with ``NUMPY_MADVISE_HUGEPAGE`` as ``setting`` says (None: removed)."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    if setting is not None:
+        env["NUMPY_MADVISE_HUGEPAGE"] = setting
+    return env
+
+
+def child(args, env=None):
     """Run a measurement in a fresh process; return (seconds, peak RSS in MiB, inference seconds)."""
-    proc = subprocess.run(args, capture_output=True, cwd=ROOT)
+    proc = subprocess.run(args, capture_output=True, cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child failed: {' '.join(map(str, args))}\n{proc.stderr.decode()[-2000:]}")
     result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
@@ -149,7 +174,7 @@ def command(tree, patient, protocol, extra=(), cache=None):
     (interpreter, imports, argument parsing, protocol).
     """
     out_dir = HERE / "results" / "plan-out"
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**memory_env(None), "PYTHONPATH": str(tree)}  # the command chooses its memory setting itself
     if cache is not None:
         env["TMSTARGET_CACHE_DIR"] = str(cache)
     # -P: the tree on PYTHONPATH is imported, not the current folder (python -m would put it first on sys.path)
@@ -191,10 +216,12 @@ def main():
                                text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     has_no_report = "--no-report" in help_text
     print(f"patient: {patient.relative_to(ROOT)} ({args.voxel_mm:g} mm, {args.volumes} volumes per run); "
-          f"{args.repeats} rounds, medians; CPU cores: {os.cpu_count()}; load average {_load()}", flush=True)
+          f"{args.repeats} rounds, medians; CPU cores: {os.cpu_count()}; load average {_load()}; "
+          f"transparent huge pages: {_thp()}", flush=True)
     warm_cache = Path(tempfile.mkdtemp(prefix="bench-plan-cache-"))
     paths = ["command", "command-cold"] + (["no-report"] if has_no_report else []) + \
-        (["base"] if args.base else []) + ["engine", "nilearn", "load", "load-ours"]
+        (["base"] if args.base else []) + \
+        [f"{p} [{m}]" for p in ("engine", "nilearn", "load", "load-ours") for m in MEMORY]
     for protocol in args.protocols:
         command(ROOT, patient, protocol, cache=warm_cache)  # the T1 seen once: the cache is warm
         rounds = {path: [] for path in paths}
@@ -207,9 +234,10 @@ def main():
                         extra = ["--no-report"] if path == "no-report" else []
                         rounds[path].append(command(tree, patient, protocol, extra, cache))
                 else:
-                    cmd = [sys.executable, __file__, "--path", path, "--protocol", protocol,
+                    name, setting = path[:-1].split(" [")
+                    cmd = [sys.executable, __file__, "--path", name, "--protocol", protocol,
                            "--voxel-mm", str(args.voxel_mm), "--volumes", str(args.volumes)]
-                    rounds[path].append(child(cmd))
+                    rounds[path].append(child(cmd, memory_env(MEMORY[setting])))
         _report(protocol, rounds)
     print(f"load average after: {_load()}")
 
@@ -218,27 +246,43 @@ def _load():
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def _thp():
+    """The kernel's transparent huge page modes (enabled, defrag), the chosen one of each."""
+    modes = []
+    for name in ("enabled", "defrag"):
+        try:
+            text = Path(f"/sys/kernel/mm/transparent_hugepage/{name}").read_text()
+            chosen = re.search(r"\[([\w+]+)\]", text).group(1)
+            modes.append(f"{name}={chosen}")
+        except (OSError, AttributeError):
+            modes.append(f"{name}=?")
+    return " ".join(modes)
+
+
 def _report(protocol, rounds):
-    print(f"\n{protocol}\n{'path':14s} {'median s':>9s} {'runs (s)':>26s} {'peak MiB':>9s}")
+    print(f"\n{protocol}\n{'path':20s} {'median s':>9s} {'runs (s)':>26s} {'peak MiB':>9s}")
     for path, runs in rounds.items():
         times = [r[0] for r in runs]
-        print(f"{path:14s} {statistics.median(times):9.2f} {' '.join(f'{t:.2f}' for t in times):>26s} "
+        print(f"{path:20s} {statistics.median(times):9.2f} {' '.join(f'{t:.2f}' for t in times):>26s} "
               f"{max(r[1] for r in runs):9.0f}")
-        if path == "engine":
-            print(f"{'  inference':14s} {statistics.median(r[2] for r in runs):9.2f} (part of engine)")
+        if path.startswith("engine"):
+            print(f"{'  inference':20s} {statistics.median(r[2] for r in runs):9.2f} (part of {path})")
     for path in ("command", "command-cold", "no-report", "base"):
         if path in rounds:
             _stages(path, rounds[path])
-    nilearn = [r[0] for r in rounds["nilearn"]]
-    for path in ("command", "command-cold", "no-report", "base", "engine"):
-        if path in rounds:
-            ratios = [n / r[0] for n, r in zip(nilearn, rounds[path])]
-            print(f"speed-up vs nilearn, {path}: {statistics.median(ratios):.1f}x "
-                  f"(per round: {' '.join(f'{x:.1f}' for x in ratios)})")
+    for setting, note in (("hp0", "the same memory setting as the command: the fair comparison"),
+                          ("default", "numpy's default pages, as a plain nilearn script runs")):
+        nilearn = [r[0] for r in rounds[f"nilearn [{setting}]"]]
+        print(f"speed-up vs nilearn [{setting}] ({note}):")
+        for path in ("command", "command-cold", "no-report", "base", f"engine [{setting}]"):
+            if path in rounds:
+                ratios = [n / r[0] for n, r in zip(nilearn, rounds[path])]
+                per_round = " ".join(f"{x:.1f}" for x in ratios)
+                print(f"  {path:18s} {statistics.median(ratios):5.1f}x (per round: {per_round})")
     whole = statistics.median(r[0] for r in rounds["command"])
-    for path in ("load", "load-ours"):
+    for path in ("load [hp0]", "load-ours [hp0]", "load [default]", "load-ours [default]"):
         load = statistics.median(r[0] for r in rounds[path])
-        print(f"gz load of the BOLD ({path}) {load:.2f} s = {100 * load / whole:.0f}% of the whole command")
+        print(f"reading the BOLD, {path:20s} {load:5.2f} s = {100 * load / whole:3.0f}% of the whole command")
 
 
 def _stages(path, runs):
