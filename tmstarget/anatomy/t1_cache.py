@@ -27,6 +27,7 @@ byte-identical with or without the cache.
   folder that cannot be written only costs the speed.
 """
 
+import functools
 import hashlib
 import io
 import json
@@ -57,20 +58,28 @@ def cache_dir():
 def _code_digest(modules):
     """sha256 of the modules' sources, of every module of :mod:`tmstarget.anatomy` and :mod:`tmstarget.spaces`
     (what they call), and of the library versions."""
-    from importlib.metadata import PackageNotFoundError, version
-
     here = Path(__file__).resolve().parent
     sources = sorted({Path(m.__file__).resolve() for m in modules} | set(here.glob("*.py"))
                      | {here.parent / "spaces.py"})
     digest = hashlib.sha256()
     for source in sources:
         digest.update(source.name.encode() + source.read_bytes())
+    digest.update(_library_versions())
+    return digest.hexdigest()
+
+
+@functools.cache
+def _library_versions():
+    """The versions of the libraries the cached results depend on (looked up once per process: ~10 ms each)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    text = ""
     for package in ("numpy", "scipy", "scikit-image", "nibabel", "nilearn", "antspyx"):
         try:
-            digest.update(f"{package} {version(package)};".encode())
+            text += f"{package} {version(package)};"
         except PackageNotFoundError:
-            digest.update(f"{package} absent;".encode())
-    return digest.hexdigest()
+            text += f"{package} absent;"
+    return text.encode()
 
 
 def entry_key(kind, t1_path, params, modules, extra=(), t1_digest=None):
