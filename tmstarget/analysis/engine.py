@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from tmstarget._threads import importing_meanwhile
 from tmstarget.analysis import rois as roi_defs
 from tmstarget.analysis.clean import plan_cleaning
 from tmstarget.analysis.connectivity import correlation_with_seed, fisher_z, seed_signal, subsystem_fc
 from tmstarget.analysis.inference import effective_dof
 from tmstarget.analysis.reliability import state_blocks, target_inference
 from tmstarget.analysis.targets import fixed_target, pick_targets, score_lead_over_next
-from tmstarget.analysis.voxels import VoxelSet, read_voxel_timeseries
+from tmstarget.analysis.voxels import VoxelSet, read_voxel_timeseries, voxel_tsnr
 from tmstarget.anatomy.motion import fd_jenkinson, volume_centre_ras_mm
 from tmstarget.errors import InputError
 from tmstarget.ingest.runs import load_mask, load_run, motion_params
@@ -103,25 +104,6 @@ def load_runs(selection, t_r=None):
                 path=run.paths["bold"],
             )
     return runs
-
-
-def _import_in_background(name):
-    """Start importing module ``name`` on a thread; returns the thread (join it before importing related modules).
-
-    An import that fails there is left to fail again, with its message, where the module is used.
-    """
-    import importlib
-    import threading
-
-    def load():
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - reported by the import where the module is used
-            pass
-
-    thread = threading.Thread(target=load, name=f"import {name}", daemon=True)
-    thread.start()
-    return thread
 
 
 def _brain_mask(runs, explicit_mask, warnings):
@@ -316,12 +298,8 @@ def prepare(selection, protocols, t_r=None, progress=None, runs=None):
         raise ValueError("prepare: connectivity protocols with one [clean] section only")
     warnings = []
     _progress(progress, "checking inputs")
-    # nilearn's cleaning module (0.5-1 s of imports) loads while the runs decode (which releases the GIL)
-    importing = _import_in_background("nilearn.signal")
-    try:
+    with importing_meanwhile("nilearn.signal"):  # nilearn's cleaning (0.5-1 s of imports) while the runs decode
         runs = load_runs(selection, t_r) if runs is None else runs
-    finally:
-        importing.join()  # before this thread imports anything of nilearn's itself
     affine, shape = runs[0].img.affine, runs[0].img.shape[:3]
     brain = _brain_mask(runs, selection.mask, warnings)
     grid = selection.grid or roi_defs.MniGrid(shape, affine)
@@ -550,13 +528,6 @@ def plan_fixed(protocol, t1=None):
         qc={"warnings": ["fixed target: group-average coordinate, not individualized"], "inference": None},
         input_files={"t1": t1} if t1 is not None else {},
     )
-
-
-def voxel_tsnr(raw):
-    """Temporal SNR (mean / standard deviation over frames) of each column; 0 where the series is constant."""
-    mean = raw.mean(axis=0, dtype=np.float64)
-    std = raw.std(axis=0, dtype=np.float64)
-    return np.where(std > 0, mean / np.where(std > 0, std, 1.0), 0.0)
 
 
 def motion_summary(fd_jenkinson_mm, motion):

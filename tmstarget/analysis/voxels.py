@@ -7,6 +7,7 @@ that layout (no copy) and order voxels the same way: i fastest.
 
 import numpy as np
 
+from tmstarget._threads import worker_count
 from tmstarget.analysis.clean import smooth_volumes, smoothing_radius
 from tmstarget.errors import InputError
 
@@ -70,7 +71,7 @@ def read_voxel_timeseries(img, voxels, first_frame=0, fwhm_mm=0.0, raw_columns=N
     edge the crop edge is the image edge).
 
     Speed: the frames are read, cast and smoothed in chunks of volumes on
-    :func:`worker_count` threads (the casting and scipy's filters release the
+    :func:`~tmstarget._threads.worker_count` threads (the casting and scipy's filters release the
     GIL), into one buffer. Every volume is smoothed on its own, so the numbers
     are those of smoothing the whole block at once.
 
@@ -121,17 +122,6 @@ def read_voxel_timeseries(img, voxels, first_frame=0, fwhm_mm=0.0, raw_columns=N
 _CHUNK_VOLUMES = 8
 
 
-def worker_count():
-    """Threads for the numerical work that releases the GIL: the CPU cores this process may use (at most 4)."""
-    import os
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 4))
-
-
 def smoothing_box(voxels, fwhm_mm):
     """Bounding box of the voxels grown by the smoothing kernel's half-width (see :func:`read_voxel_timeseries`)."""
     return voxels.bounding_box(smoothing_radius(voxels.affine, fwhm_mm) if fwhm_mm else [0, 0, 0])
@@ -177,3 +167,10 @@ def _smoothed_columns(block, voxels, box, fwhm_mm, raw_columns=None, where=None,
     raw = block[(slice(None),) + tuple(local[raw_columns].T[::-1])] if raw_columns is not None else None
     smooth_volumes(block, voxels.affine, fwhm_mm, spatial_axes=(3, 2, 1))
     return block[index], raw
+
+
+def voxel_tsnr(raw):
+    """Temporal SNR (mean / standard deviation over frames) of each column; 0 where the series is constant."""
+    mean = raw.mean(axis=0, dtype=np.float64)
+    std = raw.std(axis=0, dtype=np.float64)
+    return np.where(std > 0, mean / np.where(std > 0, std, 1.0), 0.0)
