@@ -51,3 +51,18 @@ def test_png_data_uri_refuses_other_bytes_and_escape_handles_none():
     else:
         raise AssertionError("GIF bytes accepted as PNG")
     assert escape(None) == "" and escape(np.float64(2.5)) == "2.5"
+
+
+def test_svg_figures_are_inline_and_only_svg():
+    doc = HtmlDocument("Plan")
+    section = doc.section("Chart", anchor="chart")
+    section.svg('<svg class="chart" viewBox="0 0 10 10"><circle cx="5" cy="5" r="2"/></svg>', caption="a <dot>")
+    page = doc.render()
+    assert '<figure><svg class="chart" viewBox="0 0 10 10">' in page
+    assert "<figcaption>a &lt;dot&gt;</figcaption>" in page
+    try:
+        section.svg("<script>alert(1)</script>")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("non-SVG markup accepted as a figure")

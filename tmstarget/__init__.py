@@ -71,7 +71,8 @@ def _register_source_viewer():
     root = Path(__file__).resolve().parents[1]
     if not (Path(__file__).parent / "viewer").is_dir() and (root / "viewer" / "__init__.py").is_file() \
             and (root / "pyproject.toml").is_file():
-        sys.meta_path.append(_SourceViewerFinder(root / "viewer"))
+        # first: an editable install of another checkout (its finder maps tmstarget.viewer) must not win
+        sys.meta_path.insert(0, _SourceViewerFinder(root / "viewer"))
 
 
 _register_source_viewer()

@@ -359,6 +359,9 @@ def render_png(plan_or_data, path=None, *, size=(800, 600), camera=None, **optio
 
         vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)
     plotter = pv.Plotter(off_screen=True, window_size=list(size))
+    # no multisample anti-aliasing (pyvista's theme asks for 8 samples): under software OpenGL it cost 0.35 s of
+    # the 0.43 s a 640 x 480 report view took to draw, for edges barely smoother (issue 19)
+    plotter.render_window.SetMultiSamples(0)
     try:
         build_scene(plan_or_data, plotter, camera=camera, **options)
         image = plotter.screenshot(return_img=True)

@@ -1,5 +1,6 @@
 """What every ``tmstarget`` command shares: the quiet/verbose options, stage messages, navigation warnings."""
 
+import json
 import os
 import sys
 import time
@@ -94,29 +95,101 @@ def navigation_skipped(message):
     print(f"warning: {message}", file=sys.stderr)
 
 
-def scene_renderer():
-    """The report's 3D view (``render_3d``): the viewer's off-screen scene as PNG bytes, or None without the viewer.
+def scene_renderer(size=(640, 480)):
+    """The report's 3D view (``render_3d``): a :class:`SceneRenderer`, or None when the viewer cannot render.
 
     The library report does not import the viewer (a front end); the command
-    line hands it this function.
+    line hands it this object. Call :meth:`SceneRenderer.start` early (the plan
+    command does so before its analysis) to hide the renderer's start-up.
     """
+    from importlib.util import find_spec
+
     try:
-        from tmstarget.viewer.scene import render_png
+        available = find_spec("pyvista") is not None and find_spec("tmstarget.viewer.render_worker") is not None
     except ImportError:
-        return None
+        available = False
+    return SceneRenderer(size) if available else None
 
-    def render(plan_or_dir):
-        import io
 
-        from PIL import Image
+class SceneRenderer:
+    """Renders plans' 3D views (PNG bytes) in a child process, :mod:`tmstarget.viewer.render_worker`.
 
-        from tmstarget.outputs.plan import Plan, load_plan
+    Importing pyvista/VTK and preparing off-screen OpenGL take 1.5-2 s of one core; the child does it
+    while this process works (:meth:`start`), and renders while the report draws its other figures:
+    calling the renderer with a plan folder sends the request and returns a function that waits for
+    the picture (``render_3d`` of :func:`tmstarget.outputs.report.write_report`). A plan given as a
+    :class:`~tmstarget.outputs.plan.Plan` object (no folder to read) is rendered in this process.
 
-        plan = plan_or_dir if isinstance(plan_or_dir, Plan) else load_plan(plan_or_dir)
-        buffer = io.BytesIO()
-        # a modest size (shown at 70 % of the page width) and PIL's default compression: optimize=True costs
-        # about five times the encoding time for 4 % fewer bytes
-        Image.fromarray(render_png(plan, size=(640, 480))).save(buffer, format="PNG")
-        return buffer.getvalue()
+    Parameters
+    ----------
+    size : (int, int)
+        Width and height of the picture in pixels; modest (the report shows it at 70 % of the page width).
+    timeout_s : float
+        Longest wait for one picture before the report goes without it.
+    """
 
-    return render
+    def __init__(self, size=(640, 480), timeout_s=300.0):
+        self.size, self.timeout_s = tuple(size), float(timeout_s)
+        self._process = None
+
+    def start(self):
+        """Start the child process (once); returns self."""
+        if self._process is None:
+            import atexit
+            import subprocess
+            from pathlib import Path
+
+            import tmstarget
+
+            env = dict(os.environ)
+            source = str(Path(tmstarget.__file__).resolve().parents[1])  # the child imports this same tmstarget
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
+            self._process = subprocess.Popen([sys.executable, "-m", "tmstarget.viewer.render_worker"],
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=subprocess.DEVNULL, env=env)
+            atexit.register(self.close)
+        return self
+
+    def __call__(self, plan_or_dir):
+        from pathlib import Path
+
+        if not isinstance(plan_or_dir, (str, Path)):
+            from tmstarget.outputs.report_raster import png_bytes
+            from tmstarget.viewer.scene import render_png
+
+            return png_bytes(render_png(plan_or_dir, size=self.size))
+        process = self.start()._process
+        request = {"plan": str(Path(plan_or_dir).resolve()), "size": list(self.size)}
+        process.stdin.write(json.dumps(request).encode() + b"\n")
+        process.stdin.flush()
+        return self._answer
+
+    def _answer(self):
+        import select
+
+        stdout = self._process.stdout
+        if not select.select([stdout], [], [], self.timeout_s)[0]:
+            self.close()
+            raise TimeoutError(f"no picture from the renderer within {self.timeout_s:g} s")
+        line = stdout.readline()
+        if not line:
+            code = self._process.wait()
+            self._process = None
+            raise RuntimeError(f"the renderer process ended (exit code {code})")
+        answer = json.loads(line)
+        if not answer["ok"]:
+            raise RuntimeError(answer["error"])
+        return stdout.read(answer["length"])
+
+    def close(self):
+        """End the child process: it holds no file or result (a clean exit would only tear VTK down, about 0.5 s)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.kill()
+        process.wait()
+        for stream in (process.stdin, process.stdout):
+            try:
+                stream.close()
+            except OSError:  # a pipe whose reader is gone
+                pass

@@ -151,11 +151,23 @@ def _request(args):
 
 
 def run_plan(args):
+    progress = Progress(args.quiet)
+    # the 3D view's renderer starts now: its 1.5-2 s of start-up overlap the analysis (issue 19)
+    renderer = scene_renderer() if args.report else None
+    if renderer is not None:
+        renderer.start()
+    try:
+        return _plan_and_save(args, progress, renderer)
+    finally:
+        if renderer is not None:
+            renderer.close()
+
+
+def _plan_and_save(args, progress, renderer):
     from tmstarget.outputs.plan_folder import anonymous_command
     from tmstarget.protocol import load_protocol
     from tmstarget.workflows import run_plan as compute_plan
 
-    progress = Progress(args.quiet)
     navigation = navigation_formats(args)
     protocol = load_protocol(args.protocol, _overrides(args))
     command = anonymous_command(args.command_line)
@@ -177,7 +189,7 @@ def run_plan(args):
     if args.report:
         from tmstarget.outputs.report import ReportWriter
 
-        writers.append(ReportWriter(progress=progress, render_3d=scene_renderer()))
+        writers.append(ReportWriter(progress=progress, render_3d=renderer))
     plan.save(args.output, force=args.force, navigation=None if refused else navigation, affine=args.affine,
               on_navigation_skipped=navigation_skipped, writers=writers)
     _print_summary(plan.document, protocol, args)
@@ -236,8 +248,12 @@ def _build_report_parser(sub):
 def run_report(args):
     from tmstarget.outputs.report import write_report
 
-    path = write_report(args.plan_dir, args.output, rmt=args.rmt, m1_depth_mm=args.m1_depth,
-                        render_3d=scene_renderer())
+    renderer = scene_renderer()
+    try:
+        path = write_report(args.plan_dir, args.output, rmt=args.rmt, m1_depth_mm=args.m1_depth, render_3d=renderer)
+    finally:
+        if renderer is not None:
+            renderer.close()
     if not args.quiet:
         print(f"report: {path} ({path.stat().st_size / 1024:.0f} KB)")
     return 0

@@ -1,7 +1,7 @@
 """A small builder of self-contained HTML documents (reports that travel as one file).
 
 Everything a page needs is inside the file: images are embedded as base64
-``data:`` URIs, the stylesheet is inline (screen and print, A4 pages), and no
+``data:`` URIs (also inside inline SVG figures), the stylesheet is inline (screen and print, A4 pages), and no
 script, font, stylesheet or link to anything outside is ever written, so the
 file opens the same on a machine without a network and prints as it shows.
 All text passes through :func:`escape`; only the builder's own markup is raw.
@@ -38,6 +38,7 @@ th { background: #eee; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 0.6em 0; page-break-inside: avoid; break-inside: avoid; }
 figure img { max-width: 100%; height: auto; }
+figure svg.chart { width: 100%; height: auto; display: block; }
 figcaption { font-size: 0.88em; color: #444; }
 .verdict { font-size: 1.1em; font-weight: bold; padding: 0.4em 0.6em; border-left: 0.4em solid #888;
            background: #f4f4f4; }
@@ -138,6 +139,14 @@ class Section:
         text = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
         self.blocks.append(f'<figure><img src="{png_data_uri(png)}" alt="{escape(alt or caption or "")}"{style}>'
                            f"{text}</figure>")
+        return self
+
+    def svg(self, svg: str, caption: str | None = None) -> Section:
+        """An inline SVG figure (markup built by :mod:`tmstarget.outputs.report_svg`, text already escaped)."""
+        if not svg.startswith("<svg"):
+            raise ValueError("not an SVG element")
+        text = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
+        self.blocks.append(f"<figure>{svg}{text}</figure>")
         return self
 
     def figure(self, fig, caption: str | None = None, dpi: int = 90, width_percent: int | None = None) -> Section:

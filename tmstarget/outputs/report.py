@@ -3,9 +3,9 @@
 :func:`write_report` renders a plan (a :class:`~tmstarget.outputs.plan.Plan` or
 a plan folder): the target in every space, the coil pose and depth, the trust
 verdict and its reasons (:mod:`tmstarget.outputs.evidence`), figures (glass
-brain and slices through the target with nilearn, a 3D view from the viewer's
-scene code when the caller passes it, framewise displacement with its thresholds, target
-stability), the DMN subsystem table, distances to the classic targets, the
+brain and slices through the target, a 3D view from the viewer's scene code
+when the caller passes it, framewise displacement with its thresholds, target
+stability; :mod:`tmstarget.outputs.report_figures`), the DMN subsystem table, distances to the classic targets, the
 stimulation prescription (with the intensity for this patient when the motor
 threshold is given), QC warnings, provenance, and the E-field summary when the
 folder holds ``efield.json``.  The page names the participant by the plan's
@@ -31,7 +31,6 @@ from tmstarget.outputs import evidence
 from tmstarget.outputs.html import HtmlDocument
 from tmstarget.outputs.plan import REPORT_NAME, Plan
 from tmstarget.outputs.report_figures import (
-    FIGURE_DPI,
     brain_section,
     efield_section,
     fmt_point,
@@ -166,15 +165,32 @@ def _candidates_section(page, document):
     section.table(rows)
 
 
-def _scene_section(page, sources, render_3d):
-    """The 3D view of head, coil and target from ``render_3d`` (the viewer's off-screen scene code)."""
-    section = page.section("3D view", anchor="view3d")
+def _start_scene(sources, render_3d):
+    """Ask ``render_3d`` for the 3D view: a callable giving the PNG bytes (or raising), or None without a renderer."""
     if render_3d is None:
+        return None
+    try:
+        result = render_3d(sources.folder if sources.folder is not None else sources.plan)
+    except Exception as exc:  # an off-screen GL failure must not cost the rest of the report
+        return _failed(exc)
+    return result if callable(result) else (lambda: result)
+
+
+def _failed(exc):
+    def reraise():
+        raise exc
+
+    return reraise
+
+
+def _scene_section(section, pending):
+    """The 3D view of head, coil and target (the viewer's off-screen scene code), or why there is none."""
+    if pending is None:
         section.paragraph("No 3D view: no scene renderer was given (the command line passes the viewer's off-screen "
                           "renderer, tmstarget.viewer.scene, when the viewer is installed).", css_class="muted")
         return
     try:
-        png = render_3d(sources.folder if sources.folder is not None else sources.plan)
+        png = pending()
     except Exception as exc:  # an off-screen GL failure must not cost the rest of the report
         section.paragraph(f"No 3D view: off-screen rendering failed ({type(exc).__name__}: {exc}).",
                           css_class="warning")
@@ -320,7 +336,7 @@ def _provenance_section(page, document, built):
 
 
 def build_report(plan_or_dir, rmt: float | None = None, m1_depth_mm: float | None = None,
-                 dpi: int = FIGURE_DPI, render_3d=None) -> str:
+                 render_3d=None) -> str:
     """The report of a plan as one HTML string (see :func:`write_report`)."""
     sources = _Sources(plan_or_dir)
     document = sources.document
@@ -331,25 +347,27 @@ def build_report(plan_or_dir, rmt: float | None = None, m1_depth_mm: float | Non
                         subtitle=f"protocol {document['protocol']} · coordinates in {document['space']} · "
                                  f"tmstarget {document.get('tmstarget_version', '')} · plan of "
                                  f"{document['provenance'].get('date_utc', '—')}")
+    pending = _start_scene(sources, render_3d)  # a renderer in another process draws while this one does
     _verdict_section(page, document)
     _target_section(page, document, grid_space)
-    brain_section(page, sources, document, grid_space, dpi)
-    _scene_section(page, sources, render_3d)
-    stability_section(page, sources, document, dpi)
-    motion_section(page, document, dpi)
+    brain_section(page, sources, document, grid_space)
+    scene = page.section("3D view", anchor="view3d")
+    stability_section(page, sources, document)
+    motion_section(page, document)
     _subsystem_section(page, document)
     _classic_section(page, document)
     _candidates_section(page, document)
     efield = _efield(sources)
     _prescription_section(page, document, rmt, m1_depth_mm, efield)
     _warnings_section(page, document)
-    efield_section(page, efield, dpi)
+    efield_section(page, efield)
     _provenance_section(page, document, built)
+    _scene_section(scene, pending)
     return page.render()
 
 
 def write_report(plan_or_dir, path: str | Path | None = None, rmt: float | None = None,
-                 m1_depth_mm: float | None = None, dpi: int = FIGURE_DPI, render_3d=None) -> Path:
+                 m1_depth_mm: float | None = None, render_3d=None) -> Path:
     """Write the self-contained HTML report of a plan.
 
     Parameters
@@ -366,13 +384,13 @@ def write_report(plan_or_dir, path: str | Path | None = None, rmt: float | None 
         Scalp-to-cortex depth at the motor hotspot where ``rmt`` was measured
         (mm): with the plan's target depth, the depth-adjusted intensity
         (:func:`tmstarget.outputs.evidence.prescribed_intensity`).
-    dpi : int, default=80
-        Resolution of the figures.
     render_3d : callable, optional
-        ``render_3d(plan_or_dir) -> bytes``: a PNG of head, coil and target
-        rendered off-screen (the viewer's scene code; the library does not
-        import the viewer, a front end: the command line passes it). None: the
-        3D section says why there is no view.
+        ``render_3d(plan_or_dir)``: a PNG of head, coil and target rendered
+        off-screen (the viewer's scene code; the library does not import the
+        viewer, a front end: the command line passes it), as bytes or as a
+        callable without arguments returning the bytes: a render started
+        elsewhere (another process), which the report collects after drawing
+        its other figures. None: the 3D section says why there is no view.
 
     Returns
     -------
@@ -388,7 +406,7 @@ def write_report(plan_or_dir, path: str | Path | None = None, rmt: float | None 
             path = Path(plan_or_dir) / REPORT_NAME
         else:
             raise InputError("write_report of a Plan object needs a path (or save the plan and give its folder)")
-    text = build_report(plan_or_dir, rmt=rmt, m1_depth_mm=m1_depth_mm, dpi=dpi, render_3d=render_3d)
+    text = build_report(plan_or_dir, rmt=rmt, m1_depth_mm=m1_depth_mm, render_3d=render_3d)
     return write_text_atomic(Path(path), text)
 
 
