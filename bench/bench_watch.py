@@ -19,12 +19,23 @@ first volume is copied in alone and the replay starts once it is processed;
 ``first_volume_to_first_live_target_s`` is the time from that first volume to
 the first live.json holding a target (set-up, then enough volumes at the pace).
 
+``motion_settings``: the watcher's motion estimation (``REALTIME_MOTION``) against the batch
+defaults on the real run, alternating volume by volume: CPU ms per volume and the largest
+differences in the parameters and FD (``--compare-motion`` runs only this).
+
+Per volume, ``cpu_ms`` is the watcher thread's CPU time from picking the volume up to live.json
+(load does not inflate it); the stages are wall-clock: settle + read (one poll interval, the DICOM
+parse), motion (registration, reslicing, tissue means), stream, target, live.json, and the record's
+commit, which comes after live.json.
+
 Usage: python bench/bench_watch.py [--shared ../shared/data] [--out bench/results/watch.json]
+       [--paced-only] [--compare-motion]
 """
 
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -133,8 +144,11 @@ def run_case(shared, work, name, overrides, speed, repeat):
         "search_region_voxels": len(watcher.layout.region_cols),
         "latency_file_complete_to_live_json_ms": stats("latency_ms"),
         "processing_ms": processing,
+        "cpu_ms_per_volume": stats("cpu_ms"),
         "stages_ms_p50_p95": {k: [round(float(np.percentile([p[k] for p in perf], q)), 1) for q in (50, 95)]
-                              for k in ("motion_ms", "stream_ms", "record_ms", "target_ms", "live_json_ms")},
+                              for k in ("settle_read_ms", "motion_ms", "stream_ms", "target_ms", "live_json_ms",
+                                        "record_ms")},
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
         "rss_mib_at_volume": controller.rss,
         "first_volume_to_first_live_target_s": controller.first_target_s,
         "batch_plan_on_recorded_run_s": round(batch_s, 2),
@@ -144,19 +158,66 @@ def run_case(shared, work, name, overrides, speed, repeat):
     }
 
 
+def compare_motion(shared):
+    """The watcher's motion settings against the batch defaults on the real run, alternating volume by volume.
+
+    Both register every volume starting from their own previous estimate, as the watcher does; CPU time is this
+    thread's (a shared machine's load does not inflate it).
+    """
+    from tmstarget.anatomy.motion import (
+        fd_jenkinson,
+        fd_power,
+        prepare_reference,
+        register_volume,
+        volume_centre_ras_mm,
+    )
+    from tmstarget.ingest.dicom.series import load_series
+    from tmstarget.realtime.watch import REALTIME_MOTION
+
+    img, _ = load_series(shared / RUN)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    refs = {"batch_defaults": prepare_reference(data[..., 0], img.affine),
+            "watcher": prepare_reference(data[..., 0], img.affine, **REALTIME_MOTION)}
+    params = {k: np.zeros((data.shape[3], 6)) for k in refs}
+    cpu = {k: [] for k in refs}
+    for t in range(data.shape[3]):
+        for name, ref in refs.items():
+            start = time.thread_time()
+            params[name][t] = register_volume(ref, data[..., t], init_params=params[name][t - 1] if t else None)
+            cpu[name].append(1000 * (time.thread_time() - start))
+    a, b = params["batch_defaults"], params["watcher"]
+    centre = volume_centre_ras_mm(img.affine, data.shape)
+    return {
+        "settings": {"watcher": REALTIME_MOTION, "batch_defaults": "prepare_reference defaults"},
+        "register_cpu_ms_median": {k: round(float(np.median(v[1:])), 2) for k, v in cpu.items()},
+        "max_abs_diff_translation_mm": float(np.abs(a[:, :3] - b[:, :3]).max()),
+        "max_abs_diff_rotation_deg": float(np.degrees(np.abs(a[:, 3:] - b[:, 3:])).max()),
+        "max_abs_diff_fd_power_mm": float(np.abs(fd_power(a) - fd_power(b)).max()),
+        "max_abs_diff_fd_jenkinson_mm": float(np.abs(fd_jenkinson(a, centre) - fd_jenkinson(b, centre)).max()),
+        "run_motion_range": {"max_abs_translation_mm": float(np.abs(a[:, :3]).max()),
+                             "max_abs_rotation_deg": float(np.degrees(np.abs(a[:, 3:])).max())},
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "watch.json")
     parser.add_argument("--repeat", type=int, default=9, help="passes of the 120-volume run in the soak case")
     parser.add_argument("--paced-only", action="store_true", help="skip the 1,080-volume soak")
+    parser.add_argument("--compare-motion", action="store_true",
+                        help="only the watcher's motion settings against the batch defaults (no watch)")
     args = parser.parse_args(argv)
     if not (args.shared / RUN).is_dir():
         print(f"shared data not found at {args.shared}: nothing to benchmark", file=sys.stderr)
         return 2
+    if args.compare_motion:
+        print(json.dumps(compare_motion(args.shared), indent=2))
+        return 0
     work = Path(tempfile.mkdtemp(prefix="bench-watch-"))
     try:
         results = {
+            "motion_settings": compare_motion(args.shared),
             "paced": run_case(args.shared, work, "paced", [], speed=10.0, repeat=1),
         }
         if not args.paced_only:

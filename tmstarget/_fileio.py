@@ -55,12 +55,15 @@ def publish_mode(path, directory=False):
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
-def write_temp(path, data, *, mode=None):
+def write_temp(path, data, *, mode=None, durable=True):
     """Write ``data`` (bytes) to a new temporary file beside ``path``, flushed to disk.
 
     The caller renames it over ``path`` (``os.replace``) or removes it; a
     failure here removes it.  ``mode`` sets its permissions (default: the usual
-    ones under the umask, see :func:`publish_mode`).
+    ones under the umask, see :func:`publish_mode`). ``durable=False`` skips
+    the fsync: readers still see the old or the new file whole, but after a
+    power cut the file may be lost (for files rewritten every second, such as
+    a watcher's ``live.json``).
 
     Returns
     -------
@@ -73,7 +76,8 @@ def write_temp(path, data, *, mode=None):
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         if mode is None:
             publish_mode(tmp)
         else:
@@ -84,11 +88,11 @@ def write_temp(path, data, *, mode=None):
     return Path(tmp)
 
 
-def write_bytes_atomic(path, data):
-    """Write ``data`` (bytes) to ``path`` atomically (temp file, fsync, rename)."""
+def write_bytes_atomic(path, data, durable=True):
+    """Write ``data`` (bytes) to ``path`` atomically (temp file, fsync unless ``durable=False``, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = write_temp(path, data)
+    tmp = write_temp(path, data, durable=durable)
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -97,9 +101,9 @@ def write_bytes_atomic(path, data):
     return path
 
 
-def write_text_atomic(path, text):
-    """Write UTF-8 text with LF line ends atomically."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path, text, durable=True):
+    """Write UTF-8 text with LF line ends atomically (see :func:`write_temp` for ``durable``)."""
+    return write_bytes_atomic(path, text.encode("utf-8"), durable)
 
 
 def write_json_atomic(path, obj):

@@ -46,6 +46,7 @@ class RunStore:
         self.t_r = float(t_r)
         self.volume_bytes = int(np.prod(self.shape)) * 4
         self.rows = []
+        self._uncommitted = None  # (data, row) taken by add(), not yet written
 
     def _header(self, n_volumes):
         header = nib.Nifti1Header()
@@ -98,22 +99,33 @@ class RunStore:
                 row[key] = float(raw[key])
         return row
 
-    def append(self, volume, data, row):
-        """Commit one volume: its realigned data, then its row."""
-        if volume != len(self.rows):
-            raise InputError(f"volume {volume} arrives after {len(self.rows)} committed volumes", volume=volume)
+    def add(self, volume, data, row):
+        """Take one processed volume: its row is in :attr:`rows` at once, on disk after :meth:`commit`.
+
+        The watcher rewrites ``live.json`` between the two: the fsyncs stay off the latency path.
+        """
+        if self._uncommitted is not None or volume != len(self.rows):
+            raise InputError(f"volume {volume} arrives after {len(self.rows)} volumes "
+                             f"({'one' if self._uncommitted is not None else 'none'} of them uncommitted)",
+                             volume=volume)
+        row = {"volume": volume, **row}
+        self._uncommitted = (np.asarray(data, dtype=np.float32), row)
+        self.rows.append(row)
+
+    def commit(self):
+        """Write the volume :meth:`add` took: its realigned data, then its row (the commit)."""
+        data, row = self._uncommitted
         with open(self.data_path, "ab") as handle:
-            handle.write(np.asarray(data, dtype=np.float32).tobytes(order="F"))
+            handle.write(data.tobytes(order="F"))
             handle.flush()
             os.fsync(handle.fileno())
-        row = {"volume": volume, **row}
-        values = [str(volume)] + [("1" if row["missing"] else "0") if k == "missing" else
-                                  row[k] if k == "status" else repr(float(row[k])) for k in FRAME_COLUMNS]
+        values = [str(row["volume"])] + [("1" if row["missing"] else "0") if k == "missing" else
+                                         row[k] if k == "status" else repr(float(row[k])) for k in FRAME_COLUMNS]
         with open(self.rows_path, "a", encoding="utf-8") as handle:
             handle.write("\t".join(values) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        self.rows.append(row)
+        self._uncommitted = None
 
     def read_volume(self, volume):
         """A committed realigned volume (float32, (I, J, K))."""
@@ -123,7 +135,10 @@ class RunStore:
         return np.frombuffer(raw, dtype=np.float32).reshape(self.shape, order="F")
 
     def seal(self):
-        """Write the committed volume count into the header; return the image path."""
+        """Commit a volume still uncommitted (the watch was interrupted between :meth:`add` and :meth:`commit`),
+        write the committed volume count into the header; return the image path."""
+        if self._uncommitted is not None:
+            self.commit()
         with open(self.data_path, "r+b") as handle:
             handle.write(self._header(len(self.rows)))
         return self.data_path

@@ -55,6 +55,12 @@ LIVE_SCHEMA = "tmstarget-live/1"
 DRIFT_WINDOWS_MIN = (1, 2, 5)
 #: Files read per poll: a backlog (watcher started late, replay --fast) stays on disk, memory stays flat.
 MAX_FILES_PER_POLL = 64
+#: Motion estimation on the latency path (:func:`~tmstarget.anatomy.motion.prepare_reference` options): a volume
+#: starts from the previous volume's parameters at the finest level only (the coarse level is for the first
+#: volume's capture range), and stops once an update moves no point of a 50-mm sphere by 0.01 mm. On the shared
+#: real run this changes the parameters by at most 0.0003 mm / 0.0004 degrees against the batch defaults at less
+#: than half the time (bench/bench_watch.py --compare-motion).
+REALTIME_MOTION = {"warm_levels": 1, "tol_mm": 0.05}
 
 
 @dataclass
@@ -272,6 +278,7 @@ class Watcher:
         self.incoming = None
         self.perf = []
         self.live_maps = None
+        self.summary = RowSummary(self.clean.fd_threshold_mm)
 
     # ----------------------------------------------------------------- state
 
@@ -415,7 +422,7 @@ class Watcher:
         write_nifti_atomic(self.state_dir / "brain_mask.nii.gz", nib.Nifti1Image(brain.astype(np.uint8), affine))
         self.grid = NativeGrid(ref_img, epi_to_mni)
         self.layout = analysis_layout(self.protocol, brain, affine, self.grid, self.opts.incoming)
-        self.ref_prep = prepare_reference(np.asarray(ref_img.dataobj, dtype=np.float32), affine)
+        self.ref_prep = prepare_reference(np.asarray(ref_img.dataobj, dtype=np.float32), affine, **REALTIME_MOTION)
         self.affine = affine
         self.centre = np.array(setup["centre_ras_mm"])
         n_volumes = self.opts.expected_volumes or 10000
@@ -463,6 +470,7 @@ class Watcher:
         self.store = RunStore(self.state_dir, saved["shape"], np.array(saved["affine"]), saved["t_r_s"])
         rows = self.store.open()
         for row in rows:
+            self.summary.add(row)
             motion = np.array([row[k] for k in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")])
             data = None if row["missing"] else self.store.read_volume(row["volume"])
             self.stream.push(row["volume"], data, motion,
@@ -478,6 +486,7 @@ class Watcher:
         from tmstarget.realtime.incoming import Gap
 
         picked = time.monotonic()
+        cpu_start = time.thread_time()
         missing = isinstance(item, Gap)
         if self.setup is None:
             if missing:
@@ -515,24 +524,31 @@ class Watcher:
         row.update(missing=missing, fd_power_mm=fd_p, fd_jenkinson_mm=fd_j, white_matter=0.0 if missing else wm,
                    csf=0.0 if missing else csf, global_signal=0.0 if missing else gs, status=status, latency_ms=latency)
         pushed = time.monotonic()
-        if self.live_target is not None and self.opts.map_every and (index + 1) % self.opts.map_every == 0:
-            self.stream.brain_maps_in_background(lambda z, score, v=index: self._write_live_maps(v, z, score))
-        self.store.append(index, realigned, row)
-        stored = time.monotonic()
+        self.store.add(index, realigned, row)  # live.json counts it; committed below
+        self.summary.add(self.store.rows[-1])
         self._track(index)
         tracked = time.monotonic()
         self.status = (f"tracking the target (volume {index + 1}{of} processed)" if self.live_target is not None
                        else f"collecting volumes (volume {index + 1}{of} processed)")
         doc = self.write_live()
         done = time.monotonic()
+        cpu_done = time.thread_time()
+        # the commit (two fsyncs) and the live maps come after live.json: off the latency path. A watcher killed
+        # in between resumes before this volume and processes it again (the stream is rebuilt from commits).
+        self.store.commit()
+        if self.live_target is not None and self.opts.map_every and (index + 1) % self.opts.map_every == 0:
+            self.stream.brain_maps_in_background(lambda z, score, v=index: self._write_live_maps(v, z, score))
+        stored = time.monotonic()
         self.display(doc)
         if not missing:  # milliseconds: file complete -> live.json, and the stages of this volume's processing
-            # from the first poll that saw the file at its final size (the settle wait and the read included)
+            # from the first poll that saw the file at its final size (the settle wait and the read included);
+            # cpu_ms: this thread's CPU time up to live.json (the machine's load does not inflate it)
             self.perf.append({"volume": index, "latency_ms": 1000 * (done - item.seen_s),
                               "processing_ms": 1000 * (done - start), "motion_ms": 1000 * (moved - start),
-                              "stream_ms": 1000 * (pushed - moved), "record_ms": 1000 * (stored - pushed),
-                              "target_ms": 1000 * (tracked - stored), "live_json_ms": 1000 * (done - tracked),
-                              "setup_ms": 1000 * (start - picked)})
+                              "stream_ms": 1000 * (pushed - moved), "target_ms": 1000 * (tracked - pushed),
+                              "live_json_ms": 1000 * (done - tracked), "record_ms": 1000 * (stored - done),
+                              "cpu_ms": 1000 * (cpu_done - cpu_start), "setup_ms": 1000 * (start - picked),
+                              "settle_read_ms": 1000 * (picked - item.seen_s)})
 
     def _nuisance(self, wm, csf, gs):
         """The nuisance values the protocol regresses, in the stream's order (WM, CSF, global signal)."""
@@ -595,8 +611,7 @@ class Watcher:
 
     def live_document(self):
         rows = self.store.rows if self.store is not None else []
-        fd = [round(r["fd_power_mm"], 4) for r in rows]
-        statuses = [r["status"] for r in rows]
+        summary = self.summary
         t_r = self.setup["t_r_s"] if self.setup else None
         doc = {
             "schema": LIVE_SCHEMA,
@@ -614,27 +629,23 @@ class Watcher:
                 "processed": len(rows),
                 "received": (self.incoming.first_index + self.incoming.n_released) if self.incoming else len(rows),
                 "expected": self.opts.expected_volumes,
-                "gaps": [r["volume"] for r in rows if r["missing"]],
+                "gaps": list(summary.gaps),
                 "duplicates_ignored": len(self.incoming.duplicates) if self.incoming else 0,
                 "files_skipped": len(self.incoming.skipped) if self.incoming else 0,
             },
             "last_volume": None,
             "qc": {
-                "fd_power_mm": fd,
+                "fd_power_mm": list(summary.fd),
                 "fd_threshold_mm": self.clean.fd_threshold_mm,
-                "frames_above_threshold": int(sum(1 for r, s in zip(rows, statuses) if s not in ("dummy", "missing")
-                                                  and r["fd_power_mm"] > self.clean.fd_threshold_mm)),
-                "frames_censored": int(sum(1 for s in statuses if s not in ("dummy", "missing"))
-                                       - (self.stream.n_added if self.stream is not None else 0)),
+                "frames_above_threshold": summary.above_threshold,
+                "frames_censored": summary.analysable - (self.stream.n_added if self.stream is not None else 0),
                 "frames_kept": int(self.stream.n_added if self.stream is not None else 0),
                 "usable_minutes": round((self.stream.n_added if self.stream is not None else 0) * (t_r or 0) / 60.0,
                                         2),
                 "frames_per_state": {s: int(self.stream.region.count[self.stream._state_buckets(s)].sum())
                                      for s in self.protocol.states} if self.stream else {},
-                "max_abs_translation_mm": round(float(max((max(abs(r[k]) for k in ("trans_x", "trans_y", "trans_z"))
-                                                           for r in rows), default=0.0)), 3),
-                "max_abs_rotation_deg": round(float(np.degrees(max((max(abs(r[k]) for k in ("rot_x", "rot_y", "rot_z"))
-                                                                    for r in rows), default=0.0))), 3),
+                "max_abs_translation_mm": round(summary.max_abs_translation_mm, 3),
+                "max_abs_rotation_deg": round(float(np.degrees(summary.max_abs_rotation_rad)), 3),
             },
             "target": None,
             "candidates": [],
@@ -831,6 +842,38 @@ class Watcher:
             written = np.asarray(nib.load(plan_dir / map_files[f"z_{state}"]).dataobj)[ijk]
             worst = max(worst, float(np.abs(values - written).max()))
         return worst
+
+
+class RowSummary:
+    """The run's QC figures in ``live.json``, kept up to date row by row (not recounted over every row after
+    every volume).
+
+    Parameters
+    ----------
+    fd_threshold_mm : float
+        A frame above it counts in :attr:`above_threshold` (dummies and gaps aside).
+    """
+
+    def __init__(self, fd_threshold_mm):
+        self.fd_threshold_mm = fd_threshold_mm
+        self.fd = []  # FD_Power per volume (mm, 4 decimals)
+        self.gaps = []  # volumes that never arrived
+        self.analysable = 0  # volumes neither dummy nor missing
+        self.above_threshold = 0
+        self.max_abs_translation_mm = 0.0
+        self.max_abs_rotation_rad = 0.0
+
+    def add(self, row):
+        """Count one committed (or about to be committed) ``frames.tsv`` row."""
+        self.fd.append(round(row["fd_power_mm"], 4))
+        if row["missing"]:
+            self.gaps.append(row["volume"])
+        if row["status"] not in ("dummy", "missing"):
+            self.analysable += 1
+            self.above_threshold += row["fd_power_mm"] > self.fd_threshold_mm
+        self.max_abs_translation_mm = max(self.max_abs_translation_mm,
+                                          *(abs(row[k]) for k in ("trans_x", "trans_y", "trans_z")))
+        self.max_abs_rotation_rad = max(self.max_abs_rotation_rad, *(abs(row[k]) for k in ("rot_x", "rot_y", "rot_z")))
 
 
 def _recorded_stem(state_dir, participant, task):
