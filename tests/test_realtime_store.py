@@ -76,3 +76,35 @@ def test_live_file_is_one_line_of_strict_json(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name != "live.json"]  # no temporary file left behind
     with pytest.raises(ValueError):
         live.write({"x": float("nan")})
+
+
+def test_reslicing_in_two_parts_changes_no_value_the_stream_reads():
+    """First part (analysed voxels grown by the smoothing reach, tissue masks) + the rest = the whole reslice, bit for
+    bit; and the stream's smoothed values from the first part alone equal those from the whole volume."""
+    from tmstarget.analysis.voxels import VoxelSet, smoothed_volume_values
+    from tmstarget.anatomy.motion import reslice_volume
+    from tmstarget.realtime.watch import _reslice_parts
+
+    rng = np.random.default_rng(5)
+    shape, affine = (30, 32, 20), np.diag([3.0, 3.0, 3.5, 1.0])
+    vol = rng.normal(1000, 100, shape).astype(np.float32)
+    mask = np.zeros(shape, bool)
+    mask[8:20, 6:25, 0:12] = True  # touches the grid's edge in k
+    mask[12, 6, 5] = False
+    wm = np.zeros(shape, bool)
+    wm[2, 2, 2] = True  # far from the analysed voxels
+    voxels = VoxelSet(mask, affine)
+    params = np.array([0.7, -0.4, 0.3, 0.01, -0.02, 0.015])
+    first, later = _reslice_parts(voxels, 6.0, (mask, wm))
+    assert 0 < len(first) < vol.size and len(first) + len(later) == vol.size
+    whole = reslice_volume(vol, affine, params)
+    part = reslice_volume(vol, affine, params, where=first)
+    assert part.reshape(-1)[later].max() == 0 and part[2, 2, 2] == whole[2, 2, 2]
+    np.testing.assert_array_equal(smoothed_volume_values(part, voxels, 6.0), smoothed_volume_values(whole, voxels, 6.0))
+    np.testing.assert_array_equal(reslice_volume(vol, affine, params, where=later, out=part), whole)
+    # one voxel short of the kernel's reach would change a smoothed value
+    grown = np.zeros(vol.size, bool)
+    grown[first] = True
+    edge = np.flatnonzero(grown & ~mask.reshape(-1) & ~wm.reshape(-1))[0]
+    part.reshape(-1)[edge] = 0.0
+    assert not np.array_equal(smoothed_volume_values(part, voxels, 6.0), smoothed_volume_values(whole, voxels, 6.0))

@@ -517,13 +517,18 @@ def _voxel_grid(shape):
     return np.indices(shape).reshape(3, -1).astype(float)
 
 
-def _reslice_one(vol, affine, matrix, grid, order):
+def _reslice_one(vol, affine, matrix, grid, order, where=None, out=None):
     vox_map = np.linalg.inv(affine) @ matrix @ affine
-    ijk = vox_map[:3, :3] @ grid + vox_map[:3, 3:]
-    return ndimage.map_coordinates(vol, ijk, order=order, mode="nearest", prefilter=False).reshape(vol.shape)
+    ijk = vox_map[:3, :3] @ grid + vox_map[:3, 3:]  # every voxel's, so a part's coordinates are the whole's
+    if where is None:
+        return ndimage.map_coordinates(vol, ijk, order=order, mode="nearest", prefilter=False).reshape(vol.shape)
+    out = np.zeros(vol.shape, dtype=np.float32) if out is None else out
+    out.reshape(-1)[where] = ndimage.map_coordinates(vol, ijk[:, where], order=order, mode="nearest",
+                                                     prefilter=False)
+    return out
 
 
-def reslice_volume(vol, affine, params, order=1):
+def reslice_volume(vol, affine, params, order=1, where=None, out=None):
     """One volume resliced onto the reference grid, exactly as :func:`realign` does it for a run.
 
     Parameters
@@ -532,13 +537,23 @@ def reslice_volume(vol, affine, params, order=1):
     affine : array (4, 4)
     params : array (6,)
         This volume's motion parameters (:func:`estimate_motion` row).
+    order : int
+        Spline order (1: trilinear, as :func:`realign`).
+    where : array of int, optional
+        Reslice only these voxels (flat C-order indices into the grid), each to
+        the same value as reslicing the whole volume: the real-time path
+        reslices what the next step needs first and the rest later.
+    out : ndarray (I, J, K), float32, optional
+        With ``where``: fill these voxels of ``out`` (default: a new array,
+        zero elsewhere).
 
     Returns
     -------
     ndarray, float32, shape (I, J, K)
+        ``out`` when given.
     """
     matrix = rigid_matrix(_check_motion_params(np.asarray(params)[None, :]))[0]
-    return _reslice_one(np.asarray(vol, dtype=np.float32), affine, matrix, _voxel_grid(vol.shape), order)
+    return _reslice_one(np.asarray(vol, dtype=np.float32), affine, matrix, _voxel_grid(vol.shape), order, where, out)
 
 
 def realign(bold_img, params):

@@ -422,6 +422,8 @@ class Watcher:
         write_nifti_atomic(self.state_dir / "brain_mask.nii.gz", nib.Nifti1Image(brain.astype(np.uint8), affine))
         self.grid = NativeGrid(ref_img, epi_to_mni)
         self.layout = analysis_layout(self.protocol, brain, affine, self.grid, self.opts.incoming)
+        self.reslice_first, self.reslice_later = _reslice_parts(self.layout.voxels, self.clean.smoothing_fwhm_mm,
+                                                                (brain, self.wm_mask, self.csf_mask))
         self.ref_prep = prepare_reference(np.asarray(ref_img.dataobj, dtype=np.float32), affine, **REALTIME_MOTION)
         self.affine = affine
         self.centre = np.array(setup["centre_ras_mm"])
@@ -509,7 +511,8 @@ class Watcher:
                         index, item.waited_s)
         else:
             motion = register_volume(self.ref_prep, item.data, init_params=previous)
-            realigned = reslice_volume(item.data, self.affine, motion)
+            # the voxels the stream and the tissue means read now, the rest after live.json (same values)
+            realigned = reslice_volume(item.data, self.affine, motion, where=self.reslice_first)
             wm = float(realigned[self.wm_mask].mean(dtype=np.float64))
             csf = float(realigned[self.csf_mask].mean(dtype=np.float64))
             gs = float(realigned[self.brain_mask].mean(dtype=np.float64))
@@ -535,6 +538,8 @@ class Watcher:
         cpu_done = time.thread_time()
         # the commit (two fsyncs) and the live maps come after live.json: off the latency path. A watcher killed
         # in between resumes before this volume and processes it again (the stream is rebuilt from commits).
+        if not missing:
+            reslice_volume(item.data, self.affine, motion, where=self.reslice_later, out=realigned)
         self.store.commit()
         if self.live_target is not None and self.opts.map_every and (index + 1) % self.opts.map_every == 0:
             self.stream.brain_maps_in_background(lambda z, score, v=index: self._write_live_maps(v, z, score))
@@ -842,6 +847,25 @@ class Watcher:
             written = np.asarray(nib.load(plan_dir / map_files[f"z_{state}"]).dataobj)[ijk]
             worst = max(worst, float(np.abs(values - written).max()))
         return worst
+
+
+def _reslice_parts(voxels, fwhm_mm, masks):
+    """Flat voxel indices to reslice before the stream (the analysed voxels grown by the smoothing kernel's
+    half-width per axis, where the separable smoothing reads, and the tissue masks) and after live.json (the rest).
+
+    The stream smooths its box; values beyond the kernel's reach of every analysed voxel never enter a smoothed
+    value, so leaving them zero until later changes no number.
+    """
+    from scipy import ndimage
+
+    from tmstarget.analysis.clean import smoothing_radius
+
+    radius = smoothing_radius(voxels.affine, fwhm_mm) if fwhm_mm else [0, 0, 0]
+    first = ndimage.maximum_filter(voxels.mask, size=[2 * r + 1 for r in radius], mode="constant", cval=False)
+    for mask in masks:
+        first = first | mask
+    flat = first.reshape(-1)
+    return np.flatnonzero(flat), np.flatnonzero(~flat)
 
 
 class RowSummary:
