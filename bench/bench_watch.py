@@ -151,6 +151,8 @@ def run_case(shared, work, name, overrides, speed, repeat):
         "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
         "rss_mib_at_volume": controller.rss,
         "first_volume_to_first_live_target_s": controller.first_target_s,
+        "setup_s_on_the_first_volume": round(watcher.perf[0]["setup_ms"] / 1000, 1),  # EPI->T1, waiting for T1->MNI
+        "first_target_after_volume": watcher.history[0][0] if watcher.history else None,
         "batch_plan_on_recorded_run_s": round(batch_s, 2),
         "ratio_batch_over_streaming_p50": round(1000 * batch_s / processing["p50"], 1),
         "self_check_max_abs_dz": live["final"]["max_abs_dz_stream_vs_plan"],
