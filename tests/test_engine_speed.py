@@ -3,6 +3,7 @@
 * the BOLD read, cast and smoothed in chunks of volumes on several threads equals smoothing the whole
   float32 block at once with scipy's ``gaussian_filter1d`` and nilearn's sigma (values and memory layout),
   and a non-finite value is still reported at its volume;
+* the cleaning plan computed beside the reading reports its error first;
 * the grey-matter probability of a grid comes back from the cache folder equal to nilearn's resampling;
   a damaged or foreign entry is ignored and computed again, ``TMSTARGET_CACHE_DIR=off`` writes nothing.
 """
@@ -124,3 +125,19 @@ def test_grey_matter_cache_off_writes_nothing(gm_cache, monkeypatch):
     affine, shape = GRID
     assert rois.grey_matter_mask(shape, affine).any()
     assert not gm_cache.exists()
+
+
+def test_alongside_returns_both_results_and_the_background_error_first():
+    from tmstarget._threads import alongside
+
+    assert alongside(lambda: "plan", lambda: "data") == ("plan", "data")
+
+    def fails(message):
+        raise InputError(message)
+
+    with pytest.raises(InputError, match="too few volumes"):  # the cleaning plan's error, as when it ran first
+        alongside(lambda: fails("too few volumes"), lambda: fails("NaN in volume 3"))
+    with pytest.raises(InputError, match="NaN in volume 3"):
+        alongside(lambda: "plan", lambda: fails("NaN in volume 3"))
+    with pytest.raises(InputError, match="too few volumes"):
+        alongside(lambda: fails("too few volumes"), lambda: "data")
