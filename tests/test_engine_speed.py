@@ -3,6 +3,7 @@
 * the BOLD read, cast and smoothed in chunks of volumes on several threads equals smoothing the whole
   float32 block at once with scipy's ``gaussian_filter1d`` and nilearn's sigma (values and memory layout),
   and a non-finite value is still reported at its volume;
+* spheres tested only in their index box give the voxels of the whole-grid test;
 * the cleaning plan computed beside the reading reports its error first;
 * the grey-matter probability of a grid comes back from the cache folder equal to nilearn's resampling;
   a damaged or foreign entry is ignored and computed again, ``TMSTARGET_CACHE_DIR=off`` writes nothing.
@@ -141,3 +142,22 @@ def test_alongside_returns_both_results_and_the_background_error_first():
         alongside(lambda: "plan", lambda: fails("NaN in volume 3"))
     with pytest.raises(InputError, match="too few volumes"):
         alongside(lambda: fails("too few volumes"), lambda: "data")
+
+
+def test_balls_tested_in_their_box_equal_the_whole_grid_test(rng):
+    # oblique, sheared and flipped affines; centres on voxel centres, off the grid, radius 0
+    for case in range(60):
+        shape = tuple(int(n) for n in rng.integers(5, 30, 3))
+        affine = np.diag(list(rng.uniform(0.7, 4.0, 3)) + [1.0])
+        if case % 2:
+            affine[:3, :3] = affine[:3, :3] @ (np.eye(3) + rng.normal(0, 0.4, (3, 3)))
+        affine[:3, 3] = rng.uniform(-60, 60, 3)
+        centres = rng.uniform(-80, 80, (3, 3))
+        centres[0] = affine[:3, :3] @ rng.integers(0, 5, 3) + affine[:3, 3]
+        radius = float(rng.choice([0.0, 1.0, 2.5, 3.0, 6.0, 25.0]))
+        ijk = np.indices(shape).reshape(3, -1).T
+        xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
+        expected = np.zeros(shape, dtype=bool)
+        for centre in centres:
+            expected |= (np.sum((xyz - centre) ** 2, axis=1) <= radius**2 + 1e-6).reshape(shape)
+        assert np.array_equal(rois.ball_mask(shape, affine, centres, radius), expected), case

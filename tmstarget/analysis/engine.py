@@ -125,7 +125,9 @@ def _brain_mask(runs, explicit_mask, warnings):
 
 def _score_map(data, seed, rows, conn):
     """Fisher-z map per state and the score the picker uses (z or delta z)."""
-    z = {state: fisher_z(correlation_with_seed(data[sel], seed[sel])) for state, sel in rows.items()}
+    # a state of every frame (rest) reads the data in place: the same numbers without a copy of T x V
+    z = {state: fisher_z(correlation_with_seed(data if sel.all() else data[sel], seed[sel]))
+         for state, sel in rows.items()}
     if conn.contrast is not None:
         first, second = conn.contrast
         return z, z[first] - z[second]
@@ -344,7 +346,7 @@ def prepare(selection, protocols, t_r=None, progress=None, runs=None):
             q.update(motion_summary(fdj[cplan.first_frame:], moved))
         fdj_rows.append(fdj[cplan.kept] if fdj is not None else np.full(len(cplan.kept), np.nan))
         run_qc.append(q)
-    data = np.vstack(data_blocks)
+    data = data_blocks[0] if len(data_blocks) == 1 else np.vstack(data_blocks)  # one run: no copy
     del data_blocks
     return CleanedRuns(list(protocols), layouts, runs, plans, data, brain, selection, run_qc, tsnr_runs,
                        brain_sample, np.concatenate(fdj_rows), warnings)
