@@ -16,8 +16,9 @@ The load average is printed before and after. Paths:
 * ``command-cold`` - the same with an empty T1 cache (first plan of a T1);
 * ``no-report``    - the same with ``--no-report`` (when the command has it);
 * ``base``         - with ``--base TREE``: the command from another source tree (e.g. a
-  ``git archive`` of an older commit), for before/after figures in the same run;
-* ``engine``       - tmstarget's ``plan()`` alone in-process (no imports, no writing); its
+  ``git archive`` of an older commit), for before/after figures in the same run, its cache
+  warmed the same way (the trees' cache keys differ);
+* ``engine``       - tmstarget's ``plan()`` alone in-process (no imports, no writing; the warm cache); its
   inference step (family-wise null, bootstrap, split halves) is reported as ``inference``;
 * ``nilearn``      - smooth_img + apply_mask + signal.clean + seed mean + correlation
   (``tests/nilearn_reference.py``), the same maps, in-process;
@@ -219,25 +220,29 @@ def main():
           f"{args.repeats} rounds, medians; CPU cores: {os.cpu_count()}; load average {_load()}; "
           f"transparent huge pages: {_thp()}", flush=True)
     warm_cache = Path(tempfile.mkdtemp(prefix="bench-plan-cache-"))
+    base_cache = Path(tempfile.mkdtemp(prefix="bench-plan-base-cache-"))  # the base tree's keys differ
     paths = ["command", "command-cold"] + (["no-report"] if has_no_report else []) + \
         (["base"] if args.base else []) + \
         [f"{p} [{m}]" for p in ("engine", "nilearn", "load", "load-ours") for m in MEMORY]
     for protocol in args.protocols:
-        command(ROOT, patient, protocol, cache=warm_cache)  # the T1 seen once: the cache is warm
+        command(ROOT, patient, protocol, cache=warm_cache)  # the T1 (and the grid) seen once: the cache is warm
+        if args.base:
+            command(args.base, patient, protocol, cache=base_cache)
         rounds = {path: [] for path in paths}
         for _ in range(args.repeats):
             for path in paths:
                 if path.startswith("command") or path in ("no-report", "base"):
                     tree = args.base if path == "base" else ROOT
                     with tempfile.TemporaryDirectory(prefix="bench-plan-cold-") as cold:
-                        cache = cold if path in ("command-cold", "base") else warm_cache
+                        cache = {"command-cold": cold, "base": base_cache}.get(path, warm_cache)
                         extra = ["--no-report"] if path == "no-report" else []
                         rounds[path].append(command(tree, patient, protocol, extra, cache))
                 else:
                     name, setting = path[:-1].split(" [")
                     cmd = [sys.executable, __file__, "--path", name, "--protocol", protocol,
                            "--voxel-mm", str(args.voxel_mm), "--volumes", str(args.volumes)]
-                    rounds[path].append(child(cmd, memory_env(MEMORY[setting])))
+                    env = {**memory_env(MEMORY[setting]), "TMSTARGET_CACHE_DIR": str(warm_cache)}
+                    rounds[path].append(child(cmd, env))
         _report(protocol, rounds)
     print(f"load average after: {_load()}")
 
