@@ -1,7 +1,5 @@
 """``python -m tmstarget.cli``: the ``tmstarget`` command."""
 
-import sys
+from tmstarget.cli.main import console
 
-from tmstarget.cli.main import main
-
-sys.exit(main())
+console()
