@@ -21,6 +21,7 @@ from tmstarget.cli._common import (
     Progress,
     add_common,
     avoid_hugepage_stalls,
+    idle_blas_threads_sleep,
     navigation_formats,
     navigation_skipped,
     scene_renderer,
@@ -344,6 +345,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.command_line = ["tmstarget", *map(str, sys.argv[1:] if argv is None else argv)]  # for provenance
     avoid_hugepage_stalls()
+    idle_blas_threads_sleep()
     verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
     logging.basicConfig(
         level=logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING),
