@@ -28,17 +28,18 @@ The load average is printed before and after. Paths:
   python-isal's decoding when installed, the header checked), without a whole-image cast (the
   engine casts only the brain's box, volume chunk by chunk, while smoothing).
 
-Memory setting: numpy marks large arrays ``MADV_HUGEPAGE``. With transparent huge pages in
+Settings: numpy marks large arrays ``MADV_HUGEPAGE``. With transparent huge pages in
 ``defrag = madvise`` mode (the THP mode is printed) and few free huge pages, every first touch of
 a fresh large array may stall in memory compaction: on the 2-core test machine nibabel's load of
 this BOLD into float32 took 1.0-2.0 s with numpy's default and 0.54-0.63 s without the mark
-(alternating runs; the noisy, contradictory load lines of earlier runs). The command asks for
-ordinary pages itself (``NUMPY_MADVISE_HUGEPAGE=0`` unless set: ``tmstarget.cli._common``; this
-script removes the variable from the command's environment so the command decides), so the
-in-process paths run twice per round: ``[default]`` (the variable unset: numpy's default, as a
-plain script runs) and ``[hp0]`` (``NUMPY_MADVISE_HUGEPAGE=0``, the command's setting). The
-speed-up against ``nilearn [hp0]`` is the fair headline (the same memory setting); the one
-against ``nilearn [default]`` is what a plain nilearn script gets on this machine.
+(alternating runs; the noisy, contradictory load lines of earlier runs). And OpenBLAS's idle
+threads spin ~0.1 s after every call, burning the second core. The command gives itself
+``NUMPY_MADVISE_HUGEPAGE=0`` and ``OPENBLAS_THREAD_TIMEOUT=4`` (unless set:
+``tmstarget.cli._common``; this script removes both from the command's environment so the
+command decides; neither changes a number). So the in-process paths run twice per round:
+``[default]`` (neither set, as a plain script runs) and ``[cmd]`` (the command's two settings).
+The speed-up against ``nilearn [cmd]`` is the fair headline (the same settings); the one against
+``nilearn [default]`` is what a plain nilearn script gets on this machine.
 """
 
 import argparse
@@ -145,16 +146,16 @@ def _peak_rss_mib():
     return float("nan")
 
 
-#: The in-process paths' memory settings: name -> NUMPY_MADVISE_HUGEPAGE (None: unset, numpy's default).
-MEMORY = {"default": None, "hp0": "0"}
+#: The variables the command sets for itself (``tmstarget.cli._common``): memory pages, idle BLAS threads.
+COMMAND_SETTINGS = {"NUMPY_MADVISE_HUGEPAGE": "0", "OPENBLAS_THREAD_TIMEOUT": "4"}
+#: The in-process paths' settings: name -> the variables set (none: numpy's and OpenBLAS's defaults).
+SETTINGS = {"default": {}, "cmd": COMMAND_SETTINGS}
 
 
-def memory_env(setting):
-    """This process's environment with ``NUMPY_MADVISE_HUGEPAGE`` as ``setting`` says (None: removed)."""
-    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
-    if setting is not None:
-        env["NUMPY_MADVISE_HUGEPAGE"] = setting
-    return env
+def settings_env(variables):
+    """This process's environment without :data:`COMMAND_SETTINGS`' variables, then with ``variables``."""
+    env = {k: v for k, v in os.environ.items() if k not in COMMAND_SETTINGS}
+    return {**env, **variables}
 
 
 def child(args, env=None):
@@ -175,7 +176,7 @@ def command(tree, patient, protocol, extra=(), cache=None):
     (interpreter, imports, argument parsing, protocol).
     """
     out_dir = HERE / "results" / "plan-out"
-    env = {**memory_env(None), "PYTHONPATH": str(tree)}  # the command chooses its memory setting itself
+    env = {**settings_env({}), "PYTHONPATH": str(tree)}  # the command chooses its settings itself
     if cache is not None:
         env["TMSTARGET_CACHE_DIR"] = str(cache)
     # -P: the tree on PYTHONPATH is imported, not the current folder (python -m would put it first on sys.path)
@@ -218,12 +219,12 @@ def main():
     has_no_report = "--no-report" in help_text
     print(f"patient: {patient.relative_to(ROOT)} ({args.voxel_mm:g} mm, {args.volumes} volumes per run); "
           f"{args.repeats} rounds, medians; CPU cores: {os.cpu_count()}; load average {_load()}; "
-          f"transparent huge pages: {_thp()}", flush=True)
+          f"transparent huge pages: {_thp()}; [cmd] = {COMMAND_SETTINGS}", flush=True)
     warm_cache = Path(tempfile.mkdtemp(prefix="bench-plan-cache-"))
     base_cache = Path(tempfile.mkdtemp(prefix="bench-plan-base-cache-"))  # the base tree's keys differ
     paths = ["command", "command-cold"] + (["no-report"] if has_no_report else []) + \
         (["base"] if args.base else []) + \
-        [f"{p} [{m}]" for p in ("engine", "nilearn", "load", "load-ours") for m in MEMORY]
+        [f"{p} [{m}]" for p in ("engine", "nilearn", "load", "load-ours") for m in SETTINGS]
     for protocol in args.protocols:
         command(ROOT, patient, protocol, cache=warm_cache)  # the T1 (and the grid) seen once: the cache is warm
         if args.base:
@@ -241,7 +242,7 @@ def main():
                     name, setting = path[:-1].split(" [")
                     cmd = [sys.executable, __file__, "--path", name, "--protocol", protocol,
                            "--voxel-mm", str(args.voxel_mm), "--volumes", str(args.volumes)]
-                    env = {**memory_env(MEMORY[setting]), "TMSTARGET_CACHE_DIR": str(warm_cache)}
+                    env = {**settings_env(SETTINGS[setting]), "TMSTARGET_CACHE_DIR": str(warm_cache)}
                     rounds[path].append(child(cmd, env))
         _report(protocol, rounds)
     print(f"load average after: {_load()}")
@@ -275,8 +276,8 @@ def _report(protocol, rounds):
     for path in ("command", "command-cold", "no-report", "base"):
         if path in rounds:
             _stages(path, rounds[path])
-    for setting, note in (("hp0", "the same memory setting as the command: the fair comparison"),
-                          ("default", "numpy's default pages, as a plain nilearn script runs")):
+    for setting, note in (("cmd", "the command's own settings: the fair comparison"),
+                          ("default", "numpy's and OpenBLAS's defaults, as a plain nilearn script runs")):
         nilearn = [r[0] for r in rounds[f"nilearn [{setting}]"]]
         print(f"speed-up vs nilearn [{setting}] ({note}):")
         for path in ("command", "command-cold", "no-report", "base", f"engine [{setting}]"):
@@ -285,7 +286,7 @@ def _report(protocol, rounds):
                 per_round = " ".join(f"{x:.1f}" for x in ratios)
                 print(f"  {path:18s} {statistics.median(ratios):5.1f}x (per round: {per_round})")
     whole = statistics.median(r[0] for r in rounds["command"])
-    for path in ("load [hp0]", "load-ours [hp0]", "load [default]", "load-ours [default]"):
+    for path in ("load [cmd]", "load-ours [cmd]", "load [default]", "load-ours [default]"):
         load = statistics.median(r[0] for r in rounds[path])
         print(f"reading the BOLD, {path:20s} {load:5.2f} s = {100 * load / whole:3.0f}% of the whole command")
 

@@ -6,7 +6,9 @@
 * spheres tested only in their index box give the voxels of the whole-grid test;
 * the cleaning plan computed beside the reading reports its error first;
 * the grey-matter probability of a grid comes back from the cache folder equal to nilearn's resampling;
-  a damaged or foreign entry is ignored and computed again, ``TMSTARGET_CACHE_DIR=off`` writes nothing.
+  a damaged or foreign entry is ignored and computed again, ``TMSTARGET_CACHE_DIR=off`` writes nothing;
+* the program sets OpenBLAS's thread timeout before numpy loads (a user's value wins) and freezes its objects
+  out of garbage collection before the exit; ``main()`` called in-process does not.
 """
 
 import logging
@@ -161,3 +163,36 @@ def test_balls_tested_in_their_box_equal_the_whole_grid_test(rng):
         for centre in centres:
             expected |= (np.sum((xyz - centre) ** 2, axis=1) <= radius**2 + 1e-6).reshape(shape)
         assert np.array_equal(rois.ball_mask(shape, affine, centres, radius), expected), case
+
+
+def _program(code, **env):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
+                          env={**environ, "PYTHONPATH": str(repo), **env})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.splitlines()
+
+
+def test_the_program_lets_blas_threads_sleep_before_numpy_loads_and_the_user_wins():
+    # OpenBLAS reads the variable once, when numpy loads it: it must be set before
+    code = ("import os, sys\nimport tmstarget.cli.main as cli\nseen = []\n"
+            "real = cli.avoid_hugepage_stalls\n"
+            "cli.avoid_hugepage_stalls = lambda: (seen.append('numpy' in sys.modules), real())\n"
+            "cli.main(['protocols'])\nprint(seen, os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    assert _program(code)[-1] == "[False] 4"
+    assert _program(code, OPENBLAS_THREAD_TIMEOUT="20")[-1] == "[False] 20"
+
+
+def test_the_program_freezes_its_objects_for_a_quick_exit_and_main_does_not():
+    report = "import atexit, gc\natexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+    program = report + "import sys\nsys.argv = ['tmstarget', 'protocols']\nfrom tmstarget.cli.main import console\n" \
+        "console()"
+    assert _program(program)[-1] == "frozen True"
+    in_process = report + "from tmstarget.cli.main import main\nmain(['protocols'])"
+    assert _program(in_process)[-1] == "frozen False"
