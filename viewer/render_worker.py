@@ -4,7 +4,8 @@ Importing pyvista and VTK, opening an off-screen OpenGL context and compiling th
 cost about 1.5-2 s of one core before the first picture (issue 19). A command that will write a
 report (``tmstarget plan``) starts this worker first thing, so that cost overlaps the analysis; when
 the plan folder exists the report sends one request and draws its other figures while the worker
-renders (:class:`tmstarget.cli._common.SceneRenderer` is the other end).
+renders (:class:`tmstarget.cli._common.SceneRenderer` is the other end). It starts at a lower
+priority (:data:`WARM_UP_NICENESS`) so that its start-up only takes CPU the analysis leaves idle.
 
 Protocol (binary pipes): each request is one JSON line on stdin, ``{"plan": PLAN_DIR, "size": [W, H]}``;
 each answer on stdout is one JSON line, ``{"ok": true, "length": N}`` followed by N bytes of PNG, or
@@ -18,6 +19,14 @@ import json
 import os
 import select
 import sys
+
+#: Niceness added while the worker starts up and waits: its imports and warm-up render take idle CPU only,
+#: never the plan's analysis. When the request comes the worker returns to its parent's priority where the
+#: system allows it (raising priority needs CAP_SYS_NICE; otherwise it stays lower: on a machine running
+#: only the plan that costs nothing, the plan then waits for the picture with its cores idle).
+WARM_UP_NICENESS = 10
+#: ``TMSTARGET_RENDER_NICE=0`` leaves the worker at its parent's priority (for measurements).
+NICE_VARIABLE = "TMSTARGET_RENDER_NICE"
 
 
 def _warm_up():
@@ -69,6 +78,9 @@ def _pending(stream):
 
 def main():
     """Serve render requests from stdin until it closes (see the module docstring)."""
+    priority = os.getpriority(os.PRIO_PROCESS, 0)
+    if os.environ.get(NICE_VARIABLE, "1") != "0":
+        os.setpriority(os.PRIO_PROCESS, 0, priority + WARM_UP_NICENESS)
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # VTK or a library printing to stdout must not corrupt the answers
     requests = sys.stdin.buffer
@@ -78,6 +90,10 @@ def main():
         except Exception:  # noqa: BLE001 - only a head start: the real render reports its own failure
             pass
     for line in requests:
+        try:  # the plan waits for this picture now: back to its priority where the system lets a process rise
+            os.setpriority(os.PRIO_PROCESS, 0, priority)
+        except OSError:
+            pass
         try:
             png = _render(json.loads(line))
             answers.write(json.dumps({"ok": True, "length": len(png)}).encode() + b"\n" + png)
