@@ -4,7 +4,6 @@
   float32 block at once with scipy's ``gaussian_filter1d`` and nilearn's sigma (values and memory layout),
   and a non-finite value is still reported at its volume;
 * spheres tested only in their index box give the voxels of the whole-grid test;
-* the cleaning plan computed beside the reading reports its error first;
 * the grey-matter probability of a grid comes back from the cache folder equal to nilearn's resampling;
   a damaged or foreign entry is ignored and computed again, ``TMSTARGET_CACHE_DIR=off`` writes nothing;
 * the program sets OpenBLAS's thread timeout before numpy loads (a user's value wins) and freezes its objects
@@ -55,6 +54,27 @@ def test_chunked_threaded_smoothing_equals_the_whole_block(rng, monkeypatch, thr
     assert np.array_equal(raw, data[tuple(voxel_set.ijk[raw_cols].T)][:, 2:].T.astype(np.float32))
     # the per-volume path of the real-time watcher gives the same frame
     assert np.array_equal(voxels.smoothed_volume_values(data[..., 20], voxel_set, 6.0), expected[18])
+
+
+def test_a_scaled_image_read_on_threads_equals_the_whole_block_and_leaves_warnings_alone(rng, monkeypatch,
+                                                                                          tmp_path):
+    import warnings
+
+    monkeypatch.setattr(voxels, "worker_count", lambda: 3)
+    data = (rng.standard_normal((12, 10, 9, 40)) * 300).astype(np.int16)
+    img = nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.5, 1.0]))
+    img.header.set_slope_inter(0.37, 12.5)  # nibabel scales on read (and sets warnings filters while it does)
+    nib.save(img, tmp_path / "scaled.nii.gz")
+    img = nib.load(tmp_path / "scaled.nii.gz")
+    mask = np.zeros(data.shape[:3], dtype=bool)
+    mask[2:10, 1:9, 1:8] = True
+    before = list(warnings.filters)
+    for _ in range(3):
+        smoothed, _ = voxels.read_voxel_timeseries(img, voxels.VoxelSet(mask, img.affine), first_frame=1,
+                                                   fwhm_mm=5.0)
+    assert warnings.filters == before
+    expected = _whole_block_reference(np.asarray(img.dataobj), img.affine, mask, 1, 5.0)
+    assert np.array_equal(smoothed, expected) and not np.array_equal(np.asarray(img.dataobj)[..., 1:], data[..., 1:])
 
 
 def test_a_nan_in_a_later_chunk_names_its_volume(rng, monkeypatch):
@@ -128,22 +148,6 @@ def test_grey_matter_cache_off_writes_nothing(gm_cache, monkeypatch):
     affine, shape = GRID
     assert rois.grey_matter_mask(shape, affine).any()
     assert not gm_cache.exists()
-
-
-def test_alongside_returns_both_results_and_the_background_error_first():
-    from tmstarget._threads import alongside
-
-    assert alongside(lambda: "plan", lambda: "data") == ("plan", "data")
-
-    def fails(message):
-        raise InputError(message)
-
-    with pytest.raises(InputError, match="too few volumes"):  # the cleaning plan's error, as when it ran first
-        alongside(lambda: fails("too few volumes"), lambda: fails("NaN in volume 3"))
-    with pytest.raises(InputError, match="NaN in volume 3"):
-        alongside(lambda: "plan", lambda: fails("NaN in volume 3"))
-    with pytest.raises(InputError, match="too few volumes"):
-        alongside(lambda: fails("too few volumes"), lambda: "data")
 
 
 def test_balls_tested_in_their_box_equal_the_whole_grid_test(rng):

@@ -49,19 +49,3 @@ def importing_meanwhile(name):
     finally:
         thread.join()
 
-
-def alongside(background, foreground):
-    """Run ``background()`` on a thread while ``foreground()`` runs on this one; return both results.
-
-    An error of ``background`` is raised first, even when ``foreground`` failed too (as if it had run first).
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(background)
-        try:
-            front = foreground()
-        except BaseException:
-            future.result()
-            raise
-        return future.result(), front

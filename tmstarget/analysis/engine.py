@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from tmstarget._threads import alongside, importing_meanwhile
+from tmstarget._threads import importing_meanwhile
 from tmstarget.analysis import rois as roi_defs
 from tmstarget.analysis.clean import plan_cleaning
 from tmstarget.analysis.connectivity import correlation_with_seed, fisher_z, seed_signal, subsystem_fc
@@ -313,9 +313,10 @@ def prepare(selection, protocols, t_r=None, progress=None, runs=None):
     data_blocks, plans, run_qc, fdj_rows, tsnr_runs = [], [], [], [], []
     for run in runs:
         _progress(progress, f"cleaning {run.label}")
-        # the cleaning operator (nilearn, from the confounds) is computed while the BOLD is read and smoothed
-        cplan, (smoothed, raw) = alongside(lambda: plan_cleaning(run, clean_p), lambda: read_voxel_timeseries(
-            run.img, layouts[0].voxels, clean_p.dummy_volumes, clean_p.smoothing_fwhm_mm, raw_columns=raw_cols))
+        cplan = plan_cleaning(run, clean_p)
+        smoothed, raw = read_voxel_timeseries(
+            run.img, layouts[0].voxels, cplan.first_frame, clean_p.smoothing_fwhm_mm, raw_columns=raw_cols
+        )
         # float32 halves memory; the regression model computes in float64 so the streaming sums match it to 1e-6
         dtype = np.float64 if clean_p.filter == "cosine" else np.float32
         data_blocks.append(cplan.operator.astype(dtype) @ smoothed.astype(dtype, copy=False))

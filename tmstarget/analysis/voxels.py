@@ -72,8 +72,9 @@ def read_voxel_timeseries(img, voxels, first_frame=0, fwhm_mm=0.0, raw_columns=N
 
     Speed: the frames are read, cast and smoothed in chunks of volumes on
     :func:`~tmstarget._threads.worker_count` threads (the casting and scipy's filters release the
-    GIL), into one buffer. Every volume is smoothed on its own, so the numbers
-    are those of smoothing the whole block at once.
+    GIL), into one buffer; nibabel reads one chunk at a time (its scaling of a scaled image
+    changes the process's warnings filters, which must not interleave). Every volume is
+    smoothed on its own, so the numbers are those of smoothing the whole block at once.
 
     Parameters
     ----------
@@ -92,6 +93,7 @@ def read_voxel_timeseries(img, voxels, first_frame=0, fwhm_mm=0.0, raw_columns=N
     smoothed : ndarray, float32, shape (T, len(voxels))
     raw : ndarray or None, shape (T, len(raw_columns))
     """
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     box = smoothing_box(voxels, fwhm_mm)
@@ -101,8 +103,11 @@ def read_voxel_timeseries(img, voxels, first_frame=0, fwhm_mm=0.0, raw_columns=N
     smoothed = np.empty((n_frames, len(voxels)), dtype=np.float32, order="F")
     raw = None if raw_columns is None else np.empty((n_frames, len(raw_columns)), dtype=np.float32, order="F")
 
+    reading = threading.Lock()  # nibabel's scaling sets warnings filters, which threads must not interleave
+
     def one_chunk(frames):
-        part = img.dataobj[box + (slice(first_frame + frames.start, first_frame + frames.stop),)]
+        with reading:
+            part = img.dataobj[box + (slice(first_frame + frames.start, first_frame + frames.stop),)]
         block = np.empty((frames.stop - frames.start,) + crop, dtype=np.float32)
         block[...] = np.asarray(part).T  # (t, k, j, i), cast to float32
         columns, raw_part = _smoothed_columns(block, voxels, box, fwhm_mm, raw_columns, img.get_filename(),
