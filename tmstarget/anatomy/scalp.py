@@ -61,6 +61,7 @@ class SurfaceMesh:
     faces: np.ndarray
     normals_ras: np.ndarray
     _face_cross: np.ndarray = field(init=False, repr=False, compare=False)
+    _corner_edges: tuple = field(init=False, repr=False, compare=False)
     _centroids: np.ndarray = field(init=False, repr=False, compare=False)
     _tree: cKDTree = field(init=False, repr=False, compare=False)
 
@@ -68,7 +69,9 @@ class SurfaceMesh:
         v = self.vertices_ras_mm
         tri = v[self.faces]
         # cross product: direction = outward face normal, length = 2 * area
-        object.__setattr__(self, "_face_cross", np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]))
+        e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+        object.__setattr__(self, "_corner_edges", (tri[:, 0], e1, e2))  # for every ray test (ray_hits)
+        object.__setattr__(self, "_face_cross", np.cross(e1, e2))
         object.__setattr__(self, "_centroids", tri.mean(axis=1))
         object.__setattr__(self, "_tree", cKDTree(self._centroids))
 
@@ -400,14 +403,12 @@ def surface_normal(point_ras_mm, mesh, *, radius_mm=10.0):
 
 def ray_hits(origin, direction, mesh):
     """Distances t along a ray (Möller-Trumbore) at which it crosses the mesh."""
-    tri = mesh.vertices_ras_mm[mesh.faces]
-    e1 = tri[:, 1] - tri[:, 0]
-    e2 = tri[:, 2] - tri[:, 0]
+    corner, e1, e2 = mesh._corner_edges
     pvec = np.cross(direction, e2)
     det = np.einsum("ij,ij->i", e1, pvec)
     ok = np.abs(det) > 1e-12
     inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-    tvec = origin - tri[:, 0]
+    tvec = origin - corner
     u = np.einsum("ij,ij->i", tvec, pvec) * inv
     qvec = np.cross(tvec, e1)
     v = (qvec @ direction) * inv
