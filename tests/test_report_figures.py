@@ -9,7 +9,9 @@ asking the code under test where anything is.
 
 import base64
 import io
+import os
 import re
+import time
 
 import nibabel as nib
 import numpy as np
@@ -160,17 +162,25 @@ def test_report_of_a_plan_folder_is_self_contained_and_draws_without_plotting_li
     assert "No 3D view: no scene renderer was given" in page
 
 
-def test_the_renderer_process_draws_what_the_viewer_draws(sample_plan_dir, tmp_path):
+def test_the_renderer_process_draws_what_the_viewer_draws(sample_plan_dir, tmp_path, monkeypatch):
     pytest.importorskip("pyvista")
     import tmstarget
     from tmstarget.cli._common import scene_renderer
     from tmstarget.viewer.scene import render_png
 
+    monkeypatch.delenv("TMSTARGET_RENDER_NICE", raising=False)
     renderer = scene_renderer(size=(320, 240)).start()
     process = renderer._process
+    own = os.getpriority(os.PRIO_PROCESS, 0)
     try:
+        deadline = time.monotonic() + 20
+        while os.getpriority(os.PRIO_PROCESS, process.pid) == own and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert os.getpriority(os.PRIO_PROCESS, process.pid) == own + 10  # starts up on idle CPU only
         pending = renderer(sample_plan_dir)
         picture = _decode(pending())
+        if os.geteuid() == 0:  # allowed to rise again: the picture is drawn at the plan's priority
+            assert os.getpriority(os.PRIO_PROCESS, process.pid) == own
         with pytest.raises(RuntimeError, match="target.json"):
             renderer(tmp_path)()  # not a plan folder: the reason comes back, the process keeps serving
         again = _decode(renderer(sample_plan_dir)())
