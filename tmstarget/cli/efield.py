@@ -61,7 +61,8 @@ def run_efield(args):
     if args.apply and args.report:
         from tmstarget.outputs.report import ReportWriter
 
-        writers.append(ReportWriter(progress=progress, render_3d=scene_renderer()))
+        renderer = scene_renderer()  # started now: its start-up overlaps the field computation (issue 19)
+        writers.append(ReportWriter(progress=progress, render_3d=None if renderer is None else renderer.start()))
     result = plan_efield(args.plan_dir, args.coil, didt_a_per_us=args.didt, rmt=args.rmt, m1_ras_mm=args.m1,
                          hotspot_file=args.hotspot, objective=args.objective, apply=args.apply, output=args.output,
                          simnibs=args.simnibs, m2m=args.m2m, force=args.force, writers=writers,
