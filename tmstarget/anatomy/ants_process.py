@@ -111,10 +111,13 @@ class IsolatedCall:
         self._job = Path(self._scratch.name) / "job.pkl"
         self._job.write_bytes(pickle.dumps((function, args, kwargs)))
         self._start = time.perf_counter()
+        self._started_at = time.time()
         self._process = subprocess.Popen([sys.executable, "-c", _CHILD, str(self._job)], env=env,
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, text=True)
         self._outcome = None
+        #: Wall time (s) from the start to the child's answer, once :meth:`result` has it.
+        self.seconds = None
 
     def result(self):
         """What ``function`` returned in the child; what it raised is raised here.
@@ -133,6 +136,8 @@ class IsolatedCall:
                     raise TmsTargetError(f"the ANTs process for {self.name} ended without an answer "
                                          f"(exit code {self._process.returncode}): {last}")
                 self._outcome = pickle.loads(answer.read_bytes())
+                # the answer file's time stamp: when the child finished, even if the caller asked later
+                self.seconds = max(0.0, answer.stat().st_mtime - self._started_at)
             finally:
                 self._scratch.cleanup()
             logger.debug("%s in a single-threaded ANTs process: %.1f s", self.name,
@@ -150,9 +155,54 @@ class IsolatedCall:
         self._scratch.cleanup()
 
 
-def run_isolated(function, *args, **kwargs):
-    """``function(*args, **kwargs)`` in a child process with ITK single-threaded and ANTs seeded; waits.
+class Ready:
+    """A value already at hand, with the interface of :class:`IsolatedCall` (e.g. a result from the cache).
 
-    See :class:`IsolatedCall` for the parameters, the returned value and the errors.
+    Parameters
+    ----------
+    value : object
+        What :meth:`result` returns.
     """
-    return IsolatedCall(function, *args, **kwargs).result()
+
+    seconds = 0.0
+
+    def __init__(self, value):
+        self._value = value
+
+    def result(self):
+        """The value."""
+        return self._value
+
+    def cancel(self):
+        """Nothing to end."""
+
+
+class Then:
+    """``step(call.result())``, computed once when first asked for: an :class:`IsolatedCall` and what follows it.
+
+    Parameters
+    ----------
+    call : IsolatedCall or Ready
+    step : callable
+        Run in this process on the call's result (e.g. keep it in a cache); its return value is the result.
+    """
+
+    def __init__(self, call, step):
+        self._call, self._step = call, step
+        self._done, self._value = False, None
+
+    @property
+    def seconds(self):
+        """The call's wall time (s), once known."""
+        return self._call.seconds
+
+    def result(self):
+        """The step's value (waits for the call)."""
+        if not self._done:
+            self._value = self._step(self._call.result())
+            self._done = True
+        return self._value
+
+    def cancel(self):
+        """End the call if it still runs."""
+        self._call.cancel()

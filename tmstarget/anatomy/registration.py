@@ -23,7 +23,7 @@ Conventions (``../shared/specs/navigation-formats.md`` §4)
   files may be inverted by flag; warps and ``.h5`` composites never are (use
   the InverseWarp / the other composite file).
 
-Determinism: every registration runs through :func:`tmstarget.anatomy.ants_process.run_isolated`
+Determinism: every registration runs through :class:`tmstarget.anatomy.ants_process.IsolatedCall`
 (a child process, ITK single-threaded, antspyx's random seed fixed), so the same inputs give
 byte-identical transform files.
 
@@ -32,18 +32,18 @@ lists, registrations, fMRIPrep transforms, template masks), so the LPS flip and 
 point-versus-image direction rule are applied in this one module.
 """
 
+import functools
 import logging
 import re
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tmstarget._fileio import write_bytes_atomic
-from tmstarget.anatomy.ants_process import run_isolated
+from tmstarget.anatomy.ants_process import IsolatedCall, Ready, Then
 from tmstarget.errors import InputError, OrientationError
 from tmstarget.spaces import D3, map_points_ras
 from tmstarget.templates import FMRIPREP_MNI_SPACE, NILEARN_MNI_SPACE
@@ -368,13 +368,30 @@ def coregister_epi_to_t1(epi_img, t1_img, epi_space="boldref", t1_space="T1w",
     -------
     Transform
         ``from_space=epi_space``, ``to_space=t1_space``. Deterministic: run by
-        :func:`~tmstarget.anatomy.ants_process.run_isolated` (one ITK thread, fixed seed).
+        :class:`~tmstarget.anatomy.ants_process.IsolatedCall` (one ITK thread, fixed seed).
     """
-    start = time.perf_counter()
-    result = run_isolated(_coregister, epi_img, t1_img, epi_space, t1_space, t1_brain_mask, resolution_mm,
-                          workdir)
-    logger.info("EPI -> T1 rigid registration: %.1f s", time.perf_counter() - start)
-    return result
+    return start_coregistration(epi_img, t1_img, epi_space, t1_space, t1_brain_mask, resolution_mm,
+                                workdir).result()
+
+
+def start_coregistration(epi_img, t1_img, epi_space="boldref", t1_space="T1w", t1_brain_mask=None,
+                         resolution_mm=2.0, workdir=None):
+    """:func:`coregister_epi_to_t1` started in its own process; returns at once.
+
+    Parameters and result as :func:`coregister_epi_to_t1`.
+
+    Returns
+    -------
+    IsolatedCall-like
+        ``result()`` waits for the :class:`Transform` (and raises what the registration raised);
+        ``cancel()`` ends it; ``seconds`` is its wall time once known.
+    """
+    def done(result):
+        logger.info("EPI -> T1 rigid registration: %.1f s", call.seconds)
+        return result
+
+    call = IsolatedCall(_coregister, epi_img, t1_img, epi_space, t1_space, t1_brain_mask, resolution_mm, workdir)
+    return Then(call, done)
 
 
 def _coregister(epi_img, t1_img, epi_space, t1_space, t1_brain_mask, resolution_mm, workdir):
@@ -391,11 +408,31 @@ def _coregister(epi_img, t1_img, epi_space, t1_space, t1_brain_mask, resolution_
     return _from_registration(result, epi_space, t1_space)
 
 
-def mni_template(resolution_mm=2):
-    """nilearn's bundled skull-stripped MNI152 2009 template (see :data:`MNI_SPACE`)."""
+@functools.lru_cache(maxsize=None)
+def _nilearn_mni152(kind, resolution_mm):
+    """One of nilearn's MNI152 images, loaded (and resampled by nilearn) once per process, its data read-only.
+
+    nilearn resamples its 1-mm files on every call (about 0.5 s each at 2 mm); a plan asks for the same
+    few images several times.
+    """
     from nilearn import datasets
 
-    return datasets.load_mni152_template(resolution=resolution_mm)
+    load = {"template": datasets.load_mni152_template, "gm": datasets.load_mni152_gm_template,
+            "wm": datasets.load_mni152_wm_template, "brain": datasets.load_mni152_brain_mask}[kind]
+    img = load(resolution=resolution_mm)
+    if isinstance(img.dataobj, np.ndarray):
+        img.dataobj.flags.writeable = False  # shared by every caller of this process
+    return img
+
+
+def mni_template(resolution_mm=2):
+    """nilearn's bundled skull-stripped MNI152 2009 template (see :data:`MNI_SPACE`); shared, read-only data."""
+    return _nilearn_mni152("template", resolution_mm)
+
+
+def mni_brain_mask(resolution_mm=2):
+    """nilearn's MNI152 brain mask on the :func:`mni_template` grid; shared, read-only data."""
+    return _nilearn_mni152("brain", resolution_mm)
 
 
 def _head_template(template, brain_mask):
@@ -488,29 +525,48 @@ def register_t1_to_mni(t1_img, resolution_mm=2, workdir=None, brain_only=False):
         ``from_space="T1w"``, ``to_space=MNI_SPACE``; ``fwd_files`` =
         ``[Warp, Affine]`` (resamples T1 images into MNI; maps MNI points
         into the T1), ``inv_files`` = ``[Affine (inverted), InverseWarp]``.
-        Deterministic: run by :func:`~tmstarget.anatomy.ants_process.run_isolated`
+        Deterministic: run by :class:`~tmstarget.anatomy.ants_process.IsolatedCall`
         (one ITK thread, fixed seed), so a T1 registered before takes its
         files from the cache (:mod:`tmstarget.anatomy.t1_cache`; the same bytes).
+    """
+    return start_register_t1_to_mni(t1_img, resolution_mm, workdir, brain_only).result()
+
+
+def start_register_t1_to_mni(t1_img, resolution_mm=2, workdir=None, brain_only=False):
+    """:func:`register_t1_to_mni` started in its own process (unless cached); returns at once.
+
+    Parameters and result as :func:`register_t1_to_mni`; the cache is looked up here and the
+    computed transform kept in it when ``result()`` receives it.
+
+    Returns
+    -------
+    IsolatedCall-like
+        ``result()`` waits for the :class:`Transform`; ``cancel()`` ends the registration;
+        ``seconds`` is its wall time once known (0 from the cache).
     """
     if isinstance(resolution_mm, bool) or not isinstance(resolution_mm, (int, np.integer)) \
             or resolution_mm < 1:
         raise InputError(f"resolution_mm must be a whole number of mm >= 1; got {resolution_mm!r}")
     from tmstarget.anatomy import t1_cache
 
-    start = time.perf_counter()
     folder = _workdir(workdir)
+    kind = "brain-to-brain" if brain_only else "whole-head"
     # a T1 registered before (same voxels, affine, parameters and code): its transform files from the cache
     params = {"resolution_mm": int(resolution_mm), "brain_only": bool(brain_only)}
     key = t1_cache.entry_key("t1_to_mni", None, params, [sys.modules[__name__]], t1_digest=t1_cache.image_digest(
         _load(t1_img)))
     cached = t1_cache.load_transform("t1_to_mni", key, folder)
-    result = None if cached is None else Transform(**cached)
-    if result is None:
-        result = run_isolated(_register_t1_to_mni, t1_img, int(resolution_mm), folder, bool(brain_only))
+    if cached is not None:
+        logger.info("T1 -> MNI %s affine + SyN at %d mm: from the cache", kind, resolution_mm)
+        return Ready(Transform(**cached))
+
+    def keep(result):
         t1_cache.store_transform("t1_to_mni", key, result, folder)
-    logger.info("T1 -> MNI %s affine + SyN at %d mm: %.1f s", "brain-to-brain" if brain_only else "whole-head",
-                resolution_mm, time.perf_counter() - start)
-    return result
+        logger.info("T1 -> MNI %s affine + SyN at %d mm: %.1f s", kind, resolution_mm, call.seconds)
+        return result
+
+    call = IsolatedCall(_register_t1_to_mni, t1_img, int(resolution_mm), folder, bool(brain_only))
+    return Then(call, keep)
 
 
 def _centroid_init(t1, template_brain, path):
@@ -532,12 +588,11 @@ def _centroid_init(t1, template_brain, path):
 
 def _register_t1_to_mni(t1_img, resolution_mm, workdir, brain_only):
     import ants
-    from nilearn import datasets
 
     folder = _workdir(workdir)
     t1 = ants.resample_image(_to_ants(t1_img), (resolution_mm,) * 3, use_voxels=False, interp_type=0)
     template = _to_ants(mni_template(resolution_mm))
-    brain = _to_ants(datasets.load_mni152_brain_mask(resolution=resolution_mm))
+    brain = _to_ants(mni_brain_mask(resolution_mm))
     if brain_only:
         template_brain = template * brain
         init = _centroid_init(t1, template_brain, folder / "init_centroids.mat")
@@ -623,16 +678,21 @@ def template_tissue_probabilities(resolution_mm=2):
 
     Returns
     -------
-    dict of nibabel images: ``"gm"``, ``"wm"``, ``"csf"`` on the template grid.
+    dict of nibabel images: ``"gm"``, ``"wm"``, ``"csf"`` on the template grid (computed once per process;
+    their data are shared and read-only).
     """
-    import nibabel as nib
-    from nilearn import datasets
+    return dict(_tissue_probabilities(resolution_mm))
 
-    gm = datasets.load_mni152_gm_template(resolution=resolution_mm)
-    wm = datasets.load_mni152_wm_template(resolution=resolution_mm)
-    brain = datasets.load_mni152_brain_mask(resolution=resolution_mm).get_fdata() > 0
-    csf = np.clip(1.0 - gm.get_fdata() - wm.get_fdata(), 0.0, 1.0) * brain
-    return {"gm": gm, "wm": wm, "csf": nib.Nifti1Image(csf.astype(np.float32), gm.affine)}
+
+@functools.lru_cache(maxsize=None)
+def _tissue_probabilities(resolution_mm):
+    import nibabel as nib
+
+    gm, wm = _nilearn_mni152("gm", resolution_mm), _nilearn_mni152("wm", resolution_mm)
+    brain = _nilearn_mni152("brain", resolution_mm).get_fdata() > 0
+    csf = (np.clip(1.0 - gm.get_fdata() - wm.get_fdata(), 0.0, 1.0) * brain).astype(np.float32)
+    csf.flags.writeable = False
+    return {"gm": gm, "wm": wm, "csf": nib.Nifti1Image(csf, gm.affine)}
 
 
 def nuisance_masks(transform, reference, direction="inverse", wm_threshold=0.9,

@@ -266,7 +266,7 @@ def mask_surface(mask_img, *, smoothing_mm=2.0):
     return SurfaceMesh(vertices, faces, normals)
 
 
-def scalp_surface(t1_img, *, voxel_mm=2.0, smoothing_mm=2.0):
+def scalp_surface(t1_img, *, voxel_mm=2.0, smoothing_mm=2.0, head=None):
     """Scalp (outer head) surface of a T1 image: ``mask_surface(head_mask(t1))``.
 
     Parameters
@@ -276,6 +276,8 @@ def scalp_surface(t1_img, *, voxel_mm=2.0, smoothing_mm=2.0):
         Working voxel size of the head mask (see ``head_mask``).
     smoothing_mm : float
         See ``mask_surface``.
+    head : nibabel image, optional
+        ``head_mask(t1_img, voxel_mm=voxel_mm)`` when already computed (the T1 checks use it too).
 
     Returns
     -------
@@ -283,7 +285,8 @@ def scalp_surface(t1_img, *, voxel_mm=2.0, smoothing_mm=2.0):
         In the world RAS mm of ``t1_img``.
     """
     start = time.perf_counter()
-    mesh = mask_surface(head_mask(t1_img, voxel_mm=voxel_mm), smoothing_mm=smoothing_mm)
+    head = head_mask(t1_img, voxel_mm=voxel_mm) if head is None else head
+    mesh = mask_surface(head, smoothing_mm=smoothing_mm)
     logger.info(
         "scalp surface: %d vertices, %d faces in %.2f s",
         len(mesh.vertices_ras_mm),

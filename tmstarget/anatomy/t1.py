@@ -103,12 +103,14 @@ class ScalpCheck:
         }
 
 
-def check_scalp(t1_img):
+def check_scalp(t1_img, head=None):
     """Tell a T1 with a scalp from a brain-extracted one (the depth-profile test of the module docstring).
 
     Parameters
     ----------
     t1_img : nibabel image, 3-D
+    head : nibabel image, optional
+        ``head_mask(t1_img)`` (:func:`tmstarget.anatomy.scalp.head_mask`) when already computed.
 
     Returns
     -------
@@ -119,7 +121,7 @@ def check_scalp(t1_img):
 
     from tmstarget.anatomy.scalp import block_average, head_mask, load_3d
 
-    mask_img = head_mask(t1_img)
+    mask_img = head_mask(t1_img) if head is None else head
     mask = np.asarray(mask_img.dataobj) > 0
     data, affine = block_average(*load_3d(t1_img, "T1 image"), 2.0)
     if not np.allclose(affine, mask_img.affine) or data.shape != mask.shape:
@@ -186,7 +188,7 @@ class FaceCheck:
         }
 
 
-def check_face(t1_img, t1_to_mni):
+def check_face(t1_img, t1_to_mni, head=None):
     """Is the face of the T1 there? (The face-box test of the module docstring.)
 
     Parameters
@@ -194,6 +196,8 @@ def check_face(t1_img, t1_to_mni):
     t1_img : nibabel image, 3-D
     t1_to_mni : Transform
         ``T1w -> MNI`` registration of this T1.
+    head : nibabel image, optional
+        ``head_mask(t1_img)`` when already computed.
 
     Returns
     -------
@@ -207,7 +211,7 @@ def check_face(t1_img, t1_to_mni):
     axes = [np.arange(low, high + 1e-6, FACE_STEP_MM) for low, high in FACE_BOX_MNI_MM]
     box_mni = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     box_t1 = map_points(box_mni, t1_to_mni, "inverse")
-    mask_img = head_mask(t1_img)
+    mask_img = head_mask(t1_img) if head is None else head
     mask = np.asarray(mask_img.dataobj) > 0
     ijk = np.round(apply_affine(np.linalg.inv(mask_img.affine), box_t1)).astype(int)
     inside = np.all((ijk >= 0) & (ijk < mask.shape), axis=1)

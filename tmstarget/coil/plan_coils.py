@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 _HANDLE_RULES = {"auto": "auto", "dlpfc-45": "dlpfc", "midline-posterior": "midline"}
 
 
-def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_mni=None, t1_img=None):
+def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_mni=None, t1_img=None, mesh=None,
+                tissue=None):
     """Coil pose, scalp-to-cortex depth and cortical point on ``t1_path`` for the target and every candidate.
 
     The T1 must be in the same world space as the plan's candidates (MNI, or
@@ -41,7 +42,9 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_
     :func:`tmstarget.coil.placement.handle_direction`; :func:`tmstarget.workflows.native.head_frame`).
     ``t1_img``: the T1 already read (:func:`tmstarget.ingest.read.read_image`), else it is read here.
     The scalp surface and the tissue segmentation of a T1 already seen come from
-    the cache (:mod:`tmstarget.anatomy.t1_cache`; the same numbers).
+    the cache (:mod:`tmstarget.anatomy.t1_cache`; the same numbers). ``mesh`` (the
+    :func:`cached_scalp_surface`) and ``tissue`` (the :func:`cached_segment_t1`) when the caller
+    already has them (e.g. computed while something else ran).
 
     Returns ``(coil_block, per_candidate_blocks, anatomy_block)``; each block
     is the ``coil`` dict of ``target.json`` (SimNIBS axes, RAS mm).
@@ -54,9 +57,9 @@ def place_coils(result, t1_path, head_axes_ras=None, midline_ras_mm=None, t1_to_
     params = result.protocol.coil
     handle = params.handle_angle_deg if params.handle == "angle" else _HANDLE_RULES[params.handle]
     t1_img = read_image(t1_path, "T1") if t1_img is None else t1_img
-    mesh = cached_scalp_surface(t1_path, t1_img)
+    mesh = cached_scalp_surface(t1_path, t1_img) if mesh is None else mesh
     start = time.perf_counter()
-    tissue = cached_segment_t1(t1_path, t1_img, t1_to_mni)
+    tissue = cached_segment_t1(t1_path, t1_img, t1_to_mni) if tissue is None else tissue
     cortex = tissue.parenchyma_img()
     warnings = result.qc.setdefault("warnings", [])
     blocks = []
@@ -152,16 +155,16 @@ def xform_used(img):
     return "sform" if scode > 0 else ("qform" if qcode > 0 else None)
 
 
-def cached_scalp_surface(t1_path, t1_img, **params):
+def cached_scalp_surface(t1_path, t1_img, head=None, **params):
     """:func:`tmstarget.anatomy.scalp.scalp_surface` of the T1 ``t1_path`` (read as ``t1_img``), through the T1
-    cache (:mod:`tmstarget.anatomy.t1_cache`)."""
+    cache (:mod:`tmstarget.anatomy.t1_cache`); ``head``: its head mask already computed (see ``scalp_surface``)."""
     from tmstarget.anatomy import scalp, t1_cache
 
     key = t1_cache.entry_key("scalp", t1_path, params, [scalp])
     stored = t1_cache.load("scalp", key, {"vertices": (2, "f"), "faces": (2, "i"), "normals": (2, "f")})
     if stored is not None:
         return scalp.SurfaceMesh(stored["vertices"], stored["faces"], stored["normals"])
-    mesh = scalp.scalp_surface(t1_img, **params)
+    mesh = scalp.scalp_surface(t1_img, head=head, **params)
     t1_cache.store("scalp", key, {"vertices": mesh.vertices_ras_mm, "faces": mesh.faces, "normals": mesh.normals_ras})
     return mesh
 
@@ -172,9 +175,30 @@ def cached_segment_t1(t1_path, t1_img, t1_to_mni=None):
 
     The key holds the bytes of every file of ``t1_to_mni`` (its invert flags and spaces too).
     """
+    return start_segment_t1(t1_path, t1_img, t1_to_mni, isolated=False).result()
+
+
+def start_segment_t1(t1_path, t1_img, t1_to_mni=None, isolated=True):
+    """:func:`cached_segment_t1` started: from the cache, else computed in a process of its own; returns at once.
+
+    Parameters
+    ----------
+    t1_path, t1_img, t1_to_mni
+        As :func:`cached_segment_t1`.
+    isolated : bool
+        Compute a missing segmentation in a child process
+        (:class:`~tmstarget.anatomy.ants_process.IsolatedCall`; this process goes on meanwhile),
+        else here before returning.
+
+    Returns
+    -------
+    IsolatedCall-like
+        ``result()`` waits for the :class:`~tmstarget.anatomy.tissue.TissueMaps` (kept in the cache then).
+    """
     import numpy as np
 
     from tmstarget.anatomy import scalp, t1_cache, tissue
+    from tmstarget.anatomy.ants_process import IsolatedCall, Ready, Then
 
     transform = None if t1_to_mni is None else {
         "from": t1_to_mni.from_space, "to": t1_to_mni.to_space, "fwd_invert": t1_to_mni.fwd_invert,
@@ -183,7 +207,13 @@ def cached_segment_t1(t1_path, t1_img, t1_to_mni=None):
     key = t1_cache.entry_key("tissue", t1_path, {"transform": transform}, [tissue, scalp], extra=files)
     stored = t1_cache.load("tissue", key, {"labels": (3, "u"), "affine": (2, "f"), "qc": (0, "U")})
     if stored is not None:
-        return tissue.TissueMaps(stored["labels"], stored["affine"], json.loads(str(stored["qc"])))
-    maps = tissue.segment_t1(t1_img, t1_to_mni)
-    t1_cache.store("tissue", key, {"labels": maps.labels, "affine": maps.affine, "qc": np.str_(json.dumps(maps.qc))})
-    return maps
+        return Ready(tissue.TissueMaps(stored["labels"], stored["affine"], json.loads(str(stored["qc"]))))
+
+    def keep(maps):
+        t1_cache.store("tissue", key, {"labels": maps.labels, "affine": maps.affine,
+                                       "qc": np.str_(json.dumps(maps.qc))})
+        return maps
+
+    if not isolated:
+        return Ready(keep(tissue.segment_t1(t1_img, t1_to_mni)))
+    return Then(IsolatedCall(tissue.segment_t1, t1_img, t1_to_mni), keep)

@@ -43,12 +43,13 @@ from tmstarget.anatomy.motion import estimate_motion, fd_jenkinson, fd_power, re
 from tmstarget.anatomy.registration import (
     MNI_SPACE,
     compose,
-    coregister_epi_to_t1,
     map_points,
+    mni_brain_mask,
     mni_template,
     nuisance_masks,
-    register_t1_to_mni,
     save_transform,
+    start_coregistration,
+    start_register_t1_to_mni,
     template_tissue_probabilities,
     warp_image,
 )
@@ -57,7 +58,7 @@ from tmstarget.errors import InputError
 from tmstarget.ingest.collect import ExplicitRun, Selection
 from tmstarget.ingest.native import NativeRun, _is_dicom_source, load_image
 from tmstarget.workflows.inputs import check_inputs_exist
-from tmstarget.workflows.t1_coil import coils_on_t1
+from tmstarget.workflows.t1_coil import T1Anatomy, coils_on_t1, prepare_t1_anatomy
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,9 @@ class NativeSession:
     stage_seconds : dict, optional
         Time per stage (s); kept out of ``target.json``, which two identical runs write byte for byte
         (apart from its date).
+    anatomy : T1Anatomy, optional
+        The T1's head mask, scalp check and surface, and its tissue segmentation (perhaps still running in
+        its own process), for the coil stage; None: computed there.
     """
 
     selection: Selection
@@ -96,6 +100,7 @@ class NativeSession:
     t1_from_dicom: bool
     qc: dict
     stage_seconds: dict = None
+    anatomy: T1Anatomy = None
 
 
 class NativeGrid:
@@ -105,6 +110,12 @@ class NativeGrid:
     for. Masks are built on the 2-mm MNI template grid and resampled onto the
     EPI grid through the EPI -> MNI transform: nearest neighbour for binary
     masks, linear then threshold for the grey-matter probability.
+
+    Nearest neighbour picks, for every EPI voxel, one MNI voxel (or none, outside the template),
+    whatever the values: so the warp runs once, on an image holding each MNI voxel's number
+    (1-based; float32 holds them exactly), and every binary mask is then looked up through that
+    map (:meth:`nearest`) -- the same voxels as warping each mask with ANTs, without reading the
+    SyN warp field once per mask (a protocol asks for about 26 ROIs).
 
     Parameters
     ----------
@@ -124,6 +135,7 @@ class NativeGrid:
         self.template_affine = template.affine
         self.resolution_mm = resolution_mm
         self._gm_probability = None
+        self._nearest_voxel = None
 
     def _to_epi(self, img, interpolation):
         return np.asarray(
@@ -137,11 +149,32 @@ class NativeGrid:
             self._gm_probability = self._to_epi(prob, "linear")
         return self._gm_probability > threshold
 
+    def nearest(self, mask_mni):
+        """A binary mask on the MNI template grid brought onto the EPI grid (nearest neighbour).
+
+        Parameters
+        ----------
+        mask_mni : ndarray, shape ``template_shape``
+            Nonzero = inside.
+
+        Returns
+        -------
+        ndarray of bool, the EPI grid's shape
+            What ``warp_image`` of the mask (nearest) gives, > 0.
+        """
+        if self._nearest_voxel is None:
+            count = int(np.prod(self.template_shape))
+            if count >= 2 ** 24:  # float32 holds whole numbers exactly only up to 2**24
+                raise InputError(f"MNI grid of {count} voxels is too large for the nearest-voxel map")
+            numbers = np.arange(1, count + 1, dtype=np.float32).reshape(self.template_shape)
+            warped = self._to_epi(nib.Nifti1Image(numbers, self.template_affine), "nearest")
+            self._nearest_voxel = warped.astype(np.int64)  # 0: outside the template grid
+        inside = np.concatenate([[False], np.asarray(mask_mni).ravel() != 0])
+        return inside[self._nearest_voxel]
+
     def balls(self, centres_mni_mm, radius_mm):
-        """Union of spheres given in MNI mm, built on the MNI grid and warped onto the EPI grid."""
-        mask = ball_mask(self.template_shape, self.template_affine, centres_mni_mm, radius_mm)
-        img = nib.Nifti1Image(mask.astype(np.uint8), self.template_affine)
-        return self._to_epi(img, "nearest") > 0
+        """Union of spheres given in MNI mm, built on the MNI grid and brought onto the EPI grid (:meth:`nearest`)."""
+        return self.nearest(ball_mask(self.template_shape, self.template_affine, centres_mni_mm, radius_mm))
 
 
 def _stage(progress, timings, name):
@@ -228,6 +261,17 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
         Among others: a T1 covering less than :data:`tmstarget.anatomy.t1.MIN_T1_EXTENT_MM` along
         an axis (not a whole head), or ``slice_timing`` without SliceTiming.
     """
+    background = []  # what runs in other processes meanwhile: ended if this plan fails
+    try:
+        return _prepare_native(runs, t1, work_dir, participant, t1_series, progress, slice_timing, background)
+    except BaseException:
+        for call in background:
+            call.cancel()
+        raise
+
+
+def _prepare_native(runs, t1, work_dir, participant, t1_series, progress, slice_timing, background):
+    """:func:`prepare_native`'s steps; appends each registration or segmentation it starts to ``background``."""
     if not runs:
         raise InputError("no functional run given (--rest-dicom/--task-dicom, or --rest-bold/--task-bold with "
                          "--native)")
@@ -244,13 +288,19 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
     if t1_img.ndim != 3:
         raise InputError(f"the T1 must be a 3-D image; got shape {t1_img.shape}", path=t1)
     check_whole_head(t1_img, t1)
-    brain_only = not check_scalp(t1_img).scalp  # brain-extracted: registered brain to brain, no coil
     t1_from_dicom = _is_dicom_source(t1)
     t1_path = Path(t1)
     if t1_from_dicom:
         t1_path = write_nifti_atomic(work / f"{prefix}_T1w.nii.gz", t1_img)
+    # the coil stage reads the T1 file (a NIfTI T1 is read the same way here); a converted T1 is read back
+    anatomy = prepare_t1_anatomy(t1_path, None if t1_from_dicom else t1_img)
+    scalp = check_scalp(t1_img) if t1_from_dicom else anatomy.scalp
+    brain_only = not scalp.scalp  # brain-extracted: registered brain to brain, no coil
     done()
 
+    # the T1 -> MNI registration needs only the T1: its own process starts now, while this one goes on
+    registration = start_register_t1_to_mni(t1_img, workdir=work / "ants", brain_only=brain_only)
+    background.extend([registration, anatomy])
     arrays = [np.asarray(img.dataobj, dtype=np.float32) for img in images]
     if slice_timing:
         done = _stage(progress, timings, "correcting slice timing (Fourier, to the middle of the TR)")
@@ -269,22 +319,42 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
     mean_img = nib.Nifti1Image(realigned[..., :lengths[0]].mean(axis=3), affine)
     done()
 
-    done = _stage(progress, timings, "coregistering the mean EPI to the T1 (rigid)")
-    epi_to_t1 = coregister_epi_to_t1(mean_img, t1_img, EPI_SPACE, T1_SPACE, workdir=work / "ants")
+    coregistration = start_coregistration(mean_img, t1_img, EPI_SPACE, T1_SPACE, workdir=work / "ants")
+    background.append(coregistration)
+    done = _stage(progress, timings, "writing realigned runs, scalp surface (while the registrations run)")
+    bold_paths, sidecar_paths = [], []
+    for k, (run, (img, meta)) in enumerate(zip(runs, loaded)):
+        stem = f"{prefix}_{run.label}"
+        header = img.header.copy()
+        header.set_data_dtype(np.float32)
+        bold_paths.append(write_nifti_atomic(work / f"{stem}_space-{EPI_SPACE}_desc-realigned_bold.nii.gz",
+                                             nib.Nifti1Image(realigned[..., bounds[k]:bounds[k + 1]], affine, header)))
+        sidecar_paths.append(write_json_atomic(work / f"{stem}_space-{EPI_SPACE}_desc-realigned_bold.json",
+                                               {**meta, "SkullStripped": False, "MotionCorrected": True,
+                                                "SliceTimingCorrected": bool(slice_timing)}))  # to mid-TR
+    anatomy.compute_scalp_surface()
+    template_tissue_probabilities(MASK_RESOLUTION_MM)  # loaded once per process: ready for the masks
+    mni_template(MASK_RESOLUTION_MM)
+    import ants  # noqa: F401 - imported now, while waiting, not on the way to the target (about 1 s)
     done()
+
+    done = _stage(progress, timings, "coregistering the mean EPI to the T1 (rigid; its own process)")
+    epi_to_t1 = coregistration.result()
+    done()
+    timings["EPI -> T1 coregistration, own process"] = round(coregistration.seconds, 3)
 
     done = _stage(progress, timings, f"registering the T1 to {MNI_SPACE} (affine + SyN, 2 mm, "
-                  f"{'brain to brain: the T1 has no scalp' if brain_only else 'whole head'})")
-    t1_to_mni = register_t1_to_mni(t1_img, workdir=work / "ants", brain_only=brain_only)
+                  f"{'brain to brain: the T1 has no scalp' if brain_only else 'whole head'}; its own process, "
+                  "started after loading)")
+    t1_to_mni = registration.result()
     done()
+    timings["T1 -> MNI registration, own process"] = round(registration.seconds, 3)
+    anatomy.start_tissue(t1_to_mni)  # runs while the masks, the runs' confounds and the engine run here
 
     done = _stage(progress, timings, "bringing the MNI brain mask and WM/CSF priors into EPI space")
-    from nilearn import datasets
-
     epi_to_mni = compose(epi_to_t1, t1_to_mni)
-    brain_mni = datasets.load_mni152_brain_mask(resolution=MASK_RESOLUTION_MM)
-    brain_mni = nib.Nifti1Image((brain_mni.get_fdata() > 0).astype(np.uint8), brain_mni.affine)
-    brain = np.asarray(warp_image(brain_mni, epi_to_mni, mean_img, "inverse", "nearest").dataobj) > 0
+    grid = NativeGrid(mean_img, epi_to_mni)
+    brain = grid.nearest(mni_brain_mask(MASK_RESOLUTION_MM).get_fdata() > 0)
     if not brain.any():
         raise InputError("the MNI brain mask warped into EPI space is empty: check the EPI -> T1 -> MNI registration")
     tissue = nuisance_masks(epi_to_mni, mean_img, direction="inverse", resolution_mm=MASK_RESOLUTION_MM)
@@ -294,25 +364,18 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
                                    nib.Nifti1Image(brain.astype(np.uint8), affine))
     done()
 
-    done = _stage(progress, timings, "writing realigned runs and confounds")
+    done = _stage(progress, timings, "writing confounds")
     centre = volume_centre_ras_mm(affine, images[0].shape)
     selected, motion_qc = [], []
-    for k, (run, (img, meta)) in enumerate(zip(runs, loaded)):
+    for k, run in enumerate(runs):
         part = slice(bounds[k], bounds[k + 1])
         data, run_params = realigned[..., part], params[part]
         stem = f"{prefix}_{run.label}"
-        header = img.header.copy()
-        header.set_data_dtype(np.float32)
-        bold_path = write_nifti_atomic(work / f"{stem}_space-{EPI_SPACE}_desc-realigned_bold.nii.gz",
-                                       nib.Nifti1Image(data, affine, header))
         fd_p, fd_j = fd_power(run_params), fd_jenkinson(run_params, centre)
         wm, csf, gs = (data[m].mean(axis=0, dtype=np.float64) for m in (wm_mask, csf_mask, brain))
         confounds_path = work / f"{stem}_desc-confounds_timeseries.tsv"
         write_text_atomic(confounds_path, confounds_tsv(run_params, fd_p, fd_j, wm, csf, gs))
-        sidecar_path = write_json_atomic(work / f"{stem}_space-{EPI_SPACE}_desc-realigned_bold.json",
-                                         {**meta, "SkullStripped": False, "MotionCorrected": True,
-                                          "SliceTimingCorrected": bool(slice_timing)})  # to mid-TR
-        selected.append((ExplicitRun(bold=bold_path, confounds=confounds_path, sidecar=sidecar_path,
+        selected.append((ExplicitRun(bold=bold_paths[k], confounds=confounds_path, sidecar=sidecar_paths[k],
                                      events=run.events, mask=mask_path, label=run.label, source=Path(run.source)),
                           run.state))
         motion_qc.append({"run": run.label, "volumes": int(data.shape[3]),
@@ -321,11 +384,10 @@ def prepare_native(runs, t1, work_dir, participant, t1_series=None, progress=Non
                           "mean_fd_jenkinson_mm": float(fd_j[1:].mean())})
     done()
 
-    grid = NativeGrid(mean_img, epi_to_mni)
     inputs = [Path(r.source) for r in runs] + [Path(r.events) for r in runs if r.events] + [Path(t1)]
     selection = Selection(selected, t1_path, None, inputs, grid=grid)
     qc = {"motion_reference": f"volume 0 of {runs[0].label}", "motion": motion_qc}
-    return NativeSession(selection, epi_to_t1, t1_to_mni, t1_path, t1_from_dicom, qc, timings)
+    return NativeSession(selection, epi_to_t1, t1_to_mni, t1_path, t1_from_dicom, qc, timings, anatomy)
 
 
 def write_transforms(session, out_dir, participant):
@@ -447,7 +509,7 @@ def native_plan(session, protocol, participant, command=None, t_r=None, progress
     say("mapping the target EPI -> T1 -> MNI")
     result = to_t1w(result, session.epi_to_t1, session.t1_to_mni)
     result.qc["native"] = session.qc
-    coils, anatomy = coils_on_t1(result, session.t1_path, session.t1_to_mni, progress=say)
+    coils, anatomy = coils_on_t1(result, session.t1_path, session.t1_to_mni, progress=say, anatomy=session.anatomy)
     with tempfile.TemporaryDirectory(prefix="tmstarget-xfm-") as scratch:
         write_transforms(session, Path(scratch), participant)
         files = {f"xfm/{path.name}": path.read_bytes() for path in sorted(Path(scratch).iterdir())}
@@ -499,7 +561,11 @@ def plan_native(runs, t1, protocol, participant, *, t1_series=None, slice_timing
     try:
         session = prepare_native(runs, t1, work, participant, t1_series=t1_series, progress=progress,
                                  slice_timing=slice_timing)
-        return native_plan(session, protocol, participant, command=command, t_r=t_r, progress=progress)
+        try:
+            return native_plan(session, protocol, participant, command=command, t_r=t_r, progress=progress)
+        except BaseException:
+            session.anatomy.cancel()  # its tissue segmentation may still run
+            raise
     finally:
         if work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
