@@ -412,14 +412,35 @@ def _coregister(epi_img, t1_img, epi_space, t1_space, t1_brain_mask, resolution_
 def _nilearn_mni152(kind, resolution_mm):
     """One of nilearn's MNI152 images, loaded (and resampled by nilearn) once per process, its data read-only.
 
-    nilearn resamples its 1-mm files on every call (about 0.5 s each at 2 mm); a plan asks for the same
-    few images several times.
+    nilearn resamples its 1-mm files on every call (0.5-2 s each at 2 mm); a plan asks for the same
+    few images several times. The resampled voxels are also kept in the cache of
+    :mod:`tmstarget.anatomy.t1_cache` (keyed by the nilearn and numpy versions), so later processes
+    read them (the same numbers, affine and data type).
     """
-    from nilearn import datasets
+    import hashlib
+    import json
+    from importlib.metadata import version
 
-    load = {"template": datasets.load_mni152_template, "gm": datasets.load_mni152_gm_template,
-            "wm": datasets.load_mni152_wm_template, "brain": datasets.load_mni152_brain_mask}[kind]
-    img = load(resolution=resolution_mm)
+    import nibabel as nib
+
+    from tmstarget.anatomy import t1_cache
+
+    key = hashlib.sha256(json.dumps({"format": t1_cache.FORMAT, "kind": kind, "resolution_mm": resolution_mm,
+                                     "nilearn": version("nilearn"), "numpy": np.__version__,
+                                     "nibabel": nib.__version__}).encode()).hexdigest()
+    stored = t1_cache.load("mni152", key, {"data": (3, None), "affine": (2, "f"), "dtype": (0, "U")})
+    if stored is not None:
+        img = nib.Nifti1Image(stored["data"], stored["affine"])
+        img.set_data_dtype(np.dtype(str(stored["dtype"])))
+    else:
+        from nilearn import datasets
+
+        load = {"template": datasets.load_mni152_template, "gm": datasets.load_mni152_gm_template,
+                "wm": datasets.load_mni152_wm_template, "brain": datasets.load_mni152_brain_mask}[kind]
+        img = load(resolution=resolution_mm)
+        if isinstance(img.dataobj, np.ndarray):
+            t1_cache.store("mni152", key, {"data": img.dataobj, "affine": img.affine,
+                                           "dtype": np.str_(img.get_data_dtype().str)})
     if isinstance(img.dataobj, np.ndarray):
         img.dataobj.flags.writeable = False  # shared by every caller of this process
     return img

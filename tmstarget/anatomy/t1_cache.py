@@ -3,6 +3,8 @@
 The same folder and machinery keep the MNI152 grey-matter probability resampled to an
 analysis grid (:func:`tmstarget.analysis.rois.grey_matter_mask`: 1-2 s with nilearn's
 imports, per grid, on every MNI plan otherwise), keyed by the grid and the code.
+It also keeps nilearn's MNI152 images resampled to the native masks' resolution, which do not
+depend on the T1 (:func:`tmstarget.anatomy.registration.mni_template`).
 
 All three depend only on the T1, the algorithm's parameters, the code that
 computes them and (for the tissues) the T1 -> MNI transform, so a plan of a T1
@@ -99,7 +101,7 @@ def entry_key(kind, t1_path, params, modules, extra=(), t1_digest=None):
 def load(kind, key, expected):
     """The arrays stored under ``key`` (dict name -> ndarray), or None (absent, unreadable or malformed).
 
-    ``expected`` maps each array name to ``(ndim, dtype kind)``, checked on load.
+    ``expected`` maps each array name to ``(ndim, dtype kind)``, checked on load (a kind of None: any).
     """
     folder = cache_dir()
     if folder is None:
@@ -111,7 +113,7 @@ def load(kind, key, expected):
         with np.load(path, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in expected}
         for name, (ndim, dtype_kind) in expected.items():
-            if arrays[name].ndim != ndim or arrays[name].dtype.kind != dtype_kind:
+            if arrays[name].ndim != ndim or dtype_kind not in (None, arrays[name].dtype.kind):
                 raise ValueError(f"{name}: shape {arrays[name].shape}, dtype {arrays[name].dtype}")
     except Exception as exc:  # a damaged or foreign entry: compute again
         logger.warning("ignoring the cache entry %s (%s); computing again", path, " ".join(str(exc).split())[:200])

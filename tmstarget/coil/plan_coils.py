@@ -216,4 +216,10 @@ def start_segment_t1(t1_path, t1_img, t1_to_mni=None, isolated=True):
 
     if not isolated:
         return Ready(keep(tissue.segment_t1(t1_img, t1_to_mni)))
-    return Then(IsolatedCall(tissue.segment_t1, t1_img, t1_to_mni), keep)
+
+    def keep_logged(maps):
+        logger.info("tissue segmentation in its own process: %.1f s", call.seconds)
+        return keep(maps)
+
+    call = IsolatedCall(tissue.segment_t1, t1_img, t1_to_mni)
+    return Then(call, keep_logged)
