@@ -129,12 +129,16 @@ def bench_t1(label, t1_path, resolutions, spread, repeats):
             seconds.append(time.perf_counter() - start)
         results[voxel_mm] = (float(np.median(seconds)), len(mesh.faces), *place_all(mesh, targets, tissue, head_axes,
                                                                                     midline))
-    print(f"\n{label}: {t1_path}")
+    from nibabel.affines import voxel_sizes
+
+    print(f"\n{label}: {t1_path} (voxels {' x '.join(f'{v:.2f}' for v in voxel_sizes(img.affine))} mm)")
     print(f"coil centre distance and depth differences (mm) against the {min(resolutions):g}-mm and the 2-mm "
           f"surface: {len(named)} protocol target points | {spread} cortical points")
     print(f"{'voxel':>6} {'faces':>7} {'cold s':>7} {'vs':>4} | {'centre max':>10} {'median':>6} {'depth':>6} "
           f"{'cortex':>6} | {'centre max':>10} {'median':>6} {'depth':>6} {'cortex':>6}")
     for voxel_mm, (seconds, faces, centres, depths, cortex) in results.items():
+        if voxel_mm == min(resolutions):
+            print(f"{voxel_mm:>6g} {faces:>7d} {seconds:>7.2f}    - | (the reference)")
         for ref in (min(resolutions), 2.0):
             if ref not in results or ref == voxel_mm or (ref == 2.0 and voxel_mm < 2.0):
                 continue
