@@ -18,7 +18,8 @@ Order of operations (issue 3 §2):
    EPI space through both transforms and write, per run, the realigned BOLD,
    an fMRIPrep-like confounds TSV (``trans_*`` mm, ``rot_*`` rad,
    ``framewise_displacement`` Power, ``white_matter``, ``csf``) and the mask;
-5. return a :class:`~tmstarget.ingest.collect.Selection` whose ``grid`` is a :class:`NativeGrid`, so
+5. return a :class:`~tmstarget.ingest.collect.Selection` whose ``grid`` is a
+   :class:`~tmstarget.workflows.native_grid.NativeGrid`, so
    :func:`tmstarget.analysis.engine.plan` runs unchanged on the EPI grid; :func:`to_t1w` then
    re-expresses its result in the T1's world with MNI coordinates from the registration.
 
@@ -38,7 +39,6 @@ import nibabel as nib
 import numpy as np
 
 from tmstarget._fileio import write_json_atomic, write_nifti_atomic, write_text_atomic
-from tmstarget.analysis.rois import ball_mask
 from tmstarget.anatomy.motion import estimate_motion, fd_jenkinson, fd_power, realign, volume_centre_ras_mm
 from tmstarget.anatomy.registration import (
     MNI_SPACE,
@@ -51,19 +51,17 @@ from tmstarget.anatomy.registration import (
     start_coregistration,
     start_register_t1_to_mni,
     template_tissue_probabilities,
-    warp_image,
 )
 from tmstarget.anatomy.t1 import check_scalp, check_whole_head
 from tmstarget.errors import InputError
 from tmstarget.ingest.collect import ExplicitRun, Selection
 from tmstarget.ingest.native import NativeRun, _is_dicom_source, load_image
 from tmstarget.workflows.inputs import check_inputs_exist
+from tmstarget.workflows.native_grid import MASK_RESOLUTION_MM, NativeGrid
 from tmstarget.workflows.t1_coil import T1Anatomy, coils_on_t1, prepare_t1_anatomy
 
 log = logging.getLogger(__name__)
 
-#: Resolution (mm) of the MNI grid on which native masks are built before warping.
-MASK_RESOLUTION_MM = 2
 EPI_SPACE = "boldref"
 T1_SPACE = "T1w"
 
@@ -101,80 +99,6 @@ class NativeSession:
     qc: dict
     stage_seconds: dict = None
     anatomy: T1Anatomy = None
-
-
-class NativeGrid:
-    """MNI-defined masks on a native EPI grid, built in MNI space and warped in.
-
-    Implements the two methods :func:`tmstarget.analysis.engine.plan` asks its grid
-    for. Masks are built on the 2-mm MNI template grid and resampled onto the
-    EPI grid through the EPI -> MNI transform: nearest neighbour for binary
-    masks, linear then threshold for the grey-matter probability.
-
-    Nearest neighbour picks, for every EPI voxel, one MNI voxel (or none, outside the template),
-    whatever the values: so the warp runs once, on an image holding each MNI voxel's number
-    (1-based; float32 holds them exactly), and every binary mask is then looked up through that
-    map (:meth:`nearest`) -- the same voxels as warping each mask with ANTs, without reading the
-    SyN warp field once per mask (a protocol asks for about 26 ROIs).
-
-    Parameters
-    ----------
-    reference_img : nibabel image
-        3-D image on the EPI grid (world = scanner RAS).
-    epi_to_mni : Transform
-        ``boldref -> MNI152NLin2009aSym``.
-    """
-
-    def __init__(self, reference_img, epi_to_mni, resolution_mm=MASK_RESOLUTION_MM):
-        if epi_to_mni.to_space != MNI_SPACE:
-            raise InputError(f"NativeGrid needs a transform into {MNI_SPACE}; got one into {epi_to_mni.to_space}")
-        self.reference = reference_img
-        self.transform = epi_to_mni
-        template = mni_template(resolution_mm)
-        self.template_shape = template.shape[:3]
-        self.template_affine = template.affine
-        self.resolution_mm = resolution_mm
-        self._gm_probability = None
-        self._nearest_voxel = None
-
-    def _to_epi(self, img, interpolation):
-        return np.asarray(
-            warp_image(img, self.transform, self.reference, direction="inverse", interpolation=interpolation).dataobj
-        )
-
-    def grey_matter(self, threshold):
-        """Grey matter on the EPI grid: MNI152 GM probability (linear) > ``threshold``."""
-        if self._gm_probability is None:
-            prob = template_tissue_probabilities(self.resolution_mm)["gm"]
-            self._gm_probability = self._to_epi(prob, "linear")
-        return self._gm_probability > threshold
-
-    def nearest(self, mask_mni):
-        """A binary mask on the MNI template grid brought onto the EPI grid (nearest neighbour).
-
-        Parameters
-        ----------
-        mask_mni : ndarray, shape ``template_shape``
-            Nonzero = inside.
-
-        Returns
-        -------
-        ndarray of bool, the EPI grid's shape
-            What ``warp_image`` of the mask (nearest) gives, > 0.
-        """
-        if self._nearest_voxel is None:
-            count = int(np.prod(self.template_shape))
-            if count >= 2 ** 24:  # float32 holds whole numbers exactly only up to 2**24
-                raise InputError(f"MNI grid of {count} voxels is too large for the nearest-voxel map")
-            numbers = np.arange(1, count + 1, dtype=np.float32).reshape(self.template_shape)
-            warped = self._to_epi(nib.Nifti1Image(numbers, self.template_affine), "nearest")
-            self._nearest_voxel = warped.astype(np.int64)  # 0: outside the template grid
-        inside = np.concatenate([[False], np.asarray(mask_mni).ravel() != 0])
-        return inside[self._nearest_voxel]
-
-    def balls(self, centres_mni_mm, radius_mm):
-        """Union of spheres given in MNI mm, built on the MNI grid and brought onto the EPI grid (:meth:`nearest`)."""
-        return self.nearest(ball_mask(self.template_shape, self.template_affine, centres_mni_mm, radius_mm))
 
 
 def _stage(progress, timings, name):
