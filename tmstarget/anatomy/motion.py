@@ -14,6 +14,7 @@ volume, or :func:`estimate_motion` for a run) is intensity least squares,
 solved by inverse-compositional Gauss-Newton on smoothed, subsampled volumes.
 """
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -416,7 +417,8 @@ def register_volume(ref, vol, init_params=None):
         for _ in range(ref.max_iter):
             # voxel -> reference world -> moved world -> voxel of vol
             vox_map = ras2vox @ matrix @ ref.affine
-            ijk = vox_map[:3, :3] @ level.sample_ijk + vox_map[:3, 3:]
+            ijk = vox_map[:3, :3] @ level.sample_ijk
+            ijk += vox_map[:3, 3:]  # in place (the same sums): no second fresh array per iteration
             corners = vox_map[:3, :3] @ level.corners + vox_map[:3, 3:]  # the points' box, mapped (convex hull)
             inside = None if np.all((corners >= 0) & (corners <= upper)) else np.all((ijk >= 0) & (ijk <= upper), 0)
             if inside is None or inside.all():  # the usual case: no copies, the Gauss-Newton matrix precomputed
@@ -513,17 +515,23 @@ def _reslice(data, affine, params, order=1):
     return out
 
 
+@functools.lru_cache(maxsize=4)
 def _voxel_grid(shape):
-    return np.indices(shape).reshape(3, -1).astype(float)
+    """(3, N) float voxel indices of a grid, C order; kept per shape (read-only): the real-time path reslices
+    every volume on the same grid."""
+    grid = np.indices(shape).reshape(3, -1).astype(float)
+    grid.flags.writeable = False
+    return grid
 
 
 def _reslice_one(vol, affine, matrix, grid, order, where=None, out=None):
     vox_map = np.linalg.inv(affine) @ matrix @ affine
-    ijk = vox_map[:3, :3] @ grid + vox_map[:3, 3:]  # every voxel's, so a part's coordinates are the whole's
+    ijk = vox_map[:3, :3] @ grid  # every voxel's, so a part's coordinates are the whole's
+    ijk += vox_map[:3, 3:]  # in place: the same sums without a second fresh 3 x N array (page faults cost ms)
     if where is None:
         return ndimage.map_coordinates(vol, ijk, order=order, mode="nearest", prefilter=False).reshape(vol.shape)
     out = np.zeros(vol.shape, dtype=np.float32) if out is None else out
-    out.reshape(-1)[where] = ndimage.map_coordinates(vol, ijk[:, where], order=order, mode="nearest",
+    out.reshape(-1)[where] = ndimage.map_coordinates(vol, np.take(ijk, where, axis=1), order=order, mode="nearest",
                                                      prefilter=False)
     return out
 

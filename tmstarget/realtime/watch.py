@@ -421,6 +421,7 @@ class Watcher:
         self.wm_mask = np.asarray(tissue["wm"].dataobj) > 0
         self.csf_mask = np.asarray(tissue["csf"].dataobj) > 0
         self.brain_mask = brain
+        self.tissue_index = [np.flatnonzero(m) for m in (self.wm_mask, self.csf_mask, brain)]  # per volume: means
         write_nifti_atomic(self.state_dir / "brain_mask.nii.gz", nib.Nifti1Image(brain.astype(np.uint8), affine))
         self.grid = NativeGrid(ref_img, epi_to_mni)
         self.layout = analysis_layout(self.protocol, brain, affine, self.grid, self.opts.incoming)
@@ -515,9 +516,8 @@ class Watcher:
             motion = register_volume(self.ref_prep, item.data, init_params=previous)
             # the voxels the stream and the tissue means read now, the rest after live.json (same values)
             realigned = reslice_volume(item.data, self.affine, motion, where=self.reslice_first)
-            wm = float(realigned[self.wm_mask].mean(dtype=np.float64))
-            csf = float(realigned[self.csf_mask].mean(dtype=np.float64))
-            gs = float(realigned[self.brain_mask].mean(dtype=np.float64))
+            flat = realigned.reshape(-1)  # flat indices pick what the boolean masks pick, in the same order
+            wm, csf, gs = (float(flat[index].mean(dtype=np.float64)) for index in self.tissue_index)
         moved = time.monotonic()
         pair = np.vstack([previous if previous is not None else motion, motion])
         fd_p = float(fd_power(pair)[1])
