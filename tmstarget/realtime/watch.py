@@ -491,7 +491,6 @@ class Watcher:
         from tmstarget.realtime.incoming import Gap
 
         picked = time.monotonic()
-        cpu_start = time.thread_time()
         missing = isinstance(item, Gap)
         if self.setup is None:
             if missing:
@@ -505,7 +504,7 @@ class Watcher:
         if index != expected:
             raise InputError(f"volume {index} released while volume {expected} was expected", volume=index)
         previous = self._motion_row(-1) if self.store.rows else None
-        start = time.monotonic()
+        start, cpu_start = time.monotonic(), time.thread_time()
         if missing:
             motion = previous if previous is not None else np.zeros(6)
             realigned = np.zeros(self.store.shape, dtype=np.float32)
@@ -517,8 +516,8 @@ class Watcher:
             # the voxels the stream and the tissue means read now, the rest after live.json (same values)
             realigned = reslice_volume(item.data, self.affine, motion, where=self.reslice_first)
             flat = realigned.reshape(-1)  # flat indices pick what the boolean masks pick, in the same order
-            wm, csf, gs = (float(flat[index].mean(dtype=np.float64)) for index in self.tissue_index)
-        moved = time.monotonic()
+            wm, csf, gs = (float(flat[where].mean(dtype=np.float64)) for where in self.tissue_index)
+        moved, cpu_moved = time.monotonic(), time.thread_time()
         pair = np.vstack([previous if previous is not None else motion, motion])
         fd_p = float(fd_power(pair)[1])
         fd_j = float(fd_jenkinson(pair, self.centre)[1])
@@ -528,16 +527,15 @@ class Watcher:
         row = dict(zip(("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"), map(float, motion)))
         row.update(missing=missing, fd_power_mm=fd_p, fd_jenkinson_mm=fd_j, white_matter=0.0 if missing else wm,
                    csf=0.0 if missing else csf, global_signal=0.0 if missing else gs, status=status, latency_ms=latency)
-        pushed = time.monotonic()
+        pushed, cpu_pushed = time.monotonic(), time.thread_time()
         self.store.add(index, realigned, row)  # live.json counts it; committed below
         self.summary.add(self.store.rows[-1])
         self._track(index)
-        tracked = time.monotonic()
+        tracked, cpu_tracked = time.monotonic(), time.thread_time()
         self.status = (f"tracking the target (volume {index + 1}{of} processed)" if self.live_target is not None
                        else f"collecting volumes (volume {index + 1}{of} processed)")
         doc = self.write_live()
-        done = time.monotonic()
-        cpu_done = time.thread_time()
+        done, cpu_done = time.monotonic(), time.thread_time()
         # the commit (two fsyncs) and the live maps come after live.json: off the latency path. A watcher killed
         # in between resumes before this volume and processes it again (the stream is rebuilt from commits).
         if not missing:
@@ -549,12 +547,16 @@ class Watcher:
         self.display(doc)
         if not missing:  # milliseconds: file complete -> live.json, and the stages of this volume's processing
             # from the first poll that saw the file at its final size (the settle wait and the read included);
-            # cpu_ms: this thread's CPU time up to live.json (the machine's load does not inflate it)
+            # cpu_*: this thread's CPU time (the machine's load inflates it far less than wall time), cpu_ms from
+            # the motion correction to live.json
             self.perf.append({"volume": index, "latency_ms": 1000 * (done - item.seen_s),
                               "processing_ms": 1000 * (done - start), "motion_ms": 1000 * (moved - start),
                               "stream_ms": 1000 * (pushed - moved), "target_ms": 1000 * (tracked - pushed),
                               "live_json_ms": 1000 * (done - tracked), "record_ms": 1000 * (stored - done),
-                              "cpu_ms": 1000 * (cpu_done - cpu_start), "setup_ms": 1000 * (start - picked),
+                              "cpu_ms": 1000 * (cpu_done - cpu_start), "motion_cpu_ms": 1000 * (cpu_moved - cpu_start),
+                              "stream_cpu_ms": 1000 * (cpu_pushed - cpu_moved),
+                              "target_cpu_ms": 1000 * (cpu_tracked - cpu_pushed),
+                              "live_json_cpu_ms": 1000 * (cpu_done - cpu_tracked), "setup_ms": 1000 * (start - picked),
                               "settle_read_ms": 1000 * (picked - item.seen_s)})
 
     def _nuisance(self, wm, csf, gs):
